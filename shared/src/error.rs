@@ -1,0 +1,144 @@
+//! The one error type of bucketclone. Each variant says what happened *and* what the caller
+//! should do about it, so retry, record-and-continue and stop decisions are made by matching,
+//! never by parsing messages.
+
+use std::fmt;
+
+/// What went wrong, classified by what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A passing fault (network, throttling, 5xx, a lease race): retry with jittered backoff.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// This object (or this one operation) cannot succeed: record it, go on with the rest.
+    #[error("{0}")]
+    Permanent(String),
+    /// The thing asked for does not exist (a bucket, a key, a job).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The credentials in use may not do this.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// Someone else already did it (a condition failed): treat as success.
+    #[error("already done: {0}")]
+    Conflict(String),
+    /// Bad input or configuration: stop with this message; retrying cannot help.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Builds an [`Error::Transient`] from anything printable.
+    pub fn transient(e: impl fmt::Display) -> Self {
+        Error::Transient(e.to_string())
+    }
+    /// Builds an [`Error::Permanent`] from anything printable.
+    pub fn permanent(e: impl fmt::Display) -> Self {
+        Error::Permanent(e.to_string())
+    }
+    /// Builds an [`Error::Invalid`] from anything printable.
+    pub fn invalid(e: impl fmt::Display) -> Self {
+        Error::Invalid(e.to_string())
+    }
+    /// True when retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transient(_))
+    }
+    /// Adds context in front of the message, keeping the classification.
+    pub fn context(self, what: impl fmt::Display) -> Self {
+        match self {
+            Error::Transient(m) => Error::Transient(format!("{what}: {m}")),
+            Error::Permanent(m) => Error::Permanent(format!("{what}: {m}")),
+            Error::NotFound(m) => Error::NotFound(format!("{what}: {m}")),
+            Error::AccessDenied(m) => Error::AccessDenied(format!("{what}: {m}")),
+            Error::Conflict(m) => Error::Conflict(format!("{what}: {m}")),
+            Error::Invalid(m) => Error::Invalid(format!("{what}: {m}")),
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Invalid(format!("malformed JSON: {e}"))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            NotFound => Error::NotFound(e.to_string()),
+            PermissionDenied => Error::AccessDenied(e.to_string()),
+            Interrupted | TimedOut | WouldBlock => Error::Transient(e.to_string()),
+            _ => Error::Permanent(e.to_string()),
+        }
+    }
+}
+
+/// Retries `op` while it fails with [`Error::Transient`], with full-jitter exponential
+/// backoff (base 100 ms, cap 5 s), at most `attempts` times in all.
+pub async fn retry<T, F, Fut>(attempts: u32, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut n = 0;
+    loop {
+        n += 1;
+        match op().await {
+            Err(e) if e.is_transient() && n < attempts => {
+                let cap = (100u64 << n.min(6)).min(5_000);
+                let ms = rand::random_range(0..=cap);
+                tracing::debug!(attempt = n, error = %e, backoff_ms = ms, "transient error, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_stops_on_success_and_on_permanent_errors() {
+        let calls = AtomicU32::new(0);
+        let r: Result<u32> = retry(5, || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            if n < 2 {
+                Err(Error::transient("busy"))
+            } else {
+                Ok(n)
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(2));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        let calls = AtomicU32::new(0);
+        let r: Result<u32> = retry(5, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Error::permanent("no"))
+        })
+        .await;
+        assert_eq!(r, Err(Error::Permanent("no".into())));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_gives_up_after_the_attempt_budget() {
+        let calls = AtomicU32::new(0);
+        let r: Result<()> = retry(3, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Error::transient("still busy"))
+        })
+        .await;
+        assert!(r.unwrap_err().is_transient());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+}

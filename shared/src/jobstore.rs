@@ -1,0 +1,71 @@
+//! The job-store port: jobs, their segments and their per-key findings, with exactly-once
+//! accounting under at-least-once delivery.
+//!
+//! Invariants every backend keeps:
+//! - `create_job` is idempotent on the job id: a second call changes nothing.
+//! - A segment moves pending -> done once. `complete_segment` does, in ONE atomic write, the
+//!   move, the segment's outcome, its children's records (pending, unless they exist), and
+//!   the job's counters (`outstanding += children - 1`, `segments_done += 1`, plus the page's
+//!   tallies). A repeat finds the segment done and returns [`Recorded::Already`], changing
+//!   nothing, so counters are never doubled.
+//! - Counters change once per segment, never once per object.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{
+    JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord,
+};
+
+/// Whether a write happened now or had already happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// This call made the change.
+    Now,
+    /// The change was already there (a repeated delivery, a second request): nothing changed.
+    Already,
+}
+
+/// Durable job state. All methods may be called concurrently from many processes.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Records a new running job and its first segments (pending; `outstanding` = their
+    /// number). Idempotent on `spec.id`: if the job exists nothing changes and `Already` is
+    /// returned, whatever the spec says.
+    async fn create_job(&self, spec: &JobSpec, first: &[KeyRange]) -> Result<Recorded>;
+
+    /// The job, if it exists. Strongly consistent: reflects every completed write.
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>>;
+
+    /// Every job, newest first, at most `limit`.
+    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>>;
+
+    /// The segment with this range, if recorded.
+    async fn segment(&self, job: &str, range: &KeyRange) -> Result<Option<SegmentRecord>>;
+
+    /// The job's segments (done or pending), at most `limit`, in no particular order.
+    async fn segments(&self, job: &str, limit: usize) -> Result<Vec<SegmentRecord>>;
+
+    /// Applies one segment's work exactly once (see the module invariants). The issues are
+    /// stored idempotently by (job, key, kind), before or with the atomic write.
+    /// Fails with `NotFound` if the segment was never created.
+    async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded>;
+
+    /// Moves a running job whose `outstanding` is 0 to its final state (from its counters:
+    /// `Verified` or `Mismatch`). Returns the job's state after the call; a job still running
+    /// with segments outstanding is left alone. Idempotent.
+    async fn finalize(&self, job: &str) -> Result<Option<JobState>>;
+
+    /// Ends a running job as `Failed` with `message` (a bad request, a missing bucket).
+    /// No-op on a terminal job.
+    async fn fail(&self, job: &str, message: &str) -> Result<()>;
+
+    /// The job's findings ordered by (key, kind), strictly after `after` (the last issue of
+    /// the previous page), at most `limit`: page through them to stream a report of any size.
+    async fn issues(
+        &self,
+        job: &str,
+        after: Option<&ObjectIssue>,
+        limit: usize,
+    ) -> Result<Vec<ObjectIssue>>;
+}

@@ -1,0 +1,530 @@
+//! The domain: where objects live ([`Location`]), what a job is ([`JobSpec`], [`JobRecord`]),
+//! the unit of work ([`KeyRange`], a half-open key range relative to the job's source prefix),
+//! what a page of work changes ([`Counters`], [`SegmentCompletion`]) and what a difference is
+//! ([`ObjectIssue`]). Pure data: no I/O here.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// Which kind of store a [`Location`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// An S3 bucket on the endpoint of the standard AWS configuration chain.
+    S3,
+    /// A directory on this machine; keys are relative paths.
+    Local,
+}
+
+/// A place objects are read from or written to: a bucket or directory, and a key prefix in it.
+///
+/// Invariant: `prefix` is empty or ends with `/` (a location names a "folder", as
+/// `aws s3 sync` does), and for [`Scheme::Local`] `root` is an absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Location {
+    pub scheme: Scheme,
+    /// The bucket name, or the directory's absolute path.
+    pub root: String,
+    /// Key prefix under `root`: empty, or ending with `/`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+impl Location {
+    /// An S3 location; the prefix is normalised to end with `/`.
+    pub fn s3(bucket: impl Into<String>, prefix: impl Into<String>) -> Result<Self> {
+        let bucket = bucket.into();
+        validate_bucket(&bucket)?;
+        Ok(Location {
+            scheme: Scheme::S3,
+            root: bucket,
+            prefix: normalise_prefix(prefix.into()),
+        })
+    }
+
+    /// A local-directory location rooted at `path` (made absolute, not required to exist).
+    pub fn local(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let p = path.as_ref();
+        if p.as_os_str().is_empty() {
+            return Err(Error::invalid("empty directory path"));
+        }
+        let abs =
+            std::path::absolute(p).map_err(|e| Error::invalid(format!("{}: {e}", p.display())))?;
+        let root = abs
+            .to_str()
+            .ok_or_else(|| Error::invalid(format!("{}: path is not UTF-8", p.display())))?
+            .trim_end_matches('/')
+            .to_string();
+        let root = if root.is_empty() {
+            "/".to_string()
+        } else {
+            root
+        };
+        Ok(Location {
+            scheme: Scheme::Local,
+            root,
+            prefix: String::new(),
+        })
+    }
+
+    /// Parses `s3://bucket[/prefix]` or a local directory path.
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            return Location::s3(bucket, prefix);
+        }
+        if s.contains("://") {
+            return Err(Error::invalid(format!(
+                "{s}: only s3:// URLs and local directories are supported"
+            )));
+        }
+        Location::local(s)
+    }
+
+    /// The full key in this location for a key relative to its prefix.
+    pub fn full_key(&self, rel: &str) -> String {
+        format!("{}{rel}", self.prefix)
+    }
+
+    /// The key relative to this location's prefix, if `full` is under it.
+    pub fn rel_key<'a>(&self, full: &'a str) -> Option<&'a str> {
+        full.strip_prefix(self.prefix.as_str())
+    }
+
+    /// True when the two locations share keys: one's key space lies inside the other's.
+    /// A clone between overlapping locations would copy into its own source.
+    pub fn overlaps(&self, other: &Location) -> bool {
+        if self.scheme != other.scheme {
+            return false;
+        }
+        match self.scheme {
+            Scheme::S3 => {
+                self.root == other.root
+                    && (self.prefix.starts_with(&other.prefix)
+                        || other.prefix.starts_with(&self.prefix))
+            }
+            Scheme::Local => {
+                let a = format!("{}/", self.root.trim_end_matches('/'));
+                let b = format!("{}/", other.root.trim_end_matches('/'));
+                a.starts_with(&b) || b.starts_with(&a)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.scheme {
+            Scheme::S3 => write!(f, "s3://{}/{}", self.root, self.prefix),
+            Scheme::Local => write!(f, "{}", self.root),
+        }
+    }
+}
+
+fn normalise_prefix(p: String) -> String {
+    if p.is_empty() || p.ends_with('/') {
+        p
+    } else {
+        format!("{p}/")
+    }
+}
+
+/// Checks the S3 bucket naming rules that matter before any request is sent.
+pub fn validate_bucket(b: &str) -> Result<()> {
+    let ok = (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{b:?} is not a valid S3 bucket name"
+        )))
+    }
+}
+
+/// A job's identifier: 1 to 128 characters of `[A-Za-z0-9._-]`, so it is safe in keys,
+/// URLs and file names.
+pub fn validate_job_id(id: &str) -> Result<()> {
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "job id {id:?} must be 1-128 characters of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+/// What a job does with each page of its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Copy what is missing or different, then verify.
+    #[default]
+    Clone,
+    /// Compare only; never write.
+    VerifyOnly,
+    /// Clone, verify, then delete from the source what was verified identical in this run.
+    Move,
+}
+
+/// Tunables of one job, carried in the job so every worker applies the same ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobOptions {
+    pub mode: Mode,
+    /// Keys listed per segment (one list page; S3 caps it at 1,000).
+    pub page_size: u32,
+    /// Compare by size alone when a listing has no ETag, instead of one HEAD per object.
+    pub size_only: bool,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            mode: Mode::Clone,
+            page_size: 1000,
+            size_only: false,
+        }
+    }
+}
+
+/// Everything a worker needs to know about a job, fixed when the job is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub id: String,
+    pub source: Location,
+    pub destination: Location,
+    #[serde(default)]
+    pub options: JobOptions,
+}
+
+impl JobSpec {
+    /// Validates what can be checked without I/O: the id, the options, and that the
+    /// destination does not overlap the source.
+    pub fn validate(&self) -> Result<()> {
+        validate_job_id(&self.id)?;
+        if !(1..=1000).contains(&self.options.page_size) {
+            return Err(Error::invalid("page_size must be between 1 and 1000"));
+        }
+        if self.source.overlaps(&self.destination) {
+            return Err(Error::invalid(format!(
+                "destination {} overlaps source {}: a clone must not write inside its own source",
+                self.destination, self.source
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A half-open range of keys, relative to the job's source prefix: every key `k` with
+/// `start_after < k` and (`k <= end`, or no `end`). The empty `start_after` means "from the
+/// first key". Both bounds come from S3's own vocabulary: `start_after` is ListObjectsV2's
+/// StartAfter, and an inclusive `end` lets adjacent ranges `(a, b]`, `(b, c]` tile the key
+/// space with no key lost or doubled. Ordering is UTF-8 byte order, S3's listing order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyRange {
+    #[serde(default)]
+    pub start_after: String,
+    #[serde(default)]
+    pub end: Option<String>,
+}
+
+impl KeyRange {
+    /// The whole key space.
+    pub fn all() -> Self {
+        KeyRange {
+            start_after: String::new(),
+            end: None,
+        }
+    }
+    /// True when `key` lies in this range.
+    pub fn contains(&self, key: &str) -> bool {
+        key > self.start_after.as_str() && self.end.as_deref().is_none_or(|e| key <= e)
+    }
+    /// A stable id derived from the range alone, so a re-sent segment is the same segment.
+    pub fn id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.start_after.as_bytes());
+        match &self.end {
+            Some(e) => {
+                h.update([1u8]);
+                h.update(e.as_bytes());
+            }
+            None => h.update([0u8]),
+        }
+        hex::encode(&h.finalize()[..12])
+    }
+}
+
+/// One object as a listing or HEAD sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    /// The full key in its store.
+    pub key: String,
+    pub size: u64,
+    /// The ETag without quotes; `None` when the store's listing carries none.
+    pub etag: Option<String>,
+}
+
+/// The lifecycle of a job. Terminal states are never left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Segments are outstanding.
+    Running,
+    /// Every source object is in the destination, proven identical; nothing else differs.
+    Verified,
+    /// The job finished, and something differs, failed or could not be verified: see issues.
+    Mismatch,
+    /// The job could not run (bad request, missing bucket, no permission): see `message`.
+    Failed,
+}
+
+impl JobState {
+    pub fn is_terminal(self) -> bool {
+        self != JobState::Running
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Verified => "verified",
+            JobState::Mismatch => "mismatch",
+            JobState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            JobState::Running,
+            JobState::Verified,
+            JobState::Mismatch,
+            JobState::Failed,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+macro_rules! counters {
+    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
+        /// The job's tallies. A segment's completion adds its own [`Counters`] to the job's
+        /// exactly once, in the same atomic write that marks the segment done.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct Counters { $($(#[$m])* pub $name: i64,)* }
+
+        impl Counters {
+            /// Every counter's name, in a fixed order (the adapters' column/attribute names).
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($name)),*];
+            /// The values in [`Counters::NAMES`] order.
+            pub fn values(&self) -> Vec<i64> { vec![$(self.$name),*] }
+            /// Builds counters from values in [`Counters::NAMES`] order (missing ones are 0).
+            pub fn from_values(v: &[i64]) -> Self {
+                let mut it = v.iter().copied();
+                Counters { $($name: it.next().unwrap_or(0),)* }
+            }
+            /// Adds `other` field by field.
+            pub fn add(&mut self, other: &Counters) { $(self.$name += other.$name;)* }
+        }
+    };
+}
+
+counters! {
+    /// Segments outstanding (created and not yet done).
+    outstanding,
+    /// Segments done.
+    segments_done,
+    /// Source objects and bytes in the job's range.
+    source_objects, source_bytes,
+    /// Destination objects and bytes in the job's range after the work.
+    dest_objects, dest_bytes,
+    /// Objects copied by this job.
+    copied_objects, copied_bytes,
+    /// Objects already identical in the destination, left alone.
+    skipped_objects, skipped_bytes,
+    /// Objects proven identical after the work (copied or skipped).
+    verified_objects,
+    /// Objects whose copy failed.
+    failed_objects,
+    /// Differences found by verification.
+    missing, extra, size_differs, content_differs, unverifiable,
+    /// Move: source objects deleted after their copy was verified, and ones kept because the
+    /// source changed after it was copied.
+    deleted_objects, deleted_bytes, kept_changed,
+}
+
+impl Counters {
+    /// True when nothing failed, differs or is unproven.
+    pub fn all_verified(&self) -> bool {
+        self.failed_objects == 0
+            && self.missing == 0
+            && self.extra == 0
+            && self.size_differs == 0
+            && self.content_differs == 0
+            && self.unverifiable == 0
+            && self.kept_changed == 0
+    }
+    /// The terminal state these counters earn once nothing is outstanding.
+    pub fn final_state(&self) -> JobState {
+        if self.all_verified() {
+            JobState::Verified
+        } else {
+            JobState::Mismatch
+        }
+    }
+}
+
+/// A job as the job store holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub counters: Counters,
+    /// Why the job failed, when it did.
+    pub message: Option<String>,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// The kind of a difference or failure found for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssueKind {
+    /// In the source, not in the destination.
+    Missing,
+    /// In the destination, not in the source.
+    Extra,
+    SizeDiffers,
+    ContentDiffers,
+    /// Sizes match but the ETags are not comparable (one side uploaded in parts) and no
+    /// common checksum exists: not claimed equal, not claimed different.
+    Unverifiable,
+    /// The copy failed for good (after retries).
+    CopyFailed,
+    /// Move: the source changed after its copy was verified, so it was not deleted.
+    ChangedInSource,
+    /// A whole range could not be worked (its listing failed for good).
+    SegmentFailed,
+}
+
+/// One key's difference or failure, reported by key relative to the job's prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectIssue {
+    pub key: String,
+    pub kind: IssueKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<ObjectEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<ObjectEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A segment as the job store holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    pub id: String,
+    pub range: KeyRange,
+    pub done: bool,
+    /// The child ranges created when it was done (empty before).
+    pub children: Vec<KeyRange>,
+    /// What its page added to the job's counters (zero before done).
+    pub outcome: Counters,
+    /// Which worker did it, and when it started and finished (unix ms), once done.
+    pub worker: Option<String>,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+}
+
+/// Everything one segment's work changes, applied by [`crate::jobstore::JobStore::complete_segment`]
+/// atomically and exactly once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentCompletion {
+    pub job: String,
+    pub range: KeyRange,
+    /// What the page adds to the job's counters; `outstanding` and `segments_done` are set
+    /// by the store (`children - 1`, `+1`) and ignored here.
+    pub delta: Counters,
+    pub children: Vec<KeyRange>,
+    /// Per-key findings; stored idempotently by (job, key, kind).
+    pub issues: Vec<ObjectIssue>,
+    pub worker: String,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_s3_urls_and_normalises_prefixes() {
+        let l = Location::parse("s3://my-bucket/backup").unwrap();
+        assert_eq!(
+            (l.scheme, l.root.as_str(), l.prefix.as_str()),
+            (Scheme::S3, "my-bucket", "backup/")
+        );
+        assert_eq!(Location::parse("s3://my-bucket").unwrap().prefix, "");
+        assert_eq!(l.full_key("a b"), "backup/a b");
+        assert!(Location::parse("s3://UPPER").is_err());
+        assert!(Location::parse("gs://x/y").is_err());
+    }
+
+    #[test]
+    fn overlap_detects_destination_inside_source_and_the_reverse() {
+        let p = |s: &str| Location::parse(s).unwrap();
+        assert!(p("s3://bkt").overlaps(&p("s3://bkt/backup")));
+        assert!(p("s3://bkt/backup").overlaps(&p("s3://bkt")));
+        assert!(p("s3://bkt/a").overlaps(&p("s3://bkt/a")));
+        assert!(!p("s3://bkt/a").overlaps(&p("s3://bkt/ab")));
+        assert!(!p("s3://bkt").overlaps(&p("s3://other")));
+        assert!(p("/tmp/x").overlaps(&p("/tmp/x/sub")));
+        assert!(!p("/tmp/x").overlaps(&p("/tmp/xy")));
+    }
+
+    #[test]
+    fn range_ids_depend_on_the_range_only() {
+        let a = KeyRange {
+            start_after: "a".into(),
+            end: Some("b".into()),
+        };
+        let b = KeyRange {
+            start_after: "a".into(),
+            end: None,
+        };
+        assert_eq!(a.id(), a.clone().id());
+        assert_ne!(a.id(), b.id());
+        assert!(a.contains("a0") && !a.contains("a") && a.contains("b") && !a.contains("b0"));
+        assert!(b.contains("zzz"));
+    }
+
+    #[test]
+    fn final_state_needs_every_object_proven() {
+        let mut c = Counters {
+            verified_objects: 5,
+            ..Default::default()
+        };
+        assert_eq!(c.final_state(), JobState::Verified);
+        c.unverifiable = 1;
+        assert_eq!(c.final_state(), JobState::Mismatch);
+        assert_eq!(Counters::from_values(&c.values()), c);
+    }
+}

@@ -1,0 +1,131 @@
+//! The object-store port: a bucket or a directory, seen as a flat, ordered key space.
+//!
+//! Keys are arbitrary UTF-8 up to 1,024 bytes, listed in UTF-8 byte order (S3's order).
+//! ETags are carried without quotes. A store that cannot hold a key (a local directory and
+//! `a//b`, say) fails that key with `Permanent`, never writes outside its root.
+
+use async_trait::async_trait;
+use std::pin::Pin;
+use tokio::io::AsyncRead;
+
+use crate::error::Result;
+use crate::model::ObjectEntry;
+
+/// A streamed object body.
+pub type Body = Pin<Box<dyn AsyncRead + Send>>;
+
+/// One page of a key range: keys under `prefix`, after `start_after` (exclusive), up to
+/// `end` (inclusive) when set, at most `max_keys` of them. Keys here are full keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRequest {
+    pub prefix: String,
+    pub start_after: String,
+    pub end: Option<String>,
+    pub max_keys: usize,
+}
+
+/// A listed page, in key order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub entries: Vec<ObjectEntry>,
+    /// True when keys may remain in the requested range after the last entry.
+    pub truncated: bool,
+}
+
+/// Where a server-side copy can read from: stores that can copy from each other compare
+/// equal on `endpoint` (the same S3 service and credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CopySource {
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+/// Stored checksums (`x-amz-checksum-*`), when a HEAD asked for them and the object has one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Checksums {
+    /// (algorithm, base64 value), e.g. ("SHA256", "...").
+    pub values: Vec<(String, String)>,
+}
+
+/// What a conditional delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The object was deleted.
+    Yes,
+    /// There was no such object: nothing to do.
+    Absent,
+    /// The object's ETag was not the expected one: it was kept.
+    Changed,
+}
+
+/// A bucket or directory. All methods may be called concurrently.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// `s3://bucket` or the directory path, for messages.
+    fn describe(&self) -> String;
+
+    /// How other stores on the same service can copy from this one server-side, if at all.
+    fn copy_source(&self) -> Option<CopySource>;
+
+    /// Checks the store exists and can be listed: `NotFound` or `AccessDenied` otherwise.
+    async fn check(&self) -> Result<()>;
+
+    /// Lists one page of a key range in key order (see [`ListRequest`]).
+    async fn list(&self, req: &ListRequest) -> Result<ListPage>;
+
+    /// The object's size and ETag, or `None` if it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectEntry>>;
+
+    /// The object's stored checksums (empty when it has none or the store keeps none).
+    async fn checksums(&self, key: &str) -> Result<Checksums>;
+
+    /// Copies the object `src` (as listed) of `source`, a store whose
+    /// [`ObjectStore::copy_source`] has this store's endpoint, to `dst_key` here, server-side.
+    /// Returns the new object. Repeating it gives the same result.
+    ///
+    /// An object uploaded in parts is copied part by part with the source's part size, so
+    /// the copy's ETag equals the source's and verification can compare them.
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        src: &ObjectEntry,
+        dst_key: &str,
+    ) -> Result<ObjectEntry>;
+
+    /// Opens the object for reading. `NotFound` if it does not exist.
+    async fn get(&self, key: &str) -> Result<Body>;
+
+    /// Writes `size` bytes from `body` to `key`, replacing any object there, and returns the
+    /// new object. The object appears whole or not at all.
+    async fn put(&self, key: &str, body: Body, size: u64) -> Result<ObjectEntry>;
+
+    /// Deletes `key` if its current ETag is `if_etag` (when given). Where the store has no
+    /// conditional delete the adapter re-checks with a HEAD first. Idempotent.
+    async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted>;
+}
+
+/// True when two ETags are in the multipart form (`<md5>-<parts>`), whose value depends on
+/// how the object was uploaded, not only on its content.
+pub fn is_multipart_etag(etag: &str) -> bool {
+    etag.rsplit_once('-').is_some_and(|(h, n)| {
+        h.len() == 32 && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Strips the quotes S3 puts around ETags.
+pub fn unquote_etag(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_etags_are_recognised() {
+        assert!(is_multipart_etag("d41d8cd98f00b204e9800998ecf8427e-3"));
+        assert!(!is_multipart_etag("d41d8cd98f00b204e9800998ecf8427e"));
+        assert!(!is_multipart_etag("abc-3"));
+        assert_eq!(unquote_etag("\"abc\""), "abc");
+    }
+}

@@ -1,0 +1,226 @@
+//! Message formats on the queues, serde JSON. Every message a component writes carries a
+//! version field `v`; readers accept messages without one as version 1 (the original,
+//! minimal clone request had none).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{JobOptions, JobSpec, KeyRange, Location, Scheme};
+
+/// The current version of every message written.
+pub const WIRE_VERSION: u32 = 1;
+
+/// One side of a clone request. The original format names a bucket: `{"name": "BUCKET"}`.
+/// Extensions: `"prefix"` under that bucket, or instead `"url"` (`s3://b/p`) or `"path"`
+/// (a local directory, for one-machine use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+impl Endpoint {
+    fn location(&self, side: &str) -> Result<Location> {
+        let ctx = |e: Error| e.context(side);
+        match (&self.name, &self.url, &self.path) {
+            (Some(n), None, None) => {
+                Location::s3(n, self.prefix.clone().unwrap_or_default()).map_err(ctx)
+            }
+            (None, Some(u), None) if self.prefix.is_none() => Location::parse(u).map_err(ctx),
+            (None, None, Some(p)) if self.prefix.is_none() => Location::local(p).map_err(ctx),
+            _ => Err(Error::invalid(format!(
+                "{side}: give exactly one of \"name\" (with optional \"prefix\"), \"url\" or \"path\""
+            ))),
+        }
+    }
+
+    /// The endpoint naming `loc`, in the most compact form.
+    pub fn from_location(loc: &Location) -> Self {
+        match loc.scheme {
+            Scheme::S3 => Endpoint {
+                name: Some(loc.root.clone()),
+                prefix: (!loc.prefix.is_empty()).then(|| loc.prefix.clone()),
+                url: None,
+                path: None,
+            },
+            Scheme::Local => Endpoint {
+                name: None,
+                prefix: None,
+                url: None,
+                path: Some(loc.root.clone()),
+            },
+        }
+    }
+}
+
+/// A clone request, as sent to the coordinator's request queue.
+///
+/// Minimal (original) form: `{"id": "job-1", "source": {"name": "a"}, "destination": {"name": "b"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneRequest {
+    #[serde(default = "one")]
+    pub v: u32,
+    pub id: String,
+    pub source: Endpoint,
+    pub destination: Endpoint,
+    #[serde(default)]
+    pub options: JobOptions,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl CloneRequest {
+    /// Parses and validates a request body into the job it asks for. Every failure is
+    /// `Invalid` with a message fit for the job's status.
+    pub fn parse(body: &str) -> Result<JobSpec> {
+        let req: CloneRequest = serde_json::from_str(body)
+            .map_err(|e| Error::invalid(format!("malformed clone request: {e}")))?;
+        req.into_spec()
+    }
+
+    /// Validates the request into a job spec (no I/O).
+    pub fn into_spec(self) -> Result<JobSpec> {
+        if self.v != WIRE_VERSION {
+            return Err(Error::invalid(format!(
+                "unsupported request version {}",
+                self.v
+            )));
+        }
+        let spec = JobSpec {
+            id: self.id,
+            source: self.source.location("source")?,
+            destination: self.destination.location("destination")?,
+            options: self.options,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The request that asks for `spec`.
+    pub fn from_spec(spec: &JobSpec) -> Self {
+        CloneRequest {
+            v: WIRE_VERSION,
+            id: spec.id.clone(),
+            source: Endpoint::from_location(&spec.source),
+            destination: Endpoint::from_location(&spec.destination),
+            options: spec.options.clone(),
+        }
+    }
+}
+
+/// A segment of work on the segment queue: one key range of one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMessage {
+    #[serde(default = "one")]
+    pub v: u32,
+    pub job: String,
+    #[serde(flatten)]
+    pub range: KeyRange,
+}
+
+impl SegmentMessage {
+    pub fn new(job: &str, range: KeyRange) -> Self {
+        SegmentMessage {
+            v: WIRE_VERSION,
+            job: job.to_string(),
+            range,
+        }
+    }
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a segment message always serialises")
+    }
+    pub fn parse(body: &str) -> Result<Self> {
+        let m: SegmentMessage = serde_json::from_str(body)
+            .map_err(|e| Error::invalid(format!("malformed segment message: {e}")))?;
+        if m.v != WIRE_VERSION {
+            return Err(Error::invalid(format!(
+                "unsupported segment message version {}",
+                m.v
+            )));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_original_minimal_request() {
+        let spec = CloneRequest::parse(
+            r#"{"id": "job-1", "source": {"name": "src-b"}, "destination": {"name": "dst-b"}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.id, "job-1");
+        assert_eq!(spec.source, Location::s3("src-b", "").unwrap());
+        assert_eq!(spec.destination.root, "dst-b");
+        assert_eq!(spec.options, JobOptions::default());
+    }
+
+    #[test]
+    fn accepts_extensions_and_round_trips() {
+        let body = r#"{"v":1,"id":"j","source":{"name":"a-b","prefix":"x/y"},"destination":{"url":"s3://c-d/z"},
+                      "options":{"mode":"verify-only","page_size":10}}"#;
+        let spec = CloneRequest::parse(body).unwrap();
+        assert_eq!(spec.source.prefix, "x/y/");
+        assert_eq!(spec.destination.prefix, "z/");
+        assert_eq!(spec.options.page_size, 10);
+        let again =
+            CloneRequest::parse(&serde_json::to_string(&CloneRequest::from_spec(&spec)).unwrap())
+                .unwrap();
+        assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn rejects_bad_requests_with_a_clear_message() {
+        for (body, needle) in [
+            ("not json", "malformed"),
+            (r#"{"id":"j","source":{"name":"a-b"}}"#, "destination"),
+            (
+                r#"{"id":"j","source":{"name":"a-b"},"destination":{"name":"a-b","prefix":"backup"}}"#,
+                "overlaps",
+            ),
+            (
+                r#"{"id":"j j","source":{"name":"a-b"},"destination":{"name":"c-d"}}"#,
+                "job id",
+            ),
+            (
+                r#"{"id":"j","source":{"name":"a-b","url":"s3://x"},"destination":{"name":"c-d"}}"#,
+                "exactly one",
+            ),
+            (
+                r#"{"id":"j","source":{"name":"a-b"},"destination":{"name":"c-d"},"extra":1}"#,
+                "unknown field",
+            ),
+        ] {
+            let err = CloneRequest::parse(body).unwrap_err();
+            assert!(matches!(err, Error::Invalid(_)), "{body}: {err:?}");
+            assert!(err.to_string().contains(needle), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn segment_messages_round_trip() {
+        let m = SegmentMessage::new(
+            "j",
+            KeyRange {
+                start_after: "a b".into(),
+                end: Some("z".into()),
+            },
+        );
+        let json = m.to_json();
+        assert_eq!(SegmentMessage::parse(&json).unwrap(), m);
+        assert!(SegmentMessage::parse(r#"{"job":"j"}"#).unwrap().range == KeyRange::all());
+    }
+}
