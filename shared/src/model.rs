@@ -216,6 +216,9 @@ impl JobSpec {
         if !(1..=1000).contains(&self.options.page_size) {
             return Err(Error::invalid("page_size must be between 1 and 1000"));
         }
+        if self.options.mode == Mode::Move && self.options.size_only {
+            return Err(Error::invalid("a move deletes only what was proven identical: size_only is not allowed"));
+        }
         if self.source.overlaps(&self.destination) {
             return Err(Error::invalid(format!(
                 "destination {} overlaps source {}: a clone must not write inside its own source",
@@ -360,6 +363,8 @@ counters! {
     /// Move: source objects deleted after their copy was verified, and ones kept because the
     /// source changed after it was copied.
     deleted_objects, deleted_bytes, kept_changed,
+    /// Segments whose range could not be worked at all (its listing failed for good).
+    segments_failed,
 }
 
 impl Counters {
@@ -372,6 +377,7 @@ impl Counters {
             && self.content_differs == 0
             && self.unverifiable == 0
             && self.kept_changed == 0
+            && self.segments_failed == 0
     }
     /// The terminal state these counters earn once nothing is outstanding.
     pub fn final_state(&self) -> JobState {

@@ -45,3 +45,53 @@ pub fn emulator_env() -> Vec<(&'static str, String)> {
         ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
     ]
 }
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The `bucketclone` program built for these tests.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bucketclone-under-test"))
+}
+
+/// Runs `bucketclone args...` with the emulator's environment; returns its output.
+pub fn run(args: &[&str]) -> Output {
+    let out = bin().args(args).envs(emulator_env()).output().expect("spawn bucketclone");
+    eprintln!("$ bucketclone {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// The JSON report a `--json` run printed.
+pub fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON report ({e})"))
+}
+
+/// Every file under `root` as relative path -> content.
+pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).expect("read file"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if root.exists() {
+        walk(root, root, &mut out);
+    }
+    out
+}
+
+/// Writes `files` (relative path -> content) under `root`.
+pub fn write_tree(root: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    for (k, v) in files {
+        let p = root.join(k);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, v).expect("write");
+    }
+}

@@ -1,1 +1,318 @@
-//! placeholder
+//! The worker: leases segments from the queue and works them, many at once, through the
+//! crash-safe segment protocol:
+//!
+//! 1. lease the message; read the segment's record; if it is already done, go to 5;
+//! 2. work one page ([`page::work_page`]): list, copy, verify, (move: delete), children;
+//! 3. record the outcome, the children and the job's counters in ONE atomic write
+//!    ([`JobStore::complete_segment`]; a repeat is a no-op);
+//! 4. if the job has nothing outstanding, finalize it (verified or mismatch);
+//! 5. enqueue every child still pending (duplicates are harmless), then ack the message.
+//!
+//! A crash before 3 redoes the page (copies are idempotent); after 3, the redelivered
+//! message finds the segment done and re-enqueues its children, so nothing is stranded
+//! and nothing is counted twice. The lease is renewed by a heartbeat while a page is worked.
+
+pub mod compare;
+pub mod copy;
+pub mod page;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use shared::backend::StoreFactory;
+use shared::jobstore::{JobStore, Recorded};
+use shared::model::{Counters, IssueKind, JobSpec, KeyRange, ObjectIssue, SegmentCompletion, now_ms};
+use shared::objstore::ObjectStore;
+use shared::queue::{Delivery, LeaseId, WorkQueue};
+use shared::wire::SegmentMessage;
+use shared::{Error, Result};
+
+pub use page::RunStats;
+
+/// How a worker runs. Defaults suit one machine; the service reads them from config.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Names the worker in segment records and logs.
+    pub id: String,
+    /// Segments worked at once.
+    pub segments_in_flight: usize,
+    /// Object copies in flight at once, across all its segments.
+    pub copy_concurrency: usize,
+    /// Lease taken on a message; renewed every third of it while working.
+    pub lease: Duration,
+    /// How long one pull waits for messages.
+    pub poll_wait: Duration,
+    /// Children per truncated page (a continuation plus splits).
+    pub fanout: usize,
+    /// On stop: how long to let segments in progress finish before releasing them.
+    pub drain: Duration,
+    /// After a transient failure, the message comes back after this delay.
+    pub retry_delay: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: format!("worker-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            segments_in_flight: 8,
+            copy_concurrency: 64,
+            lease: Duration::from_secs(60),
+            poll_wait: Duration::from_secs(1),
+            fanout: 5,
+            drain: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A job's spec with its two stores opened, cached per worker.
+struct OpenJob {
+    spec: JobSpec,
+    src: Arc<dyn ObjectStore>,
+    dst: Arc<dyn ObjectStore>,
+}
+
+/// A segment worker. Cheap to share: run it with [`Worker::run`].
+pub struct Worker {
+    cfg: WorkerConfig,
+    queue: Arc<dyn WorkQueue>,
+    jobs: Arc<dyn JobStore>,
+    stores: Arc<StoreFactory>,
+    copies: Semaphore,
+    open: Mutex<HashMap<String, Arc<OpenJob>>>,
+    held: std::sync::Mutex<HashMap<LeaseId, ()>>,
+    /// What this worker did since it started.
+    pub stats: RunStats,
+}
+
+impl Worker {
+    pub fn new(cfg: WorkerConfig, queue: Arc<dyn WorkQueue>, jobs: Arc<dyn JobStore>, stores: Arc<StoreFactory>) -> Arc<Self> {
+        let copies = Semaphore::new(cfg.copy_concurrency.max(1));
+        Arc::new(Worker {
+            cfg,
+            queue,
+            jobs,
+            stores,
+            copies,
+            open: Mutex::new(HashMap::new()),
+            held: Default::default(),
+            stats: RunStats::default(),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    /// Leases and works segments until `stop` turns true, then drains: segments in progress
+    /// get `drain` to finish, the rest are released to other workers. Returns Ok after a
+    /// clean drain; errors only if the queue itself keeps failing.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let slots = Arc::new(Semaphore::new(self.cfg.segments_in_flight.max(1)));
+        let mut tasks = JoinSet::new();
+        let mut failures = 0u32;
+        while !*stop.borrow() {
+            while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let pulled = tokio::select! {
+                r = self.queue.pull(free.min(10), self.cfg.lease, self.cfg.poll_wait) => r,
+                _ = stop.changed() => continue,
+            };
+            let deliveries = match pulled {
+                Ok(d) => {
+                    failures = 0;
+                    d
+                }
+                Err(e) => {
+                    failures += 1;
+                    warn!(worker = %self.cfg.id, error = %e, "pull failed");
+                    if failures > 20 && !e.is_transient() {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(25)))).await;
+                    continue;
+                }
+            };
+            for d in deliveries {
+                let permit = slots.clone().acquire_owned().await.expect("slots are never closed");
+                self.held.lock().expect("lease set lock").insert(d.lease.clone(), ());
+                let me = self.clone();
+                tasks.spawn(async move {
+                    me.handle(d).await;
+                    drop(permit);
+                });
+            }
+        }
+        self.drain(tasks).await;
+        Ok(())
+    }
+
+    async fn drain(&self, mut tasks: JoinSet<()>) {
+        info!(worker = %self.cfg.id, in_flight = tasks.len(), "draining");
+        let _ = tokio::time::timeout(self.cfg.drain, async { while tasks.join_next().await.is_some() {} }).await;
+        tasks.abort_all();
+        let left: Vec<LeaseId> = self.held.lock().expect("lease set lock").drain().map(|(l, _)| l).collect();
+        for lease in left {
+            if let Err(e) = self.queue.release(&lease).await {
+                warn!(error = %e, "could not release a lease; it will expire");
+            }
+        }
+    }
+
+    /// Works one delivery to the end: ack on success or poison, delayed redelivery on a
+    /// transient failure. Never panics the worker.
+    async fn handle(self: &Arc<Self>, d: Delivery) {
+        let heartbeat = {
+            let (queue, lease, every) = (self.queue.clone(), d.lease.clone(), self.cfg.lease / 3);
+            let lease_for = self.cfg.lease;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = queue.renew(&lease, lease_for).await {
+                        warn!(error = %e, "lease renewal failed");
+                    }
+                }
+            })
+        };
+        let result = self.process(&d).await;
+        heartbeat.abort();
+        let done = match result {
+            Ok(()) => self.queue.ack(&d.lease).await,
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, deliveries = d.deliveries, "segment failed for now; it will be retried");
+                self.queue.renew(&d.lease, self.cfg.retry_delay).await
+            }
+            Err(e) => {
+                warn!(error = %e, body = %d.body, "dropping a message that can never be worked");
+                self.queue.ack(&d.lease).await
+            }
+        };
+        if let Err(e) = done {
+            warn!(error = %e, "could not settle a message; it will be redelivered");
+        }
+        self.held.lock().expect("lease set lock").remove(&d.lease);
+    }
+
+    async fn process(&self, d: &Delivery) -> Result<()> {
+        let msg = SegmentMessage::parse(&d.body)?;
+        let Some(job) = self.open_job(&msg.job).await? else {
+            warn!(job = %msg.job, "segment of an unknown job; dropped");
+            return Ok(());
+        };
+        let span = info_span!("segment", job = %msg.job, id = %msg.range.id(), worker = %self.cfg.id);
+        self.process_segment(&job, &msg.range).instrument(span).await
+    }
+
+    async fn process_segment(&self, job: &OpenJob, range: &KeyRange) -> Result<()> {
+        let id = &job.spec.id;
+        let Some(rec) = self.jobs.segment(id, range).await? else {
+            warn!("segment not recorded in the job store; dropped");
+            return Ok(());
+        };
+        if rec.done {
+            debug!("segment already done; re-enqueueing its pending children");
+            return self.enqueue_pending(id, &rec.children).await;
+        }
+        match self.jobs.job(id).await? {
+            Some(j) if !j.state.is_terminal() => {}
+            _ => return Ok(()),
+        }
+        let started = now_ms();
+        let ctx = page::PageCtx {
+            spec: &job.spec,
+            src: job.src.as_ref(),
+            dst: job.dst.as_ref(),
+            copies: &self.copies,
+            fanout: self.cfg.fanout,
+            stats: &self.stats,
+        };
+        let (delta, children, issues) = match page::work_page(&ctx, range).await {
+            Ok(p) => (p.delta, p.children, p.issues),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => segment_failed(range, &e),
+        };
+        let completion = SegmentCompletion {
+            job: id.clone(),
+            range: range.clone(),
+            delta,
+            children: children.clone(),
+            issues,
+            worker: self.cfg.id.clone(),
+            started_ms: started,
+            finished_ms: now_ms(),
+        };
+        match self.jobs.complete_segment(&completion).await? {
+            Recorded::Now => self.push_children(id, &children).await?,
+            Recorded::Already => {
+                let rec = self.jobs.segment(id, range).await?;
+                self.enqueue_pending(id, &rec.map(|r| r.children).unwrap_or_default()).await?;
+            }
+        }
+        if children.is_empty() {
+            if let Some(state) = self.jobs.finalize(id).await?.filter(|s| s.is_terminal()) {
+                info!(job = %id, state = state.as_str(), "job finished");
+            }
+        }
+        Ok(())
+    }
+
+    async fn enqueue_pending(&self, job: &str, children: &[KeyRange]) -> Result<()> {
+        let mut pending = Vec::new();
+        for c in children {
+            if self.jobs.segment(job, c).await?.is_none_or(|r| !r.done) {
+                pending.push(c.clone());
+            }
+        }
+        self.push_children(job, &pending).await?;
+        if children.is_empty() {
+            self.jobs.finalize(job).await?;
+        }
+        Ok(())
+    }
+
+    async fn push_children(&self, job: &str, children: &[KeyRange]) -> Result<()> {
+        if children.is_empty() {
+            return Ok(());
+        }
+        let bodies: Vec<String> = children.iter().map(|c| SegmentMessage::new(job, c.clone()).to_json()).collect();
+        shared::error::retry(8, || self.queue.push(&bodies)).await
+    }
+
+    async fn open_job(&self, id: &str) -> Result<Option<Arc<OpenJob>>> {
+        if let Some(j) = self.open.lock().await.get(id) {
+            return Ok(Some(j.clone()));
+        }
+        let Some(rec) = self.jobs.job(id).await? else { return Ok(None) };
+        let src = self.stores.open(&rec.spec.source).await?;
+        let dst = self.stores.open(&rec.spec.destination).await?;
+        let job = Arc::new(OpenJob { spec: rec.spec, src, dst });
+        self.open.lock().await.insert(id.to_string(), job.clone());
+        Ok(Some(job))
+    }
+}
+
+/// The record of a range that could not be listed at all: no children (nothing below it can
+/// be listed either), one finding, and a tally that keeps the job from claiming "verified".
+fn segment_failed(range: &KeyRange, e: &Error) -> (Counters, Vec<KeyRange>, Vec<ObjectIssue>) {
+    warn!(error = %e, "segment failed for good");
+    let delta = Counters { segments_failed: 1, ..Default::default() };
+    let issue = ObjectIssue {
+        key: range.start_after.clone(),
+        kind: IssueKind::SegmentFailed,
+        source: None,
+        destination: None,
+        detail: Some(format!("keys after {:?} up to {:?}: {e}", range.start_after, range.end)),
+    };
+    (delta, Vec::new(), vec![issue])
+}

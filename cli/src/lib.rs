@@ -1,0 +1,324 @@
+//! The `bucketclone` command line, as a library so the integration tests can build the very
+//! same program (`tests/src/bin`). The binary's `main` only calls [`main`].
+//!
+//! `bucketclone` is the one user-facing binary. Each subcommand wires the crates together:
+//! local jobs on the embedded backends (`clone`, `verify`, `move`, `demo`, `stats`).
+//!
+//! Exit codes: 0 done and verified; 1 the job finished with differences or failures;
+//! 2 usage, configuration or input errors (one line on stderr says which).
+
+pub mod demo;
+pub mod local;
+pub mod progress;
+pub mod report;
+pub mod service;
+pub mod settings;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use shared::model::{JobOptions, JobState, Location, Mode};
+use shared::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "bucketclone", version, about = "Clone very large S3 buckets, verified", max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Copy SRC to DST on this machine, verify every object, resume if interrupted.
+    Clone(JobArgs),
+    /// Compare SRC with DST and report every difference (never writes).
+    Verify(JobArgs),
+    /// Clone, verify, then delete from SRC only what was verified identical in DST.
+    Move(MoveArgs),
+    /// Make a sample source (7,500 objects over 195 prefixes), clone it, verify it.
+    Demo(DemoArgs),
+    /// Create the service's queues (with dead-letter queues) and table. Idempotent.
+    Init(ServiceArgs),
+    /// Run the coordinator service: accept requests, watch jobs, serve the HTTP API.
+    Coordinator(CoordinatorArgs),
+    /// Run a worker service: lease segments and work them until SIGTERM, then drain.
+    Worker(WorkerArgs),
+    /// Send a clone request to the service; prints the job id.
+    Submit(SubmitArgs),
+    /// Show jobs from the service's table.
+    Status(StatusArgs),
+}
+
+/// Which deployment to talk to.
+#[derive(Args, Clone)]
+struct ServiceArgs {
+    /// Resource name prefix (queues <name>-requests/-segments, table <name>-jobs). Env: BUCKETCLONE_NAME.
+    #[arg(long)]
+    name: Option<String>,
+    /// A TOML configuration file. Env: BUCKETCLONE_CONFIG.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CoordinatorArgs {
+    #[command(flatten)]
+    svc: ServiceArgs,
+    /// Address of the HTTP API (default 127.0.0.1:8080). Env: BUCKETCLONE_HTTP_ADDR.
+    #[arg(long)]
+    http: Option<String>,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    #[command(flatten)]
+    svc: ServiceArgs,
+    /// Object copies in flight. Env: BUCKETCLONE_WORKER__CONCURRENCY.
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    src: String,
+    dst: String,
+    /// The job id (default: a new random one). The same id twice is one job.
+    #[arg(long)]
+    id: Option<String>,
+    /// Compare only; never write.
+    #[arg(long)]
+    verify_only: bool,
+    #[command(flatten)]
+    svc: ServiceArgs,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// One job's id (default: every job).
+    job: Option<String>,
+    #[arg(long)]
+    json: bool,
+    /// Refresh every 2 s until the job ends.
+    #[arg(long)]
+    watch: bool,
+    #[command(flatten)]
+    svc: ServiceArgs,
+}
+
+fn settings(a: &ServiceArgs, http: Option<String>, concurrency: Option<usize>) -> Result<settings::Settings> {
+    settings::Settings::load(&settings::Overrides {
+        config: a.config.clone(),
+        name: a.name.clone(),
+        http_addr: http,
+        concurrency,
+    })
+}
+
+/// Where and how a local job runs.
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Workers in this process.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Object copies in flight per worker.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The state file (SQLite) that makes a rerun resume. Default: ~/.local/state/bucketclone/state.sqlite
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Print one JSON report object instead of a summary.
+    #[arg(long)]
+    json: bool,
+    /// Keys listed per segment (1-1000).
+    #[arg(long, default_value_t = 1000)]
+    page_size: u32,
+    /// Compare by size alone where a listing has no ETag (no per-object HEAD).
+    #[arg(long)]
+    size_only: bool,
+}
+
+#[derive(Args)]
+struct JobArgs {
+    /// s3://bucket[/prefix] or a local directory.
+    src: String,
+    /// s3://bucket[/prefix] or a local directory.
+    dst: String,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Write every difference as one JSON line to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct MoveArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// List what would be deleted after a verified copy; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[arg(long, default_value_t = 7500)]
+    objects: usize,
+    #[arg(long, default_value_t = 195)]
+    prefixes: usize,
+    /// Where to build the sample (kept afterwards). Default: a temporary directory, removed.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Parses the command line, runs the command, and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Coordinator(_) | Command::Worker(_));
+    init_logs(if daemon { "info" } else { "warn" });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Logs go to stderr: human lines by default, JSON with `BUCKETCLONE_LOG_FORMAT=json`; the
+/// level from `BUCKETCLONE_LOG` (an env-filter, e.g. `info,worker=debug`).
+fn init_logs(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BUCKETCLONE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let json = std::env::var("BUCKETCLONE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { b.json().init() } else { b.init() }
+}
+
+async fn dispatch(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Clone(a) => run_job(a, Mode::Clone).await,
+        Command::Verify(a) => run_job(a, Mode::VerifyOnly).await,
+        Command::Move(m) if m.dry_run => dry_run_move(&m.job).await,
+        Command::Move(m) => run_job(m.job, Mode::Move).await,
+        Command::Demo(d) => run_demo(d).await,
+        Command::Init(a) => service::init(&settings(&a, None, None)?).await.map(|()| ExitCode::SUCCESS),
+        Command::Coordinator(a) => {
+            service::run_coordinator(&settings(&a.svc, a.http, None)?).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Worker(a) => {
+            service::run_worker(&settings(&a.svc, None, a.concurrency)?).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Submit(a) => {
+            let mode = if a.verify_only { Mode::VerifyOnly } else { Mode::Clone };
+            let id = service::submit(&settings(&a.svc, None, None)?, &a.src, &a.dst, a.id, mode).await?;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(a) => service::status(&settings(&a.svc, None, None)?, a.job.as_deref(), a.json, a.watch).await,
+    }
+}
+
+fn local_options(r: &RunArgs) -> local::LocalOptions {
+    local::LocalOptions {
+        state: r.state.clone().unwrap_or_else(local::default_state),
+        workers: r.workers,
+        concurrency: r.concurrency,
+        show_progress: !r.json,
+    }
+}
+
+fn job_options(r: &RunArgs, mode: Mode) -> JobOptions {
+    JobOptions { mode, page_size: r.page_size, size_only: r.size_only }
+}
+
+async fn run_job(a: JobArgs, mode: Mode) -> Result<ExitCode> {
+    let (src, dst) = (Location::parse(&a.src)?, Location::parse(&a.dst)?);
+    let out = local::run(src, dst, job_options(&a.run, mode), &local_options(&a.run)).await?;
+    if let Some(path) = &a.report {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        report::stream_issues(out.jobs.as_ref(), &out.job.spec.id, &mut f).await?;
+    } else if !a.run.json {
+        print_some_issues(&out).await?;
+    }
+    finish(&out, a.run.json)
+}
+
+async fn run_demo(d: DemoArgs) -> Result<ExitCode> {
+    let tmp;
+    let dir = match &d.dir {
+        Some(p) => p.clone(),
+        None => {
+            tmp = std::env::temp_dir().join(format!("bucketclone-demo-{}", std::process::id()));
+            tmp.clone()
+        }
+    };
+    let (src, dst) = (dir.join("source"), dir.join("destination"));
+    if src.exists() || dst.exists() {
+        return Err(Error::invalid(format!("{} already holds a demo: remove it or pick another --dir", dir.display())));
+    }
+    let (n, bytes) = demo::make_sample(&src, d.objects, d.prefixes)?;
+    if !d.run.json {
+        eprintln!("demo: made {n} objects ({}) over {} prefixes in {}", report::human_bytes(bytes as i64), d.prefixes, src.display());
+    }
+    let mut opts = local_options(&d.run);
+    if d.run.state.is_none() {
+        opts.state = dir.join("state.sqlite");
+    }
+    let out = local::run(Location::local(&src)?, Location::local(&dst)?, job_options(&d.run, Mode::Clone), &opts).await;
+    if d.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    finish(&out?, d.run.json)
+}
+
+/// `move --dry-run`: every source object would be deleted once its copy is verified.
+async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
+    let src = Location::parse(&a.src)?;
+    let store = shared::backend::StoreFactory::new().open(&src).await?;
+    store.check().await?;
+    let mut req = shared::objstore::ListRequest { prefix: src.prefix.clone(), start_after: src.prefix.clone(), end: None, max_keys: 1000 };
+    let (mut n, mut bytes) = (0u64, 0u64);
+    loop {
+        let page = store.list(&req).await?;
+        for e in &page.entries {
+            println!("would delete after verified copy: {}", src.rel_key(&e.key).unwrap_or(&e.key));
+            n += 1;
+            bytes += e.size;
+        }
+        match (page.truncated, page.entries.last()) {
+            (true, Some(last)) => req.start_after = last.key.clone(),
+            _ => break,
+        }
+    }
+    eprintln!("dry run: {n} objects ({}) would be copied, verified, then deleted from {src}", report::human_bytes(bytes as i64));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn print_some_issues(out: &local::Outcome) -> Result<()> {
+    let issues = out.jobs.issues(&out.job.spec.id, None, 20).await?;
+    for i in &issues {
+        eprintln!("  {:?} {}{}", i.kind, i.key, i.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default());
+    }
+    if issues.len() == 20 {
+        eprintln!("  ... (use --report FILE for every difference)");
+    }
+    Ok(())
+}
+
+fn finish(out: &local::Outcome, json: bool) -> Result<ExitCode> {
+    let r = report::Report::new(&out.job, out.elapsed, &out.stats);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", r.human());
+    }
+    Ok(match out.job.state {
+        JobState::Verified => ExitCode::SUCCESS,
+        JobState::Mismatch => ExitCode::from(1),
+        JobState::Running | JobState::Failed => ExitCode::from(2),
+    })
+}

@@ -1,0 +1,155 @@
+//! Running a job on one machine: the coordinator and N workers in this process, on the
+//! embedded backends (a SQLite state file holding the segment queue and the job store).
+//! Killed and rerun with the same arguments, a run resumes its job from the state file:
+//! finished ranges are neither listed nor copied again.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+use coordinator::Intake;
+use shared::backend::StoreFactory;
+use shared::backend::embedded::sqlite_jobstore::SqliteJobStore;
+use shared::backend::embedded::sqlite_queue::SqliteQueue;
+use shared::jobstore::JobStore;
+use shared::model::{JobOptions, JobRecord, JobSpec, Location};
+use shared::{Error, Result};
+use worker::{RunStats, Worker, WorkerConfig};
+
+use crate::progress::Progress;
+
+/// How to run a local job.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub state: PathBuf,
+    pub workers: usize,
+    pub concurrency: usize,
+    pub show_progress: bool,
+}
+
+/// The finished job and what this process did.
+pub struct Outcome {
+    pub job: JobRecord,
+    pub elapsed: f64,
+    pub stats: RunStats,
+    pub jobs: Arc<dyn JobStore>,
+}
+
+/// The default state file: `$XDG_STATE_HOME/bucketclone/state.sqlite`, else
+/// `~/.local/state/bucketclone/state.sqlite`, else `./.bucketclone/state.sqlite`.
+pub fn default_state() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")));
+    match base {
+        Some(b) => b.join("bucketclone").join("state.sqlite"),
+        None => PathBuf::from(".bucketclone/state.sqlite"),
+    }
+}
+
+/// Runs (or resumes) the job `source -> destination` with `options` to its end.
+pub async fn run(source: Location, destination: Location, options: JobOptions, opts: &LocalOptions) -> Result<Outcome> {
+    let started = Instant::now();
+    let _lock = lock_state(&opts.state)?;
+    let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&opts.state)?);
+    let queue = Arc::new(SqliteQueue::open(&opts.state, "segments")?);
+    // We hold the state's lock: any lease in the file belongs to a process that died.
+    queue.release_all().await?;
+    let stores = Arc::new(StoreFactory::new());
+    let mut spec = JobSpec { id: String::new(), source, destination, options };
+    spec.id = job_id(jobs.as_ref(), &spec).await?;
+    spec.validate()?;
+    let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: stores.clone() };
+    intake.accept(&spec).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stats = Arc::new(RunStats::default());
+    let mut workers = Vec::new();
+    let mut handles = Vec::new();
+    for n in 0..opts.workers.max(1) {
+        let cfg = WorkerConfig {
+            id: format!("local-{n}"),
+            copy_concurrency: opts.concurrency.max(1),
+            lease: Duration::from_secs(30),
+            poll_wait: Duration::from_millis(200),
+            retry_delay: Duration::from_secs(2),
+            ..WorkerConfig::default()
+        };
+        let w = Worker::new(cfg, queue.clone(), jobs.clone(), stores.clone());
+        workers.push(w.clone());
+        handles.push(tokio::spawn(w.run(stop_rx.clone())));
+    }
+    let job = watch_until_done(&intake, &spec.id, opts.show_progress).await;
+    let _ = stop_tx.send(true);
+    for h in handles {
+        let _ = h.await;
+    }
+    for w in &workers {
+        add_stats(&stats, &w.stats);
+    }
+    let job = job?;
+    Ok(Outcome { job, elapsed: started.elapsed().as_secs_f64(), stats: Arc::try_unwrap(stats).unwrap_or_default(), jobs })
+}
+
+/// Polls the job until it is terminal, showing progress; re-drives segments that nothing
+/// holds (a crash between recording and enqueueing) when the queue runs dry.
+async fn watch_until_done(intake: &Intake, id: &str, show: bool) -> Result<JobRecord> {
+    let mut progress = Progress::new(show);
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let job = intake.jobs.job(id).await?.ok_or_else(|| Error::NotFound(format!("job {id} vanished")))?;
+        progress.update(&job);
+        if job.state.is_terminal() {
+            progress.finish();
+            return Ok(job);
+        }
+        let depth = intake.segments.depth().await?;
+        if depth.visible + depth.in_flight == 0 {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(3) {
+                coordinator::redrive(intake, id).await?;
+                idle_since = None;
+            }
+        } else {
+            idle_since = None;
+        }
+    }
+}
+
+fn add_stats(total: &RunStats, s: &RunStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    total.list_calls.fetch_add(s.list_calls.load(Relaxed), Relaxed);
+    total.head_calls.fetch_add(s.head_calls.load(Relaxed), Relaxed);
+    total.copies.fetch_add(s.copies.load(Relaxed), Relaxed);
+    total.pages.fetch_add(s.pages.load(Relaxed), Relaxed);
+}
+
+/// The id for this run: the running job for the same source, destination and mode if there
+/// is one (resume), else a new one.
+async fn job_id(jobs: &dyn JobStore, spec: &JobSpec) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let key = format!("{}\n{}\n{:?}", spec.source, spec.destination, spec.options);
+    let base = format!("local-{}", &hex::encode(Sha256::digest(key.as_bytes()))[..12]);
+    for j in jobs.jobs(10_000).await? {
+        if j.spec.id.starts_with(&base) && !j.state.is_terminal() {
+            return Ok(j.spec.id);
+        }
+    }
+    Ok(format!("{base}-{}", shared::model::now_ms() / 1000))
+}
+
+/// Takes an exclusive lock next to the state file for the life of the run.
+fn lock_state(state: &Path) -> Result<File> {
+    if let Some(dir) = state.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::invalid(format!("state directory {}: {e}", dir.display())))?;
+    }
+    let path = state.with_extension("lock");
+    let f = File::create(&path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    f.try_lock().map_err(|_| {
+        Error::invalid(format!("another bucketclone is running with state {}; wait for it or pass --state", state.display()))
+    })?;
+    Ok(f)
+}

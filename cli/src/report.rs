@@ -1,0 +1,171 @@
+//! The final report of a job: one JSON object for `--json`, a short summary for people, and
+//! the job's findings streamed as JSON lines.
+
+use serde::Serialize;
+use std::io::Write;
+
+use shared::Result;
+use shared::jobstore::JobStore;
+use shared::model::{JobRecord, ObjectIssue};
+use worker::RunStats;
+
+#[derive(Debug, Serialize)]
+pub struct Side {
+    pub location: String,
+    pub objects: i64,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Tally {
+    pub objects: i64,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Differences {
+    pub missing: i64,
+    pub extra: i64,
+    pub size_differs: i64,
+    pub content_differs: i64,
+    pub unverifiable: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThisRun {
+    pub list_calls: u64,
+    pub head_calls: u64,
+    pub copies: u64,
+    pub pages: u64,
+}
+
+/// The one JSON object `--json` prints.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub job_id: String,
+    pub state: &'static str,
+    pub mode: shared::model::Mode,
+    pub source: Side,
+    pub destination: Side,
+    pub copied: Tally,
+    pub skipped: Tally,
+    pub verified: i64,
+    pub failed: i64,
+    pub differences: Differences,
+    pub deleted: Tally,
+    pub kept_changed: i64,
+    pub segments: i64,
+    pub segments_failed: i64,
+    pub elapsed_seconds: f64,
+    pub this_run: ThisRun,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Report {
+    pub fn new(job: &JobRecord, elapsed: f64, stats: &RunStats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &job.counters;
+        Report {
+            job_id: job.spec.id.clone(),
+            state: job.state.as_str(),
+            mode: job.spec.options.mode,
+            source: Side { location: job.spec.source.to_string(), objects: c.source_objects, bytes: c.source_bytes },
+            destination: Side { location: job.spec.destination.to_string(), objects: c.dest_objects, bytes: c.dest_bytes },
+            copied: Tally { objects: c.copied_objects, bytes: c.copied_bytes },
+            skipped: Tally { objects: c.skipped_objects, bytes: c.skipped_bytes },
+            verified: c.verified_objects,
+            failed: c.failed_objects,
+            differences: Differences {
+                missing: c.missing,
+                extra: c.extra,
+                size_differs: c.size_differs,
+                content_differs: c.content_differs,
+                unverifiable: c.unverifiable,
+            },
+            deleted: Tally { objects: c.deleted_objects, bytes: c.deleted_bytes },
+            kept_changed: c.kept_changed,
+            segments: c.segments_done,
+            segments_failed: c.segments_failed,
+            elapsed_seconds: (elapsed * 1000.0).round() / 1000.0,
+            this_run: ThisRun {
+                list_calls: stats.list_calls.load(Relaxed),
+                head_calls: stats.head_calls.load(Relaxed),
+                copies: stats.copies.load(Relaxed),
+                pages: stats.pages.load(Relaxed),
+            },
+            message: job.message.clone(),
+        }
+    }
+
+    /// A few lines for a person.
+    pub fn human(&self) -> String {
+        let d = &self.differences;
+        let mut s = format!(
+            "job {}: {}\n  source       {}  {} objects, {}\n  destination  {}  {} objects, {}\n  copied {} objects ({}), already identical {}, verified {}, failed {}\n",
+            self.job_id,
+            self.state.to_uppercase(),
+            self.source.location,
+            self.source.objects,
+            human_bytes(self.source.bytes),
+            self.destination.location,
+            self.destination.objects,
+            human_bytes(self.destination.bytes),
+            self.copied.objects,
+            human_bytes(self.copied.bytes),
+            self.skipped.objects,
+            self.verified,
+            self.failed,
+        );
+        if d.missing + d.extra + d.size_differs + d.content_differs + d.unverifiable > 0 {
+            s += &format!(
+                "  differences: missing {}, extra {}, size differs {}, content differs {}, unverifiable {}\n",
+                d.missing, d.extra, d.size_differs, d.content_differs, d.unverifiable
+            );
+        }
+        if self.deleted.objects + self.kept_changed > 0 {
+            s += &format!(
+                "  deleted from source {} ({}), kept because changed {}\n",
+                self.deleted.objects,
+                human_bytes(self.deleted.bytes),
+                self.kept_changed
+            );
+        }
+        s += &format!("  {} segments in {:.1} s\n", self.segments, self.elapsed_seconds);
+        if let Some(m) = &self.message {
+            s += &format!("  error: {m}\n");
+        }
+        s
+    }
+}
+
+/// Writes every finding of `job` as one JSON line each, paging through the store. Returns
+/// how many were written.
+pub async fn stream_issues(jobs: &dyn JobStore, job: &str, out: &mut dyn Write) -> Result<usize> {
+    let mut after: Option<ObjectIssue> = None;
+    let mut n = 0;
+    loop {
+        let page = jobs.issues(job, after.as_ref(), 1000).await?;
+        for i in &page {
+            serde_json::to_writer(&mut *out, i)?;
+            writeln!(out)?;
+            n += 1;
+        }
+        match page.last() {
+            Some(last) => after = Some(last.clone()),
+            None => return Ok(n),
+        }
+    }
+}
+
+/// `1.5 GiB`-style sizes.
+pub fn human_bytes(b: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", units[u]) }
+}

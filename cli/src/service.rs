@@ -1,0 +1,187 @@
+//! The distributed service's commands: `init` (queues and table), `coordinator` and `worker`
+//! (long-running daemons), `submit` (a request message) and `status` (read the table).
+//! The AWS backends are chosen here, once; the engine only sees the ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+use coordinator::Intake;
+use coordinator::service::CoordinatorConfig;
+use shared::backend::StoreFactory;
+use shared::backend::aws::dynamo::DynamoJobStore;
+use shared::backend::aws::sqs::{QueueSettings, SqsQueue};
+use shared::jobstore::JobStore;
+use shared::model::{JobOptions, JobRecord, JobSpec, Location, Mode};
+use shared::queue::WorkQueue;
+use shared::wire::CloneRequest;
+use shared::{Error, Result};
+use worker::{Worker, WorkerConfig};
+
+use crate::settings::Settings;
+
+fn queue_settings(s: &Settings) -> QueueSettings {
+    QueueSettings {
+        visibility_secs: s.queue.visibility_secs,
+        max_receives: s.queue.max_receives,
+        retention_secs: s.queue.retention_secs,
+    }
+}
+
+/// `bucketclone init`: creates (idempotently) both queues with their dead-letter queues,
+/// and the table. Prints what exists afterwards.
+pub async fn init(s: &Settings) -> Result<()> {
+    let stores = StoreFactory::new();
+    let ctx = stores.aws().await;
+    let qs = queue_settings(s);
+    for name in [s.requests_queue(), s.segments_queue()] {
+        SqsQueue::ensure(ctx, &name, &qs).await?;
+        println!("queue {name} (dead letters: {name}-dlq, after {} receives)", qs.max_receives);
+    }
+    DynamoJobStore::ensure_table(ctx, &s.table()).await?;
+    println!("table {}", s.table());
+    Ok(())
+}
+
+struct Service {
+    jobs: Arc<dyn JobStore>,
+    segments: Arc<dyn WorkQueue>,
+    stores: Arc<StoreFactory>,
+}
+
+async fn connect(s: &Settings) -> Result<Service> {
+    let stores = Arc::new(StoreFactory::new());
+    let ctx = stores.aws().await;
+    let hint = |e: Error| match e {
+        Error::NotFound(m) => Error::invalid(format!("{m} (run `bucketclone init --name {}` first)", s.name)),
+        other => other,
+    };
+    let segments = Arc::new(SqsQueue::open(ctx, &s.segments_queue()).await.map_err(hint)?);
+    let jobs = Arc::new(DynamoJobStore::new(ctx, s.table()));
+    Ok(Service { jobs, segments, stores })
+}
+
+/// A watch channel that turns true on SIGTERM or Ctrl-C.
+fn stop_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stop signal received");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// `bucketclone coordinator`: runs until SIGTERM.
+pub async fn run_coordinator(s: &Settings) -> Result<()> {
+    let svc = connect(s).await?;
+    let requests = Arc::new(SqsQueue::open(svc.stores.aws().await, &s.requests_queue()).await?);
+    let intake = Intake { jobs: svc.jobs, segments: svc.segments, stores: svc.stores };
+    let cfg = CoordinatorConfig { http_addr: s.http()?, ..Default::default() };
+    coordinator::service::run(intake, requests, cfg, stop_on_signal(), None).await
+}
+
+/// `bucketclone worker`: runs until SIGTERM, then drains and exits 0.
+pub async fn run_worker(s: &Settings) -> Result<()> {
+    let svc = connect(s).await?;
+    let mut cfg = WorkerConfig {
+        segments_in_flight: s.worker.segments_in_flight,
+        copy_concurrency: s.worker.concurrency,
+        lease: Duration::from_secs(s.worker.lease_secs),
+        drain: Duration::from_secs(s.worker.drain_secs),
+        poll_wait: Duration::from_secs(10),
+        ..WorkerConfig::default()
+    };
+    if let Ok(host) = std::env::var("HOSTNAME") {
+        cfg.id = format!("{host}-{}", std::process::id());
+    }
+    tracing::info!(worker = %cfg.id, "worker starting");
+    Worker::new(cfg, svc.segments, svc.jobs, svc.stores).run(stop_on_signal()).await
+}
+
+/// `bucketclone submit`: sends a clone request and returns the job id.
+pub async fn submit(s: &Settings, src: &str, dst: &str, id: Option<String>, mode: Mode) -> Result<String> {
+    let id = id.unwrap_or_else(|| format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    let spec = JobSpec {
+        id: id.clone(),
+        source: Location::parse(src)?,
+        destination: Location::parse(dst)?,
+        options: JobOptions { mode, ..Default::default() },
+    };
+    spec.validate()?;
+    let stores = StoreFactory::new();
+    let q = SqsQueue::open(stores.aws().await, &s.requests_queue()).await.map_err(|e| match e {
+        Error::NotFound(m) => Error::invalid(format!("{m} (run `bucketclone init --name {}` first)", s.name)),
+        other => other,
+    })?;
+    q.push(&[serde_json::to_string(&CloneRequest::from_spec(&spec))?]).await?;
+    Ok(id)
+}
+
+/// `bucketclone status`: one job (or all), as JSON documents or a table, once or watched.
+pub async fn status(s: &Settings, job: Option<&str>, json: bool, watch: bool) -> Result<std::process::ExitCode> {
+    let stores = StoreFactory::new();
+    let jobs = DynamoJobStore::new(stores.aws().await, s.table());
+    loop {
+        let list: Vec<JobRecord> = match job {
+            Some(id) => vec![jobs.job(id).await?.ok_or_else(|| Error::invalid(format!("no job {id} in table {}", s.table())))?],
+            None => jobs.jobs(100).await?,
+        };
+        let docs: Vec<_> = list.iter().map(coordinator::status::document).collect();
+        if json {
+            let v = if job.is_some() { docs[0].clone() } else { serde_json::Value::Array(docs) };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            for j in &list {
+                println!("{}", human(j));
+            }
+        }
+        let done = list.iter().all(|j| j.state.is_terminal());
+        if !watch || done {
+            return Ok(match list.first().map(|j| j.state) {
+                Some(shared::model::JobState::Mismatch) if job.is_some() => std::process::ExitCode::from(1),
+                Some(shared::model::JobState::Failed) if job.is_some() => std::process::ExitCode::from(2),
+                _ => std::process::ExitCode::SUCCESS,
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn human(j: &JobRecord) -> String {
+    let c = &j.counters;
+    let d = coordinator::status::document(j);
+    let mut s = format!(
+        "{}  {}  {} -> {}\n  segments {} done, {} outstanding | objects {} seen, {} copied ({}), {} verified, {} failed | {} obj/s",
+        j.spec.id,
+        j.state.as_str().to_uppercase(),
+        j.spec.source,
+        j.spec.destination,
+        c.segments_done,
+        c.outstanding,
+        c.source_objects,
+        c.copied_objects,
+        crate::report::human_bytes(c.copied_bytes),
+        c.verified_objects,
+        c.failed_objects,
+        d["objects_per_second"],
+    );
+    if let Some(eta) = d["eta_seconds"].as_f64() {
+        s += &format!(" | ETA ~{eta:.0}s");
+    }
+    s += &format!(
+        "\n  source {} objects {} | destination {} objects {}",
+        c.source_objects,
+        crate::report::human_bytes(c.source_bytes),
+        c.dest_objects,
+        crate::report::human_bytes(c.dest_bytes)
+    );
+    if let Some(m) = &j.message {
+        s += &format!("\n  error: {m}");
+    }
+    s
+}

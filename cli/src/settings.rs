@@ -1,0 +1,135 @@
+//! Service configuration, in layers: built-in defaults, an optional file (`--config` or
+//! `BUCKETCLONE_CONFIG`; TOML), `BUCKETCLONE_*` environment variables (nested keys with
+//! `__`, e.g. `BUCKETCLONE_WORKER__CONCURRENCY=128`), then command-line flags. Validated
+//! once at start-up. AWS region, credentials and endpoint are NOT here: they come from the
+//! standard AWS chain (`AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use shared::{Error, Result};
+
+/// Everything the services read from configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Prefix of the resources' names: queues `<name>-requests`, `<name>-segments` (each with
+    /// a `-dlq`), table `<name>-jobs`.
+    pub name: String,
+    /// The coordinator's HTTP API address.
+    pub http_addr: String,
+    pub worker: WorkerSettings,
+    pub queue: QueueSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub segments_in_flight: usize,
+    pub concurrency: usize,
+    pub lease_secs: u64,
+    pub drain_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueSettings {
+    pub visibility_secs: u32,
+    pub max_receives: u32,
+    pub retention_secs: u32,
+}
+
+/// Flags that override every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub name: Option<String>,
+    pub http_addr: Option<String>,
+    pub concurrency: Option<usize>,
+}
+
+impl Settings {
+    /// Loads and validates the layers.
+    pub fn load(o: &Overrides) -> Result<Self> {
+        let bad = |e: config::ConfigError| Error::invalid(format!("configuration: {e}"));
+        let mut b = config::Config::builder()
+            .set_default("name", "bucketclone")
+            .and_then(|b| b.set_default("http_addr", "127.0.0.1:8080"))
+            .and_then(|b| b.set_default("worker.segments_in_flight", 8))
+            .and_then(|b| b.set_default("worker.concurrency", 64))
+            .and_then(|b| b.set_default("worker.lease_secs", 60))
+            .and_then(|b| b.set_default("worker.drain_secs", 30))
+            .and_then(|b| b.set_default("queue.visibility_secs", 60))
+            .and_then(|b| b.set_default("queue.max_receives", 10))
+            .and_then(|b| b.set_default("queue.retention_secs", 4 * 24 * 3600))
+            .map_err(bad)?;
+        let file = o.config.clone().or_else(|| std::env::var_os("BUCKETCLONE_CONFIG").map(PathBuf::from));
+        if let Some(f) = file {
+            b = b.add_source(config::File::from(f).format(config::FileFormat::Toml).required(true));
+        }
+        b = b.add_source(config::Environment::with_prefix("BUCKETCLONE").prefix_separator("_").separator("__"));
+        for (k, v) in [("name", o.name.clone()), ("http_addr", o.http_addr.clone())] {
+            if let Some(v) = v {
+                b = b.set_override(k, v).map_err(bad)?;
+            }
+        }
+        if let Some(c) = o.concurrency {
+            b = b.set_override("worker.concurrency", c as u64).map_err(bad)?;
+        }
+        let s: Settings = b.build().and_then(|c| c.try_deserialize()).map_err(bad)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let n = &self.name;
+        if n.is_empty() || n.len() > 60 || !n.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+            return Err(Error::invalid(format!("name {n:?}: 1-60 characters of A-Z a-z 0-9 - _")));
+        }
+        self.http()?;
+        if self.worker.concurrency == 0 || self.worker.segments_in_flight == 0 {
+            return Err(Error::invalid("worker.concurrency and worker.segments_in_flight must be at least 1"));
+        }
+        if self.worker.lease_secs < 3 || self.worker.lease_secs > 43_200 {
+            return Err(Error::invalid("worker.lease_secs must be between 3 and 43200 (the SQS maximum)"));
+        }
+        Ok(())
+    }
+
+    pub fn http(&self) -> Result<SocketAddr> {
+        self.http_addr.parse().map_err(|e| Error::invalid(format!("http_addr {:?}: {e}", self.http_addr)))
+    }
+    pub fn requests_queue(&self) -> String {
+        format!("{}-requests", self.name)
+    }
+    pub fn segments_queue(&self) -> String {
+        format!("{}-segments", self.name)
+    }
+    pub fn table(&self) -> String {
+        format!("{}-jobs", self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "name = \"from-file\"\n[worker]\nconcurrency = 7\n").unwrap();
+        let s = Settings::load(&Overrides { config: Some(f.clone()), ..Default::default() }).unwrap();
+        assert_eq!((s.name.as_str(), s.worker.concurrency, s.worker.lease_secs), ("from-file", 7, 60));
+        assert_eq!(s.segments_queue(), "from-file-segments");
+        let o = Overrides { config: Some(f), name: Some("flag".into()), concurrency: Some(3), ..Default::default() };
+        let s = Settings::load(&o).unwrap();
+        assert_eq!((s.name.as_str(), s.worker.concurrency), ("flag", 3));
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_with_the_reason() {
+        let o = Overrides { name: Some("bad name!".into()), ..Default::default() };
+        assert!(Settings::load(&o).unwrap_err().to_string().contains("name"));
+        let o = Overrides { http_addr: Some("nowhere".into()), ..Default::default() };
+        assert!(Settings::load(&o).unwrap_err().to_string().contains("http_addr"));
+    }
+}

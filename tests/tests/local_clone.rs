@@ -1,0 +1,131 @@
+//! `bucketclone clone` between local directories, as a user runs it: a real process, real
+//! files, exit codes and the JSON report.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bucketclone_tests::{bin, report, run, tree, write_tree};
+use shared::conformance::objstore::tricky_keys;
+
+/// The source of the acceptance: tricky names, empty files, files of several MiB.
+fn tricky_source() -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for (i, k) in tricky_keys(false).into_iter().enumerate() {
+        files.insert(k, format!("content of key number {i}").into_bytes());
+    }
+    files.insert("empty/zero".into(), Vec::new());
+    files.insert("big/four-mib.bin".into(), (0..4 * 1024 * 1024).map(|i| (i * 31 % 251) as u8).collect());
+    files.insert("big/seven-mib.bin".into(), (0..7 * 1024 * 1024 + 13).map(|i| (i * 7 % 253) as u8).collect());
+    files
+}
+
+#[test]
+fn clone_copies_every_tricky_key_and_a_rerun_copies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state.sqlite"));
+    let files = tricky_source();
+    write_tree(&src, &files);
+    let args = ["clone", src.to_str().unwrap(), dst.to_str().unwrap(), "--json", "--state", state.to_str().unwrap()];
+
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0));
+    let r = report(&out);
+    assert_eq!(r["state"], "verified");
+    assert_eq!(r["copied"]["objects"], files.len());
+    assert_eq!(r["verified"], files.len());
+    assert_eq!(r["source"]["objects"], files.len());
+    assert_eq!(r["destination"]["objects"], files.len());
+    assert_eq!(tree(&dst), files);
+    let diff = std::process::Command::new("diff").arg("-r").arg(&src).arg(&dst).status().unwrap();
+    assert!(diff.success(), "diff -r found differences");
+
+    // A second run is a new job over the same data: everything is already identical.
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0));
+    let r = report(&out);
+    assert_eq!(r["copied"]["objects"], 0);
+    assert_eq!(r["skipped"]["objects"], files.len());
+}
+
+#[test]
+fn bad_input_is_refused_with_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"x").unwrap();
+    let state = dir.path().join("state.sqlite");
+    let st = state.to_str().unwrap();
+    let missing = dir.path().join("nope");
+    let inside = src.join("sub");
+    for (args, needle) in [
+        (vec!["clone", missing.to_str().unwrap(), "/tmp/x-bucketclone-never", "--state", st], "does not exist"),
+        (vec!["clone", src.to_str().unwrap(), inside.to_str().unwrap(), "--state", st], "overlaps"),
+        (vec!["clone", "s3://Not_A_Bucket", src.to_str().unwrap(), "--state", st], "not a valid S3 bucket"),
+        (vec!["clone", "ftp://x/y", "/tmp/y", "--state", st], "only s3://"),
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line for {args:?}: {err}");
+        assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{args:?}: {err}");
+    }
+    assert!(!inside.exists(), "nothing may be written inside the source");
+}
+
+#[test]
+fn a_clone_killed_mid_job_resumes_without_relisting_finished_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state.sqlite"));
+    let mut files = BTreeMap::new();
+    for i in 0..6000 {
+        files.insert(format!("p{:02}/k{i:05}", i % 13), format!("{i}").repeat(i % 50).into_bytes());
+    }
+    write_tree(&src, &files);
+    let args = [
+        "clone", src.to_str().unwrap(), dst.to_str().unwrap(), "--json", "--state", state.to_str().unwrap(),
+        "--page-size", "50", "--workers", "1", "--concurrency", "2",
+    ];
+    let mut child = bin().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Kill it once some ranges are recorded as done, well before the end.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done_before = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let done = segments_done(&state);
+        if done >= 10 {
+            break done;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed; make the job bigger");
+        assert!(Instant::now() < deadline, "no progress");
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_at_kill = segments_done(&state);
+    assert!(done_at_kill >= done_before);
+
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0));
+    let r = report(&out);
+    assert_eq!(r["state"], "verified");
+    assert_eq!(r["source"]["objects"], files.len(), "each source object counted exactly once");
+    assert_eq!(tree(&dst), files);
+    // The rerun worked only what was not finished: fewer pages than the job's segments,
+    // by at least the segments done before the kill.
+    let pages = r["this_run"]["pages"].as_i64().unwrap();
+    let segments = r["segments"].as_i64().unwrap();
+    assert!(pages <= segments - done_at_kill, "rerun listed {pages} pages of {segments} segments, {done_at_kill} were done");
+}
+
+/// Segments done so far, read from the state file of a running clone.
+fn segments_done(state: &std::path::Path) -> i64 {
+    if !state.exists() {
+        return 0;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use shared::jobstore::JobStore;
+        let Ok(store) = shared::backend::embedded::sqlite_jobstore::SqliteJobStore::open(state) else { return 0 };
+        store.jobs(10).await.ok().and_then(|j| j.first().map(|j| j.counters.segments_done)).unwrap_or(0)
+    })
+}

@@ -1,0 +1,323 @@
+//! One segment's work: list one page of the source range and the same keys in the
+//! destination, copy what is missing or different, verify the page, delete verified sources
+//! (move), and work out the children. Pure with respect to the job store: it returns what
+//! the page changes, and the caller records it atomically.
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Semaphore;
+
+use shared::Result;
+use shared::error::retry;
+use shared::keyrange::children_after_page;
+use shared::model::{Counters, IssueKind, JobSpec, KeyRange, Mode, ObjectEntry, ObjectIssue};
+use shared::objstore::{Deleted, ListRequest, ObjectStore};
+
+use crate::compare::{Verdict, compare, compare_checksums};
+use crate::copy::copy_object;
+
+/// Attempts for list, head and delete calls before the page fails.
+const CALL_ATTEMPTS: u32 = 6;
+/// Destination listing page size (the service maximum).
+const DEST_PAGE: usize = 1000;
+
+/// Requests made by this process, for reports and for tests that prove work is not redone.
+#[derive(Debug, Default)]
+pub struct RunStats {
+    pub list_calls: AtomicU64,
+    pub head_calls: AtomicU64,
+    pub copies: AtomicU64,
+    pub pages: AtomicU64,
+}
+
+impl RunStats {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What one page needs: the job, its two stores, the shared copy limit.
+pub struct PageCtx<'a> {
+    pub spec: &'a JobSpec,
+    pub src: &'a dyn ObjectStore,
+    pub dst: &'a dyn ObjectStore,
+    pub copies: &'a Semaphore,
+    pub fanout: usize,
+    pub stats: &'a RunStats,
+}
+
+/// What one page changes: the job's tallies, the children, the findings.
+#[derive(Debug, Default)]
+pub struct PageResult {
+    pub delta: Counters,
+    pub children: Vec<KeyRange>,
+    pub issues: Vec<ObjectIssue>,
+}
+
+/// Works one page of `range`. Errors are listing failures (the page is redone later, or the
+/// segment recorded as failed); per-object failures are in the result.
+pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult> {
+    RunStats::bump(&ctx.stats.pages);
+    let src_loc = &ctx.spec.source;
+    let req = ListRequest {
+        prefix: src_loc.prefix.clone(),
+        start_after: src_loc.full_key(&range.start_after),
+        end: range.end.as_deref().map(|e| src_loc.full_key(e)),
+        max_keys: ctx.spec.options.page_size as usize,
+    };
+    RunStats::bump(&ctx.stats.list_calls);
+    let page = retry(CALL_ATTEMPTS, || ctx.src.list(&req)).await?;
+    let src: Vec<(String, ObjectEntry)> = page
+        .entries
+        .into_iter()
+        .filter_map(|e| src_loc.rel_key(&e.key).map(str::to_string).map(|k| (k, e)))
+        .filter(|(k, _)| !k.is_empty())
+        .collect();
+    // The keys this page answers for: up to its last key when truncated, else the range.
+    let covered = match (page.truncated, src.last()) {
+        (true, Some((last, _))) => KeyRange { start_after: range.start_after.clone(), end: Some(last.clone()) },
+        _ => range.clone(),
+    };
+    let mut dst = list_dest(ctx, &covered).await?;
+
+    let mut out = PageResult::default();
+    for (_, e) in &src {
+        out.delta.source_objects += 1;
+        out.delta.source_bytes += e.size as i64;
+    }
+    let mut copied = HashSet::new();
+    if ctx.spec.options.mode != Mode::VerifyOnly {
+        let todo = plan_copies(ctx, &src, &mut dst).await?;
+        copied = copy_all(ctx, &todo, &mut out).await;
+        if !copied.is_empty() {
+            dst = list_dest(ctx, &covered).await?;
+        }
+    }
+    let verified = classify(ctx, &src, &mut dst, &copied, &mut out).await?;
+    if ctx.spec.options.mode == Mode::Move {
+        delete_verified(ctx, &verified, &mut out).await;
+    }
+    if page.truncated {
+        let keys: Vec<&str> = src.iter().map(|(k, _)| k.as_str()).collect();
+        out.children = children_after_page(range, &keys, ctx.fanout);
+    }
+    Ok(out)
+}
+
+/// Every destination object in `range` (relative keys), however many pages that takes.
+async fn list_dest(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<BTreeMap<String, ObjectEntry>> {
+    let loc = &ctx.spec.destination;
+    let mut req = ListRequest {
+        prefix: loc.prefix.clone(),
+        start_after: loc.full_key(&range.start_after),
+        end: range.end.as_deref().map(|e| loc.full_key(e)),
+        max_keys: DEST_PAGE,
+    };
+    let mut out = BTreeMap::new();
+    loop {
+        RunStats::bump(&ctx.stats.list_calls);
+        let page = retry(CALL_ATTEMPTS, || ctx.dst.list(&req)).await?;
+        let last = page.entries.last().map(|e| e.key.clone());
+        for e in page.entries {
+            if let Some(k) = loc.rel_key(&e.key).filter(|k| !k.is_empty()) {
+                out.insert(k.to_string(), e);
+            }
+        }
+        match (page.truncated, last) {
+            (true, Some(l)) => req.start_after = l,
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Compares one pair, resolving missing ETags with HEADs and multipart ETags with
+/// checksums. May refresh the entries it HEADs.
+async fn verdict(ctx: &PageCtx<'_>, s: &mut ObjectEntry, d: &mut ObjectEntry) -> Result<Verdict> {
+    let size_only = ctx.spec.options.size_only;
+    match compare(s, d, size_only) {
+        Verdict::NeedsHead => {
+            for (store, e) in [(ctx.src, &mut *s), (ctx.dst, &mut *d)] {
+                if e.etag.is_none() {
+                    RunStats::bump(&ctx.stats.head_calls);
+                    if let Some(h) = retry(CALL_ATTEMPTS, || store.head(&e.key)).await? {
+                        *e = h;
+                    }
+                }
+            }
+            Ok(match compare(s, d, size_only) {
+                Verdict::NeedsHead => Verdict::Unverifiable("no ETag on either side"),
+                v => v,
+            })
+        }
+        Verdict::Unverifiable(why) => {
+            RunStats::bump(&ctx.stats.head_calls);
+            let a = retry(CALL_ATTEMPTS, || ctx.src.checksums(&s.key)).await?;
+            let b = retry(CALL_ATTEMPTS, || ctx.dst.checksums(&d.key)).await?;
+            Ok(compare_checksums(&a, &b).unwrap_or(Verdict::Unverifiable(why)))
+        }
+        v => Ok(v),
+    }
+}
+
+/// The source entries to copy: missing or different in the destination. An unverifiable
+/// pair is copied again only server-side, where the copy keeps the source's ETag form.
+async fn plan_copies(
+    ctx: &PageCtx<'_>,
+    src: &[(String, ObjectEntry)],
+    dst: &mut BTreeMap<String, ObjectEntry>,
+) -> Result<Vec<(String, ObjectEntry)>> {
+    let server_side = matches!((ctx.src.copy_source(), ctx.dst.copy_source()), (Some(a), Some(b)) if a.endpoint == b.endpoint);
+    let mut todo = Vec::new();
+    for (k, s) in src {
+        let copy = match dst.get_mut(k) {
+            None => true,
+            Some(d) => match verdict(ctx, &mut s.clone(), d).await? {
+                Verdict::Equal => false,
+                Verdict::Unverifiable(_) => server_side,
+                _ => true,
+            },
+        };
+        if copy {
+            todo.push((k.clone(), s.clone()));
+        }
+    }
+    Ok(todo)
+}
+
+/// Copies every entry with at most the shared limit in flight. Returns the keys copied.
+async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut PageResult) -> HashSet<String> {
+    let dst_loc = &ctx.spec.destination;
+    let running = FuturesUnordered::new();
+    for (k, e) in todo {
+        running.push(async move {
+            let _permit = ctx.copies.acquire().await.expect("the copy semaphore is never closed");
+            RunStats::bump(&ctx.stats.copies);
+            (k, e, copy_object(ctx.src, ctx.dst, e, &dst_loc.full_key(k)).await)
+        });
+    }
+    let results: Vec<_> = running.collect().await;
+    let mut copied = HashSet::new();
+    for (k, e, r) in results {
+        match r {
+            Ok(_) => {
+                copied.insert(k.clone());
+                out.delta.copied_objects += 1;
+                out.delta.copied_bytes += e.size as i64;
+            }
+            Err(err) => {
+                tracing::warn!(key = %k, error = %err, "copy failed");
+                out.delta.failed_objects += 1;
+                out.issues.push(issue(k, IssueKind::CopyFailed, Some(e.clone()), None, Some(err.to_string())));
+            }
+        }
+    }
+    copied
+}
+
+/// Classifies every key of the page after the work and tallies it. Returns the source
+/// entries proven identical in the destination.
+async fn classify(
+    ctx: &PageCtx<'_>,
+    src: &[(String, ObjectEntry)],
+    dst: &mut BTreeMap<String, ObjectEntry>,
+    copied: &HashSet<String>,
+    out: &mut PageResult,
+) -> Result<Vec<ObjectEntry>> {
+    let copied_failed: HashSet<String> =
+        out.issues.iter().filter(|i| i.kind == IssueKind::CopyFailed).map(|i| i.key.clone()).collect();
+    let mut verified = Vec::new();
+    for (k, s) in src {
+        let Some(mut d) = dst.remove(k) else {
+            if !copied_failed.contains(k) {
+                out.delta.missing += 1;
+                out.issues.push(issue(k, IssueKind::Missing, Some(s.clone()), None, None));
+            }
+            continue;
+        };
+        out.delta.dest_objects += 1;
+        out.delta.dest_bytes += d.size as i64;
+        let mut s = s.clone();
+        let kind = match verdict(ctx, &mut s, &mut d).await? {
+            Verdict::Equal => {
+                out.delta.verified_objects += 1;
+                if !copied.contains(k) {
+                    out.delta.skipped_objects += 1;
+                    out.delta.skipped_bytes += s.size as i64;
+                }
+                verified.push(s);
+                continue;
+            }
+            Verdict::SizeDiffers => IssueKind::SizeDiffers,
+            Verdict::ContentDiffers => IssueKind::ContentDiffers,
+            Verdict::Unverifiable(_) | Verdict::NeedsHead => IssueKind::Unverifiable,
+        };
+        if copied_failed.contains(k) {
+            continue;
+        }
+        match kind {
+            IssueKind::SizeDiffers => out.delta.size_differs += 1,
+            IssueKind::ContentDiffers => out.delta.content_differs += 1,
+            _ => out.delta.unverifiable += 1,
+        }
+        out.issues.push(issue(k, kind, Some(s), Some(d), None));
+    }
+    // What is left exists only in the destination.
+    for (k, d) in std::mem::take(dst) {
+        out.delta.dest_objects += 1;
+        out.delta.dest_bytes += d.size as i64;
+        if ctx.spec.options.mode != Mode::Move {
+            out.delta.extra += 1;
+            out.issues.push(issue(&k, IssueKind::Extra, None, Some(d), None));
+        }
+    }
+    Ok(verified)
+}
+
+/// Move: deletes each verified source object, conditionally on the ETag it was verified
+/// with, so a source changed since is kept and reported.
+async fn delete_verified(ctx: &PageCtx<'_>, verified: &[ObjectEntry], out: &mut PageResult) {
+    let running = FuturesUnordered::new();
+    for e in verified {
+        running.push(async move {
+            let _permit = ctx.copies.acquire().await.expect("the copy semaphore is never closed");
+            let Some(etag) = e.etag.as_deref() else {
+                // Verified by size alone: never delete what was not proven identical.
+                return (e, Err(shared::Error::Invalid("no ETag to delete on; kept".into())));
+            };
+            (e, retry(CALL_ATTEMPTS, || ctx.src.delete(&e.key, Some(etag))).await)
+        });
+    }
+    let results: Vec<_> = running.collect().await;
+    for (e, r) in results {
+        let rel = ctx.spec.source.rel_key(&e.key).unwrap_or(&e.key).to_string();
+        match r {
+            Ok(Deleted::Yes) => {
+                out.delta.deleted_objects += 1;
+                out.delta.deleted_bytes += e.size as i64;
+            }
+            Ok(Deleted::Absent) => {}
+            Ok(Deleted::Changed) => {
+                out.delta.kept_changed += 1;
+                let detail = "the source changed after its copy was verified; it was not deleted";
+                out.issues.push(issue(&rel, IssueKind::ChangedInSource, Some(e.clone()), None, Some(detail.into())));
+            }
+            Err(err) => {
+                tracing::warn!(key = %rel, error = %err, "delete after verified copy failed; source kept");
+                out.delta.kept_changed += 1;
+                out.issues.push(issue(&rel, IssueKind::ChangedInSource, Some(e.clone()), None, Some(err.to_string())));
+            }
+        }
+    }
+}
+
+fn issue(
+    key: &str,
+    kind: IssueKind,
+    source: Option<ObjectEntry>,
+    destination: Option<ObjectEntry>,
+    detail: Option<String>,
+) -> ObjectIssue {
+    ObjectIssue { key: key.to_string(), kind, source, destination, detail }
+}
