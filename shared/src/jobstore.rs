@@ -17,6 +17,11 @@ use crate::model::{
     JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord,
 };
 
+/// The most children one [`JobStore::complete_segment`] may create, and the most first
+/// segments one [`JobStore::create_job`] may record: the whole write is one DynamoDB
+/// transaction (at most 100 actions, two of them the segment and the job). More is `Invalid`.
+pub const MAX_CHILDREN: usize = 90;
+
 /// Whether a write happened now or had already happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
