@@ -1,66 +1,342 @@
-//! A local directory as an object store: keys are relative paths. (To be written.)
+//! A local directory as an object store: a key is a relative path under the root.
+//!
+//! Guarantees: listings are in UTF-8 byte order (see [`walk`]); an object appears whole or
+//! not at all (`put` writes a hidden temp file in the target directory, syncs it and
+//! renames it over the key); nothing is ever written outside the root, and keys a directory
+//! cannot hold (see [`keys::unsupported_reason`]) fail with `Permanent` before any write.
+//! ETags are the hex MD5 of the content, computed on listing and HEAD (see [`meta`]).
+//! Server-side copy is not offered: the engine streams between directories.
 
-use crate::error::Result;
+mod keys;
+mod meta;
+mod walk;
 
-/// A directory seen as a bucket.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use md5::{Digest, Md5};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+use crate::model::ObjectEntry;
+use crate::objstore::{Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore};
+use keys::{TMP_PREFIX, key_path, parent_prefixes, unsupported};
+
+/// A directory seen as a bucket. Cheap to clone; clones share their caches.
+#[derive(Clone)]
 pub struct LocalDirStore {
-    pub root: std::path::PathBuf,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    dirs: walk::DirCache,
+    etags: meta::EtagCache,
 }
 
 impl LocalDirStore {
+    /// A store over the directory `root`, which need not exist yet (`check` says whether it
+    /// does; the first `put` creates it). Fails `Invalid` for an empty path.
     pub fn new(root: &str) -> Result<Self> {
-        Ok(LocalDirStore { root: root.into() })
+        if root.is_empty() {
+            return Err(Error::invalid("a local directory path cannot be empty"));
+        }
+        Ok(LocalDirStore {
+            inner: Arc::new(Inner {
+                root: PathBuf::from(root),
+                dirs: walk::DirCache::default(),
+                etags: meta::EtagCache::default(),
+            }),
+        })
+    }
+
+    /// The directory holding the objects.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Runs blocking file-system work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::transient(format!("file-system task failed: {e}")))?
     }
 }
 
-// Placeholder until the adapter is written: every call fails clearly.
-#[async_trait::async_trait]
-impl crate::objstore::ObjectStore for LocalDirStore {
-    fn describe(&self) -> String {
-        "LocalDirStore".into()
+impl Inner {
+    fn missing_root(&self) -> Error {
+        Error::NotFound(format!("directory {} does not exist", self.root.display()))
     }
-    fn copy_source(&self) -> Option<crate::objstore::CopySource> {
+
+    /// Forgets cached state the store has just changed for `key`.
+    fn invalidate(&self, key: &str) {
+        self.etags.invalidate(key);
+        for rel in parent_prefixes(key) {
+            self.dirs.invalidate(rel);
+        }
+    }
+
+    fn list(&self, req: &ListRequest) -> Result<ListPage> {
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::invalid(format!(
+                    "{} is not a directory",
+                    self.root.display()
+                )));
+            }
+            Err(e) if walk::vanished(&e) => return Err(self.missing_root()),
+            Err(e) => return Err(io_err(e, &self.root.display().to_string())),
+        }
+        let max = req.max_keys.max(1);
+        // One key past the page tells whether the range goes on.
+        let mut keys = walk::walk(&self.root, &self.dirs, req, max + 1)
+            .map_err(|e| io_err(e, &format!("listing {}", self.root.display())))?;
+        let truncated = keys.len() > max;
+        keys.truncate(max);
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            let path = self.root.join(&key);
+            // A file deleted since it was seen is simply not listed.
+            if let Some(e) = self.etags.entry(&path, &key).map_err(|e| io_err(e, &key))? {
+                entries.push(e);
+            }
+        }
+        let ends_at_end = matches!((entries.last(), &req.end), (Some(l), Some(e)) if &l.key == e);
+        Ok(ListPage {
+            entries,
+            truncated: truncated && !ends_at_end,
+        })
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
+        // A key this directory cannot hold is not here.
+        let Ok(path) = key_path(&self.root, key) else {
+            return Ok(None);
+        };
+        self.etags.entry(&path, key).map_err(|e| io_err(e, key))
+    }
+
+    fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
+        let Ok(path) = key_path(&self.root, key) else {
+            return Ok(Deleted::Absent);
+        };
+        let Some(cur) = self.head(key)? else {
+            return Ok(Deleted::Absent);
+        };
+        if if_etag.is_some_and(|want| cur.etag.as_deref() != Some(want)) {
+            return Ok(Deleted::Changed);
+        }
+        // A write landing between the check above and this remove is lost: the window is
+        // one hash long, and the engine only deletes keys it has just listed.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if walk::vanished(&e) => return Ok(Deleted::Absent),
+            Err(e) => return Err(io_err(e, key)),
+        }
+        self.invalidate(key);
+        // Remove directories the delete left empty, up to (not including) the root; a
+        // directory that is not empty, or already gone, ends the climb.
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| *d != self.root && d.starts_with(&self.root)) {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(Deleted::Yes)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalDirStore {
+    fn describe(&self) -> String {
+        self.inner.root.display().to_string()
+    }
+
+    fn copy_source(&self) -> Option<CopySource> {
         None
     }
-    async fn check(&self) -> crate::Result<()> {
-        Err(todo_err())
+
+    async fn check(&self) -> Result<()> {
+        self.blocking(|s| match std::fs::read_dir(&s.root) {
+            Ok(_) => Ok(()),
+            Err(e) if walk::vanished(&e) => Err(s.missing_root()),
+            Err(e) => Err(io_err(e, &s.root.display().to_string())),
+        })
+        .await
     }
-    async fn list(
-        &self,
-        _: &crate::objstore::ListRequest,
-    ) -> crate::Result<crate::objstore::ListPage> {
-        Err(todo_err())
+
+    async fn list(&self, req: &ListRequest) -> Result<ListPage> {
+        let req = req.clone();
+        self.blocking(move |s| s.list(&req)).await
     }
-    async fn head(&self, _: &str) -> crate::Result<Option<crate::model::ObjectEntry>> {
-        Err(todo_err())
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
+        let key = key.to_string();
+        self.blocking(move |s| s.head(&key)).await
     }
-    async fn checksums(&self, _: &str) -> crate::Result<crate::objstore::Checksums> {
-        Err(todo_err())
+
+    /// A directory keeps no checksums: always empty.
+    async fn checksums(&self, _key: &str) -> Result<Checksums> {
+        Ok(Checksums::default())
     }
-    async fn copy_from(
-        &self,
-        _: &crate::objstore::CopySource,
-        _: &crate::model::ObjectEntry,
-        _: &str,
-    ) -> crate::Result<crate::model::ObjectEntry> {
-        Err(todo_err())
+
+    async fn copy_from(&self, _: &CopySource, src: &ObjectEntry, _: &str) -> Result<ObjectEntry> {
+        Err(Error::invalid(format!(
+            "a local directory cannot copy {:?} server-side: stream it with get and put",
+            src.key
+        )))
     }
-    async fn get(&self, _: &str) -> crate::Result<crate::objstore::Body> {
-        Err(todo_err())
+
+    async fn get(&self, key: &str) -> Result<Body> {
+        let not_found = || Error::NotFound(format!("{key:?} in {}", self.describe()));
+        let path = key_path(&self.inner.root, key).map_err(|_| not_found())?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if walk::vanished(&e) => return Err(not_found()),
+            Err(e) => return Err(io_err(e, key)),
+        };
+        if !file.metadata().await.map_err(|e| io_err(e, key))?.is_file() {
+            return Err(not_found());
+        }
+        Ok(Box::pin(file))
     }
-    async fn put(
-        &self,
-        _: &str,
-        _: crate::objstore::Body,
-        _: u64,
-    ) -> crate::Result<crate::model::ObjectEntry> {
-        Err(todo_err())
+
+    async fn put(&self, key: &str, body: Body, size: u64) -> Result<ObjectEntry> {
+        let root = &self.inner.root;
+        let path = key_path(root, key)?;
+        let parent = path.parent().unwrap_or(root).to_path_buf();
+        let tmp = parent.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let file = create_temp(root, key, &parent, &tmp).await?;
+        let written = write_body(file, body, size).await;
+        let result = match written {
+            Ok(etag) => finish_put(root, key, &tmp, &path, &parent)
+                .await
+                .map(|()| etag),
+            Err(e) => Err(e),
+        };
+        let etag = match result {
+            Ok(etag) => etag,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e.context(format!("put {key:?}")));
+            }
+        };
+        self.inner.invalidate(key);
+        Ok(ObjectEntry {
+            key: key.to_string(),
+            size,
+            etag: Some(etag),
+        })
     }
-    async fn delete(&self, _: &str, _: Option<&str>) -> crate::Result<crate::objstore::Deleted> {
-        Err(todo_err())
+
+    async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
+        let (key, if_etag) = (key.to_string(), if_etag.map(str::to_string));
+        self.blocking(move |s| s.delete(&key, if_etag.as_deref()))
+            .await
     }
 }
 
-fn todo_err() -> crate::Error {
-    crate::Error::Permanent("LocalDirStore is not written yet".into())
+/// Creates the parent directories and the temp file, refusing (Permanent) when a parent
+/// path is a file or the directory resolves outside the root (a symlink).
+async fn create_temp(root: &Path, key: &str, parent: &Path, tmp: &Path) -> Result<tokio::fs::File> {
+    // A concurrent delete may remove an emptied parent between the two steps: retry.
+    for _ in 0..5 {
+        if let Err(e) = tokio::fs::create_dir_all(parent).await {
+            return Err(match e.kind() {
+                std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists => {
+                    unsupported(root, key, "a parent path is a file")
+                }
+                _ => io_err(e, key),
+            });
+        }
+        let (croot, cparent) = (
+            tokio::fs::canonicalize(root).await,
+            tokio::fs::canonicalize(parent).await,
+        );
+        if let (Ok(r), Ok(p)) = (&croot, &cparent)
+            && !p.starts_with(r)
+        {
+            return Err(unsupported(
+                root,
+                key,
+                "its directory resolves outside the root",
+            ));
+        }
+        match tokio::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .await
+        {
+            Ok(f) => return Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(e, key)),
+        }
+    }
+    Err(Error::transient(format!(
+        "{key:?}: its directory kept disappearing"
+    )))
 }
+
+/// Copies exactly `size` bytes of `body` into `file`, syncs it, and returns their hex MD5.
+async fn write_body(mut file: tokio::fs::File, mut body: Body, size: u64) -> Result<String> {
+    let mut md5 = Md5::new();
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut done = 0u64;
+    loop {
+        buf.clear();
+        while buf.len() < buf.capacity() {
+            if body.read_buf(&mut buf).await? == 0 {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            break;
+        }
+        done += buf.len() as u64;
+        if done > size {
+            return Err(Error::permanent(format!(
+                "the body is longer than its size {size}"
+            )));
+        }
+        md5.update(&buf);
+        file.write_all(&buf).await?;
+    }
+    if done < size {
+        return Err(Error::permanent(format!(
+            "the body ended after {done} of {size} bytes"
+        )));
+    }
+    file.sync_all().await?;
+    Ok(hex::encode(md5.finalize()))
+}
+
+/// Renames the complete temp file over the key and makes the rename durable.
+async fn finish_put(root: &Path, key: &str, tmp: &Path, path: &Path, parent: &Path) -> Result<()> {
+    if let Err(e) = tokio::fs::rename(tmp, path).await {
+        return Err(match e.kind() {
+            std::io::ErrorKind::IsADirectory | std::io::ErrorKind::DirectoryNotEmpty => {
+                unsupported(root, key, "a directory exists at its path")
+            }
+            _ => io_err(e, key),
+        });
+    }
+    let dir = tokio::fs::File::open(parent).await?;
+    dir.sync_all().await?;
+    Ok(())
+}
+
+/// An I/O error about `what`, keeping its classification.
+fn io_err(e: std::io::Error, what: &str) -> Error {
+    Error::from(e).context(what)
+}
+
+#[cfg(test)]
+mod tests;
