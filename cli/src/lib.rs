@@ -38,6 +38,8 @@ enum Command {
     Move(MoveArgs),
     /// Make a sample source (7,500 objects over 195 prefixes), clone it, verify it.
     Demo(DemoArgs),
+    /// Statistics of a bucket, prefix or directory: counts, bytes, per prefix, a digest.
+    Stats(StatsArgs),
     /// Create the service's queues (with dead-letter queues) and table. Idempotent.
     Init(ServiceArgs),
     /// Run the coordinator service: accept requests, watch jobs, serve the HTTP API.
@@ -48,6 +50,17 @@ enum Command {
     Submit(SubmitArgs),
     /// Show jobs from the service's table.
     Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    /// s3://bucket[/prefix] or a local directory.
+    location: String,
+    #[arg(long)]
+    json: bool,
+    /// Count per prefix down to this many levels.
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
 }
 
 /// Which deployment to talk to.
@@ -205,6 +218,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Move(m) if m.dry_run => dry_run_move(&m.job).await,
         Command::Move(m) => run_job(m.job, Mode::Move).await,
         Command::Demo(d) => run_demo(d).await,
+        Command::Stats(a) => stats(&a).await,
         Command::Init(a) => service::init(&settings(&a, None, None)?).await.map(|()| ExitCode::SUCCESS),
         Command::Coordinator(a) => {
             service::run_coordinator(&settings(&a.svc, a.http, None)?).await.map(|()| ExitCode::SUCCESS)
@@ -273,6 +287,23 @@ async fn run_demo(d: DemoArgs) -> Result<ExitCode> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     finish(&out?, d.run.json)
+}
+
+async fn stats(a: &StatsArgs) -> Result<ExitCode> {
+    let loc = Location::parse(&a.location)?;
+    let store = shared::backend::StoreFactory::new().open(&loc).await?;
+    store.check().await?;
+    let doc = shared::stats::collect(store.as_ref(), &loc, a.depth).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("{}  {} objects, {}  digest {}", doc.location, doc.objects, report::human_bytes(doc.bytes as i64), doc.digest);
+        for (p, t) in &doc.prefixes {
+            let name = if p.is_empty() { "(top level)" } else { p.as_str() };
+            println!("  {name:<40} {:>10} objects {:>12}", t.objects, report::human_bytes(t.bytes as i64));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `move --dry-run`: every source object would be deleted once its copy is verified.

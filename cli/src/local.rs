@@ -51,13 +51,23 @@ pub fn default_state() -> PathBuf {
 
 /// Runs (or resumes) the job `source -> destination` with `options` to its end.
 pub async fn run(source: Location, destination: Location, options: JobOptions, opts: &LocalOptions) -> Result<Outcome> {
+    run_with(Arc::new(StoreFactory::new()), source, destination, options, opts).await
+}
+
+/// [`run`] with the given store factory (tests register wrapped stores in it).
+pub async fn run_with(
+    stores: Arc<StoreFactory>,
+    source: Location,
+    destination: Location,
+    options: JobOptions,
+    opts: &LocalOptions,
+) -> Result<Outcome> {
     let started = Instant::now();
     let _lock = lock_state(&opts.state)?;
     let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&opts.state)?);
     let queue = Arc::new(SqliteQueue::open(&opts.state, "segments")?);
     // We hold the state's lock: any lease in the file belongs to a process that died.
     queue.release_all().await?;
-    let stores = Arc::new(StoreFactory::new());
     let mut spec = JobSpec { id: String::new(), source, destination, options };
     spec.id = job_id(jobs.as_ref(), &spec).await?;
     spec.validate()?;
@@ -138,7 +148,7 @@ async fn job_id(jobs: &dyn JobStore, spec: &JobSpec) -> Result<String> {
             return Ok(j.spec.id);
         }
     }
-    Ok(format!("{base}-{}", shared::model::now_ms() / 1000))
+    Ok(format!("{base}-{}", shared::model::now_ms()))
 }
 
 /// Takes an exclusive lock next to the state file for the life of the run.

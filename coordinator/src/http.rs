@@ -1,5 +1,6 @@
 //! The coordinator's HTTP API (axum): `GET /healthz`, `GET /jobs`, `GET /jobs/{id}`,
-//! `GET /metrics`. Read-only; every number comes from the job store.
+//! `GET /jobs/{id}/stats`, `GET /metrics`. Read-only; every number comes from the job store
+//! (and, for `/stats`, from listing the job's two locations).
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -18,6 +19,7 @@ pub fn router(intake: Intake) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/stats", get(job_stats))
         .route("/metrics", get(metrics))
         .with_state(intake)
 }
@@ -62,4 +64,25 @@ async fn metrics(State(intake): State<Intake>) -> Response {
     };
     let depth = intake.segments.depth().await.unwrap_or_default();
     ([("content-type", "text/plain; version=0.0.4")], prometheus(&jobs, depth.visible, depth.in_flight)).into_response()
+}
+
+/// The statistics documents of a job's source and destination, side by side (computed now,
+/// by listing both: one request per 1,000 objects on each side).
+async fn job_stats(State(intake): State<Intake>, Path(id): Path<String>) -> Response {
+    let job = match intake.jobs.job(&id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return (StatusCode::NOT_FOUND, Json(json!({"error": format!("no job {id}")}))).into_response(),
+        Err(e) => return failure(e),
+    };
+    let side = |loc: shared::model::Location| {
+        let stores = intake.stores.clone();
+        async move {
+            let store = stores.open(&loc).await?;
+            shared::stats::collect(store.as_ref(), &loc, 1).await
+        }
+    };
+    match tokio::try_join!(side(job.spec.source.clone()), side(job.spec.destination.clone())) {
+        Ok((s, d)) => Json(json!({"same_content": s.same_content(&d), "source": s, "destination": d})).into_response(),
+        Err(e) => failure(e),
+    }
 }

@@ -13,6 +13,7 @@ pub mod keyrange;
 pub mod model;
 pub mod objstore;
 pub mod queue;
+pub mod stats;
 pub mod wire;
 
 pub use error::{Error, Result};

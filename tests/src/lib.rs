@@ -50,9 +50,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// The `bucketclone` program built for these tests.
+/// The `bucketclone` program built for these tests (`src/bin/bucketclone-under-test.rs`,
+/// which cargo builds next to the test executables, one directory up from `deps/`).
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bucketclone-under-test"))
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target directory");
+    let path = dir.join(format!("bucketclone-under-test{}", std::env::consts::EXE_SUFFIX));
+    assert!(path.exists(), "{} is missing: run the tests with cargo test", path.display());
+    Command::new(path)
 }
 
 /// Runs `bucketclone args...` with the emulator's environment; returns its output.
@@ -93,5 +98,94 @@ pub fn write_tree(root: &Path, files: &BTreeMap<String, Vec<u8>>) {
         let p = root.join(k);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, v).expect("write");
+    }
+}
+
+use shared::model::ObjectEntry;
+use shared::objstore::{Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Requests made through a [`CountingStore`], by kind.
+#[derive(Debug, Default)]
+pub struct Requests {
+    pub list: AtomicU64,
+    pub head: AtomicU64,
+    pub checksums: AtomicU64,
+    pub copy: AtomicU64,
+    pub get: AtomicU64,
+    pub put: AtomicU64,
+    pub delete: AtomicU64,
+}
+
+impl Requests {
+    pub fn total(&self) -> u64 {
+        [&self.list, &self.head, &self.checksums, &self.copy, &self.get, &self.put, &self.delete]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// An object store that counts every request it passes to the store it wraps, and can run
+/// a hook after a `get` (to change an object while a job is copying it).
+pub struct CountingStore {
+    pub inner: Arc<dyn ObjectStore>,
+    pub requests: Arc<Requests>,
+    #[allow(clippy::type_complexity)]
+    pub after_get: Option<Box<dyn Fn(&str) + Send + Sync>>,
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        CountingStore { inner, requests: Arc::default(), after_get: None }
+    }
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for CountingStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn copy_source(&self) -> Option<CopySource> {
+        self.inner.copy_source()
+    }
+    async fn check(&self) -> shared::Result<()> {
+        self.inner.check().await
+    }
+    async fn list(&self, req: &ListRequest) -> shared::Result<ListPage> {
+        Self::bump(&self.requests.list);
+        self.inner.list(req).await
+    }
+    async fn head(&self, key: &str) -> shared::Result<Option<ObjectEntry>> {
+        Self::bump(&self.requests.head);
+        self.inner.head(key).await
+    }
+    async fn checksums(&self, key: &str) -> shared::Result<Checksums> {
+        Self::bump(&self.requests.checksums);
+        self.inner.checksums(key).await
+    }
+    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> shared::Result<ObjectEntry> {
+        Self::bump(&self.requests.copy);
+        self.inner.copy_from(source, src, dst_key).await
+    }
+    async fn get(&self, key: &str) -> shared::Result<Body> {
+        Self::bump(&self.requests.get);
+        let body = self.inner.get(key).await;
+        if let Some(hook) = &self.after_get {
+            hook(key);
+        }
+        body
+    }
+    async fn put(&self, key: &str, body: Body, size: u64) -> shared::Result<ObjectEntry> {
+        Self::bump(&self.requests.put);
+        self.inner.put(key, body, size).await
+    }
+    async fn delete(&self, key: &str, if_etag: Option<&str>) -> shared::Result<Deleted> {
+        Self::bump(&self.requests.delete);
+        self.inner.delete(key, if_etag).await
     }
 }

@@ -1,0 +1,163 @@
+//! Statistics of a location: object count and bytes, overall and per prefix down to a
+//! depth, and an order-independent digest over (key, size, ETag), so two environments are
+//! compared by comparing two small documents (equal documents: same keys, sizes, ETags).
+//!
+//! The digest is the sum, modulo 2^256, of SHA-256(relative key, size, ETag) over every
+//! object: independent of listing order and of how the walk was split, and changed by any
+//! added, removed, resized or rewritten object (a rewrite changes the ETag).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+use crate::Result;
+use crate::error::retry;
+use crate::model::{Location, ObjectEntry};
+use crate::objstore::{ListRequest, ObjectStore};
+
+/// Count and bytes of one prefix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// The statistics document of a location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsDoc {
+    pub location: String,
+    pub objects: u64,
+    pub bytes: u64,
+    /// Hex of the 256-bit order-independent digest.
+    pub digest: String,
+    /// Objects without an ETag in the listing (their digest term uses size only).
+    pub without_etag: u64,
+    pub depth: usize,
+    /// Per prefix (relative, ending in `/`) down to `depth` levels; `""` holds top-level keys.
+    pub prefixes: BTreeMap<String, Tally>,
+}
+
+impl StatsDoc {
+    /// True when both documents describe the same objects (locations may differ).
+    pub fn same_content(&self, other: &StatsDoc) -> bool {
+        self.objects == other.objects && self.bytes == other.bytes && self.digest == other.digest
+    }
+}
+
+/// Accumulates a [`StatsDoc`] from entries in any order.
+#[derive(Debug, Clone)]
+pub struct StatsBuilder {
+    depth: usize,
+    total: Tally,
+    digest: [u64; 4],
+    without_etag: u64,
+    prefixes: BTreeMap<String, Tally>,
+}
+
+impl StatsBuilder {
+    pub fn new(depth: usize) -> Self {
+        StatsBuilder { depth, total: Tally::default(), digest: [0; 4], without_etag: 0, prefixes: BTreeMap::new() }
+    }
+
+    /// Adds one object by its key relative to the location.
+    pub fn add(&mut self, rel_key: &str, size: u64, etag: Option<&str>) {
+        self.total.objects += 1;
+        self.total.bytes += size;
+        if etag.is_none() {
+            self.without_etag += 1;
+        }
+        let mut h = Sha256::new();
+        h.update(rel_key.as_bytes());
+        h.update([0]);
+        h.update(size.to_be_bytes());
+        h.update(etag.unwrap_or("").as_bytes());
+        let d = h.finalize();
+        // Add as a 256-bit little-endian number of four u64 limbs.
+        let mut carry = 0u128;
+        for (i, limb) in self.digest.iter_mut().enumerate() {
+            let v = u64::from_le_bytes(d[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            let s = *limb as u128 + v as u128 + carry;
+            *limb = s as u64;
+            carry = s >> 64;
+        }
+        if self.depth > 0 {
+            let parts: Vec<&str> = rel_key.split('/').collect();
+            let levels = (parts.len() - 1).min(self.depth);
+            if levels == 0 {
+                let t = self.prefixes.entry(String::new()).or_default();
+                t.objects += 1;
+                t.bytes += size;
+            }
+            for l in 1..=levels {
+                let p = format!("{}/", parts[..l].join("/"));
+                let t = self.prefixes.entry(p).or_default();
+                t.objects += 1;
+                t.bytes += size;
+            }
+        }
+    }
+
+    pub fn finish(self, location: String) -> StatsDoc {
+        let digest = self.digest.iter().rev().map(|l| format!("{l:016x}")).collect();
+        StatsDoc {
+            location,
+            objects: self.total.objects,
+            bytes: self.total.bytes,
+            digest,
+            without_etag: self.without_etag,
+            depth: self.depth,
+            prefixes: self.prefixes,
+        }
+    }
+}
+
+/// Walks every object under `loc` (one list page after another) into a document.
+pub async fn collect(store: &dyn ObjectStore, loc: &Location, depth: usize) -> Result<StatsDoc> {
+    let mut b = StatsBuilder::new(depth);
+    let mut req = ListRequest { prefix: loc.prefix.clone(), start_after: loc.prefix.clone(), end: None, max_keys: 1000 };
+    loop {
+        let page = retry(6, || store.list(&req)).await?;
+        for ObjectEntry { key, size, etag } in &page.entries {
+            if let Some(rel) = loc.rel_key(key).filter(|k| !k.is_empty()) {
+                b.add(rel, *size, etag.as_deref());
+            }
+        }
+        match (page.truncated, page.entries.last()) {
+            (true, Some(last)) => req.start_after = last.key.clone(),
+            _ => return Ok(b.finish(loc.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(entries: &[(&str, u64, &str)], depth: usize) -> StatsDoc {
+        let mut b = StatsBuilder::new(depth);
+        for (k, s, e) in entries {
+            b.add(k, *s, Some(e));
+        }
+        b.finish("x".into())
+    }
+
+    #[test]
+    fn the_digest_ignores_order_and_sees_every_change() {
+        let a = doc(&[("a/1", 1, "e1"), ("a/2", 2, "e2"), ("b", 3, "e3")], 0);
+        let b = doc(&[("b", 3, "e3"), ("a/2", 2, "e2"), ("a/1", 1, "e1")], 0);
+        assert!(a.same_content(&b));
+        assert!(!a.same_content(&doc(&[("a/1", 1, "e1"), ("a/2", 2, "eX"), ("b", 3, "e3")], 0)));
+        assert!(!a.same_content(&doc(&[("a/1", 1, "e1"), ("a/2", 2, "e2")], 0)));
+        assert!(!a.same_content(&doc(&[("a/1", 1, "e1"), ("a/2", 2, "e2"), ("c", 3, "e3")], 0)));
+    }
+
+    #[test]
+    fn prefixes_are_counted_down_to_the_depth() {
+        let d = doc(&[("a/x/1", 1, "e"), ("a/x/2", 2, "e"), ("a/y", 4, "e"), ("top", 8, "e")], 2);
+        assert_eq!(d.prefixes["a/"], Tally { objects: 3, bytes: 7 });
+        assert_eq!(d.prefixes["a/x/"], Tally { objects: 2, bytes: 3 });
+        assert_eq!(d.prefixes[""], Tally { objects: 1, bytes: 8 });
+        assert!(!d.prefixes.contains_key("a/x/1/"));
+        assert_eq!((d.objects, d.bytes), (4, 15));
+    }
+}

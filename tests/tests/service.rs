@@ -1,0 +1,165 @@
+//! The distributed service on the AWS emulator, as separate OS processes: `init`, a
+//! coordinator, three workers; a raw request message in the original minimal format, sent
+//! twice; one worker killed with SIGKILL mid-job. The job must complete, verified, with
+//! exact counters, the destination listing must equal the source's, and `status --json`
+//! must agree with `GET /jobs/{id}`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bucketclone_tests::{bin, emulator_env, moto, unique};
+use shared::backend::aws::{AwsContext, dynamo::DynamoJobStore, s3::S3Store, sqs::SqsQueue};
+use shared::jobstore::JobStore;
+use shared::model::{JobState, ObjectEntry};
+use shared::objstore::{ListRequest, ObjectStore};
+use shared::queue::WorkQueue;
+
+fn spawn(args: &[&str], extra_env: &[(&str, String)]) -> Child {
+    bin()
+        .args(args)
+        .envs(emulator_env())
+        .envs(extra_env.iter().map(|(k, v)| (*k, v.clone())))
+        .env("BUCKETCLONE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn bucketclone")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
+    assert!(ok.success());
+}
+
+/// Every object of a bucket as relative key -> (size, etag).
+async fn listing(store: &dyn ObjectStore) -> BTreeMap<String, (u64, Option<String>)> {
+    let mut out = BTreeMap::new();
+    let mut req = ListRequest { prefix: String::new(), start_after: String::new(), end: None, max_keys: 1000 };
+    loop {
+        let page = store.list(&req).await.unwrap();
+        for ObjectEntry { key, size, etag } in &page.entries {
+            out.insert(key.clone(), (*size, etag.clone()));
+        }
+        match (page.truncated, page.entries.last()) {
+            (true, Some(l)) => req.start_after = l.key.clone(),
+            _ => return out,
+        }
+    }
+}
+
+async fn seed(ctx: &AwsContext, bucket: &str) -> (usize, u64) {
+    let store = Arc::new(S3Store::new(ctx, bucket));
+    let mut keys = Vec::new();
+    for i in 0..1000 {
+        keys.push(format!("flat/item {i:04}+%ü"));
+    }
+    for i in 0..1000 {
+        keys.push(format!("p{:02}/sub {}/obj+{i}%20é😀", i % 97, i % 3));
+    }
+    let mut bytes = 0u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, k) in keys.iter().enumerate() {
+        let body = format!("object {i} ").repeat(i % 40).into_bytes();
+        bytes += body.len() as u64;
+        let (store, k) = (store.clone(), k.clone());
+        tasks.spawn(async move {
+            let n = body.len() as u64;
+            store.put(&k, Box::pin(std::io::Cursor::new(body)), n).await.unwrap();
+        });
+        while tasks.len() >= 16 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    (keys.len(), bytes)
+}
+
+fn http_get(addr: &str, path: &str) -> serde_json::Value {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_clones_a_bucket_with_a_worker_killed_mid_job() {
+    let ctx = moto().await;
+    let name = unique("bc");
+    let init = bin().args(["init", "--name", &name]).envs(emulator_env()).output().unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let again = bin().args(["init", "--name", &name]).envs(emulator_env()).output().unwrap();
+    assert!(again.status.success(), "init is idempotent");
+
+    let (src, dst) = (unique("src"), unique("dst"));
+    S3Store::create_bucket(&ctx, &src).await.unwrap();
+    S3Store::create_bucket(&ctx, &dst).await.unwrap();
+    let (count, bytes) = seed(&ctx, &src).await;
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let fast = [("BUCKETCLONE_WORKER__LEASE_SECS", "6".to_string()), ("BUCKETCLONE_WORKER__DRAIN_SECS", "10".to_string())];
+    let mut coord = spawn(&["coordinator", "--name", &name, "--http", &addr], &[]);
+    let mut workers: Vec<Child> = (0..3).map(|_| spawn(&["worker", "--name", &name], &fast)).collect();
+
+    // The original minimal request, sent twice: one job.
+    let job_id = unique("job");
+    let body = format!(r#"{{"id": "{job_id}", "source": {{"name": "{src}"}}, "destination": {{"name": "{dst}"}}}}"#);
+    let requests = SqsQueue::open(&ctx, &format!("{name}-requests")).await.unwrap();
+    requests.push(&[body.clone()]).await.unwrap();
+    requests.push(&[body]).await.unwrap();
+
+    let jobs = DynamoJobStore::new(&ctx, format!("{name}-jobs"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut killed = false;
+    let job = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(Instant::now() < deadline, "the job did not finish in time");
+        let Some(j) = jobs.job(&job_id).await.unwrap() else { continue };
+        if !killed && j.counters.segments_done >= 2 {
+            workers[0].kill().unwrap(); // SIGKILL, leases held
+            workers[0].wait().unwrap();
+            killed = true;
+        }
+        if j.state.is_terminal() {
+            break j;
+        }
+    };
+    assert!(killed, "the job ended before a worker could be killed");
+    assert_eq!(job.state, JobState::Verified, "{:?}", job.message);
+    assert_eq!(job.counters.source_objects, count as i64);
+    assert_eq!(job.counters.source_bytes, bytes as i64);
+    assert_eq!(job.counters.verified_objects, count as i64);
+    assert_eq!(job.counters.outstanding, 0);
+    assert_eq!(jobs.jobs(1000).await.unwrap().iter().filter(|j| j.spec.id == job_id).count(), 1);
+
+    let (s, d) = (S3Store::new(&ctx, &src), S3Store::new(&ctx, &dst));
+    assert_eq!(listing(&s).await, listing(&d).await, "destination listing (key, size, ETag) equals the source's");
+
+    let status = bin().args(["status", &job_id, "--json", "--name", &name]).envs(emulator_env()).output().unwrap();
+    assert!(status.status.success());
+    let from_cli: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let from_http = http_get(&addr, &format!("/jobs/{job_id}"));
+    assert_eq!(from_cli["counters"], from_http["counters"]);
+    assert_eq!(from_cli["state"], "verified");
+    assert_eq!(from_http["counters"]["source_objects"], count);
+
+    for w in &workers[1..] {
+        signal(w, "TERM");
+    }
+    for w in workers.iter_mut().skip(1) {
+        assert_eq!(w.wait().unwrap().code(), Some(0), "a worker drains and exits 0 on SIGTERM");
+    }
+    signal(&coord, "TERM");
+    assert_eq!(coord.wait().unwrap().code(), Some(0));
+}
