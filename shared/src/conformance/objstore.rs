@@ -125,17 +125,17 @@ where
 }
 
 /// A body over `bytes`.
-pub(crate) fn body(bytes: Vec<u8>) -> Body {
+pub fn body(bytes: Vec<u8>) -> Body {
     Box::pin(std::io::Cursor::new(bytes))
 }
 
 /// The hex MD5 of `bytes`: a single-part object's ETag.
-pub(crate) fn md5_hex(bytes: &[u8]) -> String {
+pub fn md5_hex(bytes: &[u8]) -> String {
     hex::encode(Md5::digest(bytes))
 }
 
 /// `n` bytes of deterministic noise (so a misplaced chunk is caught, unlike zeroes).
-pub(crate) fn noise(n: usize, seed: u64) -> Vec<u8> {
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
@@ -168,7 +168,7 @@ pub(crate) async fn put(store: &dyn ObjectStore, key: &str, bytes: &[u8]) -> Obj
 }
 
 /// Reads the whole object at `key`.
-pub(crate) async fn read_all(store: &dyn ObjectStore, key: &str) -> Vec<u8> {
+pub async fn read_all(store: &dyn ObjectStore, key: &str) -> Vec<u8> {
     let mut r = store
         .get(key)
         .await

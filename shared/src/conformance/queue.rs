@@ -46,7 +46,7 @@ const CASES: &[Case] = &[
         depth_counts(q).boxed()
     }),
     ("max_is_honoured", |q| max_honoured(q).boxed()),
-    ("concurrent_pulls_never_share", |q| {
+    ("concurrent_pulls_lose_nothing", |q| {
         concurrent_pulls(q).boxed()
     }),
 ];
@@ -331,6 +331,9 @@ async fn max_honoured(q: Arc<dyn WorkQueue>) {
     );
 }
 
+/// Concurrent pulls lose nothing. They may hand one message out twice: SQS standard
+/// queues are at-least-once (and moto's receive is unlocked, so it does so under load);
+/// the embedded queue's own tests hold it to exactly one.
 async fn concurrent_pulls(q: Arc<dyn WorkQueue>) {
     let sent = numbered("race", 20);
     q.push(&sent).await.expect("push");
@@ -338,22 +341,23 @@ async fn concurrent_pulls(q: Arc<dyn WorkQueue>) {
         let q = q.clone();
         tokio::spawn(async move { q.pull(10, LONG, Duration::from_secs(1)).await })
     });
-    let mut all = Vec::new();
+    let mut seen = HashSet::new();
     for p in futures::future::join_all(pulls).await {
-        all.extend(p.expect("task").expect("pull"));
+        let got = p.expect("task").expect("pull");
+        assert!(got.len() <= 10, "pull(max = 10) returned {}", got.len());
+        seen.extend(got.into_iter().map(|d| d.body));
     }
-    let seen: HashSet<_> = all.iter().map(|d| d.body.clone()).collect();
-    assert_eq!(
-        seen.len(),
-        all.len(),
-        "two concurrent pulls got the same message"
-    );
-    all.extend(gather(&*q, 20 - all.len(), LONG, Duration::from_secs(10)).await);
-    assert_eq!(
-        bodies(&all),
-        sent,
-        "concurrent pulls lost or duplicated messages"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < sent.len() && Instant::now() < deadline {
+        let got = q
+            .pull(10, LONG, Duration::from_secs(1))
+            .await
+            .expect("pull");
+        seen.extend(got.into_iter().map(|d| d.body));
+    }
+    let mut seen: Vec<String> = seen.into_iter().collect();
+    seen.sort();
+    assert_eq!(seen, sent, "concurrent pulls lost messages");
 }
 
 /// Depth is approximate on SQS: poll briefly until it reads `want`, return the last reading.

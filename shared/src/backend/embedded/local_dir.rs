@@ -95,7 +95,7 @@ impl Inner {
         }
         let max = req.max_keys.max(1);
         // One key past the page tells whether the range goes on.
-        let mut keys = walk::walk(&self.root, &self.dirs, req, max + 1)
+        let mut keys = walk::walk(&self.root, &self.dirs, req, max.saturating_add(1))
             .map_err(|e| io_err(e, &format!("listing {}", self.root.display())))?;
         let truncated = keys.len() > max;
         keys.truncate(max);
@@ -107,11 +107,8 @@ impl Inner {
                 entries.push(e);
             }
         }
-        let ends_at_end = matches!((entries.last(), &req.end), (Some(l), Some(e)) if &l.key == e);
-        Ok(ListPage {
-            entries,
-            truncated: truncated && !ends_at_end,
-        })
+        // The walk never passes `end`, so the lookahead makes `truncated` exact.
+        Ok(ListPage { entries, truncated })
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {

@@ -173,6 +173,9 @@ impl SqliteQueue {
     }
 }
 
+/// A message moved to the dead letters: its id and how often it had been delivered.
+type DeadLetter = (i64, u32);
+
 /// Inside a write transaction: leases up to `max` visible messages in id order, moving
 /// those already delivered `limit` times to the dead letters. Returns the deliveries and
 /// the `(id, deliveries)` of the dead-lettered.
@@ -182,7 +185,7 @@ fn lease_visible(
     max: usize,
     lease_ms: i64,
     limit: u32,
-) -> rusqlite::Result<(Vec<Delivery>, Vec<(i64, u32)>)> {
+) -> rusqlite::Result<(Vec<Delivery>, Vec<DeadLetter>)> {
     let now = now_ms();
     let (mut out, mut dead) = (Vec::new(), Vec::new());
     let mut select = tx.prepare_cached(

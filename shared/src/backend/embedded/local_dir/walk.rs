@@ -126,16 +126,13 @@ fn read_sorted(dir: &Path) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// A key found by the walk.
-pub(super) type Found = String;
-
 /// Walks the tree under `root` for `req`, returning up to `limit` keys in key order.
 pub(super) fn walk(
     root: &Path,
     cache: &DirCache,
     req: &ListRequest,
     limit: usize,
-) -> io::Result<Vec<Found>> {
+) -> io::Result<Vec<String>> {
     let mut w = Walker {
         root,
         cache,
@@ -152,7 +149,7 @@ struct Walker<'a> {
     cache: &'a DirCache,
     req: &'a ListRequest,
     limit: usize,
-    out: Vec<Found>,
+    out: Vec<String>,
 }
 
 impl Walker<'_> {
@@ -170,7 +167,8 @@ impl Walker<'_> {
         for e in &entries[start..] {
             let full = format!("{rel}{e}");
             let is_dir = full.ends_with('/');
-            if !full.starts_with(prefix) && !(is_dir && prefix.starts_with(&full)) {
+            let in_prefix = full.starts_with(prefix) || (is_dir && prefix.starts_with(&full));
+            if !in_prefix {
                 return Ok(true);
             }
             if self

@@ -213,3 +213,33 @@ async fn a_zero_lease_pull_terminates_and_redelivers() {
     let again = q.pull(10, Duration::ZERO, Duration::ZERO).await.unwrap();
     assert!(again.iter().all(|d| d.deliveries == 2) && again.len() == 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_on_two_connections_never_share_a_message() {
+    // Stricter than the shared suite (which SQS's at-least-once cannot promise): each
+    // message goes to exactly one of many racing pulls, across connections too.
+    let (_dir, path) = temp_db();
+    let a = SqliteQueue::open(&path, "q").unwrap();
+    let b = SqliteQueue::open(&path, "q").unwrap();
+    let sent: Vec<String> = (0..200).map(|i| format!("m{i:03}")).collect();
+    a.push(&sent).await.unwrap();
+    let pulls = (0..8).map(|i| {
+        let q = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = q.pull(7, Duration::from_secs(60), MS(50)).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|d| d.body));
+            }
+        })
+    });
+    let mut all: Vec<String> = Vec::new();
+    for p in futures::future::join_all(pulls).await {
+        all.extend(p.unwrap());
+    }
+    all.sort();
+    assert_eq!(all, sent, "a message was lost or delivered twice");
+}
