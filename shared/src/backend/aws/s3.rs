@@ -50,6 +50,16 @@ impl S3Store {
         }
     }
 
+    /// Creates the bucket if it does not exist (an existing bucket of ours is fine). For
+    /// tests, benchmarks and trying the tool on an emulator; clones never create buckets.
+    pub async fn create_bucket(ctx: &AwsContext, bucket: &str) -> Result<()> {
+        match ctx.s3().create_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(aws_sdk_s3::error::ProvideErrorMetadata::code(&e), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
+            Err(e) => Err(super::sdk_error(&format!("create bucket {bucket}"), e)),
+        }
+    }
+
     /// Uploads objects over `threshold` bytes (at most 5 GiB) in parts of at least
     /// `part_size` (at least 5 MiB). For tests of the multipart path with small objects.
     pub fn with_multipart(mut self, threshold: u64, part_size: u64) -> Self {
