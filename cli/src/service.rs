@@ -38,7 +38,7 @@ pub async fn init(s: &Settings) -> Result<()> {
         SqsQueue::ensure(ctx, &name, &qs).await?;
         println!("queue {name} (dead letters: {name}-dlq, after {} receives)", qs.max_receives);
     }
-    DynamoJobStore::ensure_table(ctx, &s.table()).await?;
+    DynamoJobStore::ensure_table(ctx, s.table()).await?;
     println!("table {}", s.table());
     Ok(())
 }

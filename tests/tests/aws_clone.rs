@@ -121,8 +121,8 @@ async fn move_between_buckets_deletes_what_it_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_costs_one_list_page_per_side_per_thousand_objects() {
     let ctx = moto().await;
-    let (a, src) = bucket(&ctx, "vsrc").await;
-    let (b, dst) = bucket(&ctx, "vdst").await;
+    let (a, _) = bucket(&ctx, "vsrc").await;
+    let (b, _) = bucket(&ctx, "vdst").await;
     let n = 3000;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {

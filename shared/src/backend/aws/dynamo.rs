@@ -1,1 +1,318 @@
-//! (To be written.)
+//! [`DynamoJobStore`]: the job store in one DynamoDB table (single-table design).
+//!
+//! Every item of a job shares its partition, so one job's writes never touch another's:
+//!
+//! | item    | `pk`       | `sk`                        | other attributes                                    |
+//! |---------|------------|-----------------------------|-----------------------------------------------------|
+//! | job     | `JOB#<id>` | `JOB`                       | `spec` (JSON), `state`, `message`, `created_ms`, `updated_ms`, one number per counter named as in `Counters::NAMES`, `gsi1pk = "JOBS"` |
+//! | segment | `JOB#<id>` | `SEG#<range id>`            | `range` (JSON), `done` (bool), `children` (JSON), `outcome` (JSON counters), `worker`, `started_ms`, `finished_ms` |
+//! | issue   | `JOB#<id>` | `ISSUE#<hex(key)>#<kind>`   | `key`, `kind`, `issue` (JSON)                       |
+//!
+//! - **Jobs, newest first**: the global secondary index `jobs-by-created` (partition
+//!   `gsi1pk`, sort `created_ms`) is sparse (only job items carry `gsi1pk`) and projects
+//!   keys only, so the once-per-segment counter updates never write to it (with an ALL
+//!   projection every completion would also write the index's single `JOBS` partition).
+//!   `jobs()` queries it backwards, then reads the items with a consistent BatchGetItem.
+//!   The index itself is eventually consistent: a job appears in `jobs()` shortly after
+//!   its creation, while `job()` sees it at once.
+//! - **Issues in (key, kind) order**: the key is hex-encoded in the sort key, which keeps
+//!   UTF-8 byte order (raw keys would not: `a b` must sort after `a`, but ` ` < `#`), then
+//!   `#` (below every hex digit, so a key sorts before its extensions) and the kind's
+//!   kebab-case name. Sort keys stop at 1,024 bytes, so keys over 480 bytes keep 960 hex
+//!   digits plus `#<hash of the key>`; `issues()` sorts such shared-prefix groups by the
+//!   full key (stored in `issue`) before paging.
+//! - **Completions, exactly once**: issues are written first (BatchWriteItem, idempotent
+//!   puts), then ONE TransactWriteItems: segment update (condition: exists and
+//!   `done = false`), job update (ADD the counters, condition: exists) and a put per child
+//!   not yet recorded (condition: `attribute_not_exists(pk)`; which children exist is read
+//!   first with a consistent BatchGetItem, and a child that appears meanwhile cancels the
+//!   transaction, which is then re-read and retried). `outstanding` grows by the children
+//!   created, minus one. The segment's failed condition means `Already` (or `NotFound`);
+//!   a conflict with a concurrent transaction on the job item is retried with backoff.
+//!   At most [`MAX_CHILDREN`] children: 2 + 90 actions fit the 100-action limit.
+
+mod items;
+mod table;
+mod write;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{AwsContext, sdk_error};
+use crate::error::{Error, Result, retry};
+use crate::jobstore::{JobStore, MAX_CHILDREN, Recorded};
+use crate::model::{
+    JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms,
+    validate_job_id,
+};
+use items::{
+    ISSUE_END, ISSUE_PREFIX, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, SEG_PREFIX, issue_from, issue_group,
+    job_from, job_pk, key, kind_name, n, s, seg_sk, segment_from,
+};
+
+const _: () = assert!(
+    MAX_CHILDREN + 2 <= 100,
+    "a completion must fit one transaction"
+);
+
+/// Attempts at a write that keeps meeting transient conflicts (a hot job item).
+const WRITE_ATTEMPTS: u32 = 10;
+
+/// The job store in one DynamoDB table. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DynamoJobStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoJobStore {
+    /// A store on an existing `table` (see [`DynamoJobStore::ensure_table`]). No I/O.
+    pub fn new(ctx: &AwsContext, table: String) -> Self {
+        DynamoJobStore {
+            client: ctx.dynamodb(),
+            table,
+        }
+    }
+
+    /// Creates `table` if it does not exist (on-demand billing, the key design above),
+    /// waits until it is ACTIVE, and returns a store on it. Idempotent; refuses (`Invalid`)
+    /// an existing table that lacks the `jobs-by-created` index.
+    pub async fn ensure_table(ctx: &AwsContext, table: String) -> Result<Self> {
+        let store = DynamoJobStore::new(ctx, table);
+        table::ensure(&store.client, &store.table).await?;
+        Ok(store)
+    }
+
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<items::Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("reading item", e))?;
+        Ok(out.item)
+    }
+
+    /// Items of one job's partition with a sort key in [`lo`, `hi`], consistent, in sort
+    /// key order, a page at a time: `visit` returns false to stop.
+    async fn query_range(
+        &self,
+        job: &str,
+        lo: &str,
+        hi: &str,
+        page: usize,
+        mut visit: impl FnMut(&items::Item) -> Result<bool>,
+    ) -> Result<()> {
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(job_pk(job)))
+                .expression_attribute_values(":lo", s(lo))
+                .expression_attribute_values(":hi", s(hi))
+                .consistent_read(true)
+                .limit(page.clamp(1, 1_000) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("querying job items", e))?;
+            for item in out.items() {
+                if !visit(item)? {
+                    return Ok(());
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for DynamoJobStore {
+    async fn create_job(&self, spec: &JobSpec, first: &[KeyRange]) -> Result<Recorded> {
+        validate_job_id(&spec.id)?;
+        let first = items::distinct(first, "first segments")?;
+        retry(WRITE_ATTEMPTS, || self.create_once(spec, &first)).await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
+        self.get(&job_pk(id), JOB_SK)
+            .await?
+            .map(|item| job_from(&item))
+            .transpose()
+    }
+
+    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let mut pks: Vec<String> = Vec::new();
+        let mut start = None;
+        while pks.len() < limit {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(JOBS_INDEX)
+                .key_condition_expression("gsi1pk = :jobs")
+                .expression_attribute_values(":jobs", s(JOBS_GSI_PK))
+                .scan_index_forward(false)
+                .limit((limit - pks.len()).min(1_000) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("listing jobs", e))?;
+            for item in out.items() {
+                if let Some(AttributeValue::S(pk)) = item.get("pk") {
+                    pks.push(pk.clone());
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        pks.truncate(limit);
+        let found = self
+            .batch_get(pks.iter().map(|pk| key(pk, JOB_SK)).collect())
+            .await?;
+        let mut out = Vec::with_capacity(pks.len());
+        for pk in pks {
+            // A job deleted since the index was read is skipped.
+            if let Some(item) = found.get(&(pk, JOB_SK.to_string())) {
+                out.push(job_from(item)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn segment(&self, job: &str, range: &KeyRange) -> Result<Option<SegmentRecord>> {
+        self.get(&job_pk(job), &seg_sk(range))
+            .await?
+            .map(|item| segment_from(&item))
+            .transpose()
+    }
+
+    async fn segments(&self, job: &str, limit: usize) -> Result<Vec<SegmentRecord>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        // '$' follows '#': every segment sort key lies in [SEG#, SEG$].
+        self.query_range(job, SEG_PREFIX, "SEG$", limit, |item| {
+            out.push(segment_from(item)?);
+            Ok(out.len() < limit)
+        })
+        .await?;
+        Ok(out)
+    }
+
+    async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded> {
+        let children = items::distinct(&c.children, "children")?;
+        retry(WRITE_ATTEMPTS, || self.complete_once(c, &children)).await
+    }
+
+    async fn finalize(&self, job: &str) -> Result<Option<JobState>> {
+        let Some(rec) = self.job(job).await? else {
+            return Ok(None);
+        };
+        if rec.state.is_terminal() || rec.counters.outstanding > 0 {
+            return Ok(Some(rec.state));
+        }
+        let state = rec.counters.final_state();
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&job_pk(job), JOB_SK)))
+            .update_expression("SET #state = :final, #updated = :now")
+            .condition_expression("#state = :running AND #out = :zero")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#updated", "updated_ms")
+            .expression_attribute_names("#out", "outstanding")
+            .expression_attribute_values(":final", s(state.as_str()))
+            .expression_attribute_values(":running", s(JobState::Running.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        match updated.map_err(|e| sdk_error("finalizing job", e)) {
+            Ok(_) => Ok(Some(state)),
+            // Someone else settled it (or failed it) first: report what it is now.
+            Err(Error::Conflict(_)) => Ok(self.job(job).await?.map(|j| j.state)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fail(&self, job: &str, message: &str) -> Result<()> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&job_pk(job), JOB_SK)))
+            .update_expression("SET #state = :failed, #message = :m, #updated = :now")
+            .condition_expression("attribute_exists(pk) AND #state = :running")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#message", "message")
+            .expression_attribute_names("#updated", "updated_ms")
+            .expression_attribute_values(":failed", s(JobState::Failed.as_str()))
+            .expression_attribute_values(":running", s(JobState::Running.as_str()))
+            .expression_attribute_values(":m", s(message))
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        match updated.map_err(|e| sdk_error("failing job", e)) {
+            Ok(_) => Ok(()),
+            Err(Error::Conflict(_)) => match self.job(job).await? {
+                Some(_) => Ok(()), // terminal already: a no-op
+                None => Err(Error::NotFound(format!("job {job} does not exist"))),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn issues(
+        &self,
+        job: &str,
+        after: Option<&ObjectIssue>,
+        limit: usize,
+    ) -> Result<Vec<ObjectIssue>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let cursor = match after {
+            Some(a) => Some((a.key.clone(), kind_name(a.kind)?)),
+            None => None,
+        };
+        // Start at the cursor's group: earlier groups hold only smaller keys.
+        let lo = match &cursor {
+            Some((k, _)) => format!("{ISSUE_PREFIX}{}", issue_group(k)),
+            None => ISSUE_PREFIX.to_string(),
+        };
+        // Read whole groups until `limit` issues past the cursor are in hand, then sort
+        // (only groups of long keys can be out of order) and cut.
+        let mut got: Vec<(String, String, ObjectIssue)> = Vec::new();
+        let mut last_group: Option<String> = None;
+        self.query_range(job, &lo, ISSUE_END, limit.saturating_add(1), |item| {
+            let issue = issue_from(item)?;
+            let group = issue_group(&issue.key);
+            if got.len() >= limit && last_group.as_ref() != Some(&group) {
+                return Ok(false);
+            }
+            let sort = (issue.key.clone(), kind_name(issue.kind)?);
+            if cursor.as_ref().is_none_or(|c| sort > *c) {
+                got.push((sort.0, sort.1, issue));
+                last_group = Some(group);
+            }
+            Ok(true)
+        })
+        .await?;
+        got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Ok(got.into_iter().take(limit).map(|(_, _, i)| i).collect())
+    }
+}
