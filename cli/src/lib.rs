@@ -276,7 +276,12 @@ async fn run_demo(d: DemoArgs) -> Result<ExitCode> {
     }
     let (n, bytes) = demo::make_sample(&src, d.objects, d.prefixes)?;
     if !d.run.json {
-        eprintln!("demo: made {n} objects ({}) over {} prefixes in {}", report::human_bytes(bytes as i64), d.prefixes, src.display());
+        eprintln!(
+            "demo: made {n} objects ({}) over {} prefixes in {}",
+            report::human_bytes(bytes as i64),
+            d.prefixes,
+            src.display()
+        );
     }
     let mut opts = local_options(&d.run);
     if d.run.state.is_none() {
@@ -297,7 +302,13 @@ async fn stats(a: &StatsArgs) -> Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        println!("{}  {} objects, {}  digest {}", doc.location, doc.objects, report::human_bytes(doc.bytes as i64), doc.digest);
+        println!(
+            "{}  {} objects, {}  digest {}",
+            doc.location,
+            doc.objects,
+            report::human_bytes(doc.bytes as i64),
+            doc.digest
+        );
         for (p, t) in &doc.prefixes {
             let name = if p.is_empty() { "(top level)" } else { p.as_str() };
             println!("  {name:<40} {:>10} objects {:>12}", t.objects, report::human_bytes(t.bytes as i64));
@@ -311,7 +322,12 @@ async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
     let src = Location::parse(&a.src)?;
     let store = shared::backend::StoreFactory::new().open(&src).await?;
     store.check().await?;
-    let mut req = shared::objstore::ListRequest { prefix: src.prefix.clone(), start_after: src.prefix.clone(), end: None, max_keys: 1000 };
+    let mut req = shared::objstore::ListRequest {
+        prefix: src.prefix.clone(),
+        start_after: src.prefix.clone(),
+        end: None,
+        max_keys: 1000,
+    };
     let (mut n, mut bytes) = (0u64, 0u64);
     loop {
         let page = store.list(&req).await?;
@@ -325,7 +341,10 @@ async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
             _ => break,
         }
     }
-    eprintln!("dry run: {n} objects ({}) would be copied, verified, then deleted from {src}", report::human_bytes(bytes as i64));
+    eprintln!(
+        "dry run: {n} objects ({}) would be copied, verified, then deleted from {src}",
+        report::human_bytes(bytes as i64)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -100,7 +100,12 @@ pub async fn run_with(
         add_stats(&stats, &w.stats);
     }
     let job = job?;
-    Ok(Outcome { job, elapsed: started.elapsed().as_secs_f64(), stats: Arc::try_unwrap(stats).unwrap_or_default(), jobs })
+    Ok(Outcome {
+        job,
+        elapsed: started.elapsed().as_secs_f64(),
+        stats: Arc::try_unwrap(stats).unwrap_or_default(),
+        jobs,
+    })
 }
 
 /// Polls the job until it is terminal, showing progress; re-drives segments that nothing
@@ -159,7 +164,10 @@ fn lock_state(state: &Path) -> Result<File> {
     let path = state.with_extension("lock");
     let f = File::create(&path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
     f.try_lock().map_err(|_| {
-        Error::invalid(format!("another bucketclone is running with state {}; wait for it or pass --state", state.display()))
+        Error::invalid(format!(
+            "another bucketclone is running with state {}; wait for it or pass --state",
+            state.display()
+        ))
     })?;
     Ok(f)
 }

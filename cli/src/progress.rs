@@ -21,7 +21,12 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(wanted: bool) -> Self {
-        Progress { enabled: wanted && std::io::stderr().is_terminal(), started: Instant::now(), last_draw: None, drew: false }
+        Progress {
+            enabled: wanted && std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            last_draw: None,
+            drew: false,
+        }
     }
 
     pub fn update(&mut self, job: &JobRecord) {

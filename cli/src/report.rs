@@ -71,7 +71,11 @@ impl Report {
             state: job.state.as_str(),
             mode: job.spec.options.mode,
             source: Side { location: job.spec.source.to_string(), objects: c.source_objects, bytes: c.source_bytes },
-            destination: Side { location: job.spec.destination.to_string(), objects: c.dest_objects, bytes: c.dest_bytes },
+            destination: Side {
+                location: job.spec.destination.to_string(),
+                objects: c.dest_objects,
+                bytes: c.dest_bytes,
+            },
             copied: Tally { objects: c.copied_objects, bytes: c.copied_bytes },
             skipped: Tally { objects: c.skipped_objects, bytes: c.skipped_bytes },
             verified: c.verified_objects,

@@ -65,7 +65,8 @@ async fn connect(s: &Settings) -> Result<Service> {
 fn stop_on_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -128,7 +129,9 @@ pub async fn status(s: &Settings, job: Option<&str>, json: bool, watch: bool) ->
     let jobs = DynamoJobStore::new(stores.aws().await, s.table());
     loop {
         let list: Vec<JobRecord> = match job {
-            Some(id) => vec![jobs.job(id).await?.ok_or_else(|| Error::invalid(format!("no job {id} in table {}", s.table())))?],
+            Some(id) => {
+                vec![jobs.job(id).await?.ok_or_else(|| Error::invalid(format!("no job {id} in table {}", s.table())))?]
+            }
             None => jobs.jobs(100).await?,
         };
         let docs: Vec<_> = list.iter().map(coordinator::status::document).collect();

@@ -63,7 +63,8 @@ impl Intake {
             std::fs::create_dir_all(&spec.destination.root)
                 .map_err(|e| Error::invalid(format!("destination {}: cannot create it: {e}", spec.destination)))?;
         }
-        let dst = self.stores.open(&spec.destination).await.map_err(|e| input_error("destination", &spec.destination, e))?;
+        let dst =
+            self.stores.open(&spec.destination).await.map_err(|e| input_error("destination", &spec.destination, e))?;
         dst.check().await.map_err(|e| input_error("destination", &spec.destination, e))
     }
 }

@@ -110,11 +110,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let r: Result<u32> = retry(5, || async {
             let n = calls.fetch_add(1, Ordering::SeqCst);
-            if n < 2 {
-                Err(Error::transient("busy"))
-            } else {
-                Ok(n)
-            }
+            if n < 2 { Err(Error::transient("busy")) } else { Ok(n) }
         })
         .await;
         assert_eq!(r, Ok(2));

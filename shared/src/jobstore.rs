@@ -13,9 +13,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::model::{
-    JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord,
-};
+use crate::model::{JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord};
 
 /// The most children one [`JobStore::complete_segment`] may create, and the most first
 /// segments one [`JobStore::create_job`] may record: the whole write is one DynamoDB
@@ -67,10 +65,5 @@ pub trait JobStore: Send + Sync {
 
     /// The job's findings ordered by (key, kind), strictly after `after` (the last issue of
     /// the previous page), at most `limit`: page through them to stream a report of any size.
-    async fn issues(
-        &self,
-        job: &str,
-        after: Option<&ObjectIssue>,
-        limit: usize,
-    ) -> Result<Vec<ObjectIssue>>;
+    async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>>;
 }

@@ -47,16 +47,10 @@ pub fn children_after_page(range: &KeyRange, page: &[&str], fanout: usize) -> Ve
     let mut out = Vec::with_capacity(bounds.len() + 1);
     let mut start = last.to_string();
     for b in bounds {
-        out.push(KeyRange {
-            start_after: start,
-            end: Some(b.clone()),
-        });
+        out.push(KeyRange { start_after: start, end: Some(b.clone()) });
         start = b;
     }
-    out.push(KeyRange {
-        start_after: start,
-        end: range.end.clone(),
-    });
+    out.push(KeyRange { start_after: start, end: range.end.clone() });
     out
 }
 
@@ -70,31 +64,21 @@ impl Numbering {
     fn new(page: &[&str], first: &str, last: &str) -> Self {
         let set: BTreeSet<char> = page.iter().flat_map(|k| k.chars()).collect();
         let len = (first.chars().count().max(last.chars().count()) + 1).min(MAX_DIGITS);
-        Numbering {
-            alphabet: set.into_iter().collect(),
-            len,
-        }
+        Numbering { alphabet: set.into_iter().collect(), len }
     }
     /// Base of the digits: one per character, plus 0 for "the key ended here".
     fn base(&self) -> u64 {
         self.alphabet.len() as u64 + 1
     }
     fn digits(&self, key: &str) -> Vec<u64> {
-        let mut v: Vec<u64> = key
-            .chars()
-            .take(self.len)
-            .map(|c| self.alphabet.binary_search(&c).map_or(0, |i| i as u64 + 1))
-            .collect();
+        let mut v: Vec<u64> =
+            key.chars().take(self.len).map(|c| self.alphabet.binary_search(&c).map_or(0, |i| i as u64 + 1)).collect();
         v.resize(self.len, 0);
         v
     }
     /// The key these digits spell, up to the first 0 digit ("ended here").
     fn key(&self, d: &[u64]) -> Option<String> {
-        let s: String = d
-            .iter()
-            .take_while(|&&x| x != 0)
-            .map(|&x| self.alphabet[x as usize - 1])
-            .collect();
+        let s: String = d.iter().take_while(|&&x| x != 0).map(|&x| self.alphabet[x as usize - 1]).collect();
         (!s.is_empty()).then_some(s)
     }
 }
@@ -167,22 +151,13 @@ mod tests {
     /// Works a job over `keys` the way workers do: list at most `page` keys of a range, and
     /// when truncated hand on the rest as children. Returns every key listed, in listing
     /// order, and the number of rounds (the longest chain of segments).
-    fn simulate(
-        keys: &[String],
-        page: usize,
-        fanout: usize,
-        lifo: bool,
-    ) -> (Vec<String>, usize, usize) {
+    fn simulate(keys: &[String], page: usize, fanout: usize, lifo: bool) -> (Vec<String>, usize, usize) {
         let mut sorted = keys.to_vec();
         sorted.sort();
         sorted.dedup();
         let mut work: VecDeque<(KeyRange, usize)> = VecDeque::from([(KeyRange::all(), 1)]);
         let (mut listed, mut rounds, mut segments) = (Vec::new(), 0, 0);
-        while let Some((r, depth)) = if lifo {
-            work.pop_back()
-        } else {
-            work.pop_front()
-        } {
+        while let Some((r, depth)) = if lifo { work.pop_back() } else { work.pop_front() } {
             segments += 1;
             rounds = rounds.max(depth);
             let in_range: Vec<&String> = sorted.iter().filter(|k| r.contains(k)).collect();
@@ -248,13 +223,7 @@ mod tests {
     #[test]
     fn many_prefixes_of_hex_names_fan_out_too() {
         let keys: Vec<String> = (0..40_000u64)
-            .map(|i| {
-                format!(
-                    "tenant-{:03}/{:016x}.bin",
-                    i % 195,
-                    i.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                )
-            })
+            .map(|i| format!("tenant-{:03}/{:016x}.bin", i % 195, i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
             .collect();
         let (listed, rounds, segments) = simulate(&keys, 1000, 5, false);
         assert_eq!(listed.len(), 40_000);
@@ -265,18 +234,10 @@ mod tests {
     #[test]
     fn boundaries_are_valid_and_ordered_even_near_surrogates_and_the_top() {
         let r = KeyRange::all();
-        for (first, last) in [
-            ("\u{D7FE}", "\u{E000}"),
-            ("\u{10FFFE}", "\u{10FFFF}"),
-            ("a", "a\u{0}"),
-            ("a", "z"),
-        ] {
+        for (first, last) in [("\u{D7FE}", "\u{E000}"), ("\u{10FFFE}", "\u{10FFFF}"), ("a", "a\u{0}"), ("a", "z")] {
             let kids = children_after_page(&r, &[first, last], 5);
             assert_eq!(kids[0].start_after, last);
-            assert!(
-                kids.windows(2)
-                    .all(|w| w[0].end.as_deref() == Some(w[1].start_after.as_str()))
-            );
+            assert!(kids.windows(2).all(|w| w[0].end.as_deref() == Some(w[1].start_after.as_str())));
             assert!(kids.windows(2).all(|w| w[0].start_after < w[1].start_after));
             assert_eq!(kids.last().unwrap().end, None);
         }

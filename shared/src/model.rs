@@ -38,11 +38,7 @@ impl Location {
     pub fn s3(bucket: impl Into<String>, prefix: impl Into<String>) -> Result<Self> {
         let bucket = bucket.into();
         validate_bucket(&bucket)?;
-        Ok(Location {
-            scheme: Scheme::S3,
-            root: bucket,
-            prefix: normalise_prefix(prefix.into()),
-        })
+        Ok(Location { scheme: Scheme::S3, root: bucket, prefix: normalise_prefix(prefix.into()) })
     }
 
     /// A local-directory location rooted at `path` (made absolute, not required to exist).
@@ -51,23 +47,14 @@ impl Location {
         if p.as_os_str().is_empty() {
             return Err(Error::invalid("empty directory path"));
         }
-        let abs =
-            std::path::absolute(p).map_err(|e| Error::invalid(format!("{}: {e}", p.display())))?;
+        let abs = std::path::absolute(p).map_err(|e| Error::invalid(format!("{}: {e}", p.display())))?;
         let root = abs
             .to_str()
             .ok_or_else(|| Error::invalid(format!("{}: path is not UTF-8", p.display())))?
             .trim_end_matches('/')
             .to_string();
-        let root = if root.is_empty() {
-            "/".to_string()
-        } else {
-            root
-        };
-        Ok(Location {
-            scheme: Scheme::Local,
-            root,
-            prefix: String::new(),
-        })
+        let root = if root.is_empty() { "/".to_string() } else { root };
+        Ok(Location { scheme: Scheme::Local, root, prefix: String::new() })
     }
 
     /// Parses `s3://bucket[/prefix]` or a local directory path.
@@ -77,9 +64,7 @@ impl Location {
             return Location::s3(bucket, prefix);
         }
         if s.contains("://") {
-            return Err(Error::invalid(format!(
-                "{s}: only s3:// URLs and local directories are supported"
-            )));
+            return Err(Error::invalid(format!("{s}: only s3:// URLs and local directories are supported")));
         }
         Location::local(s)
     }
@@ -103,8 +88,7 @@ impl Location {
         match self.scheme {
             Scheme::S3 => {
                 self.root == other.root
-                    && (self.prefix.starts_with(&other.prefix)
-                        || other.prefix.starts_with(&self.prefix))
+                    && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
             }
             Scheme::Local => {
                 let a = format!("{}/", self.root.trim_end_matches('/'));
@@ -125,42 +109,27 @@ impl fmt::Display for Location {
 }
 
 fn normalise_prefix(p: String) -> String {
-    if p.is_empty() || p.ends_with('/') {
-        p
-    } else {
-        format!("{p}/")
-    }
+    if p.is_empty() || p.ends_with('/') { p } else { format!("{p}/") }
 }
 
 /// Checks the S3 bucket naming rules that matter before any request is sent.
 pub fn validate_bucket(b: &str) -> Result<()> {
     let ok = (3..=63).contains(&b.len())
-        && b.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
         && b.as_bytes()[0].is_ascii_alphanumeric()
         && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "{b:?} is not a valid S3 bucket name"
-        )))
-    }
+    if ok { Ok(()) } else { Err(Error::invalid(format!("{b:?} is not a valid S3 bucket name"))) }
 }
 
 /// A job's identifier: 1 to 128 characters of `[A-Za-z0-9._-]`, so it is safe in keys,
 /// URLs and file names.
 pub fn validate_job_id(id: &str) -> Result<()> {
     let ok = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+        && id.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "job id {id:?} must be 1-128 characters of A-Z a-z 0-9 . _ -"
-        )))
+        Err(Error::invalid(format!("job id {id:?} must be 1-128 characters of A-Z a-z 0-9 . _ -")))
     }
 }
 
@@ -190,11 +159,7 @@ pub struct JobOptions {
 
 impl Default for JobOptions {
     fn default() -> Self {
-        JobOptions {
-            mode: Mode::Clone,
-            page_size: 1000,
-            size_only: false,
-        }
+        JobOptions { mode: Mode::Clone, page_size: 1000, size_only: false }
     }
 }
 
@@ -245,10 +210,7 @@ pub struct KeyRange {
 impl KeyRange {
     /// The whole key space.
     pub fn all() -> Self {
-        KeyRange {
-            start_after: String::new(),
-            end: None,
-        }
+        KeyRange { start_after: String::new(), end: None }
     }
     /// True when `key` lies in this range.
     pub fn contains(&self, key: &str) -> bool {
@@ -306,14 +268,9 @@ impl JobState {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            JobState::Running,
-            JobState::Verified,
-            JobState::Mismatch,
-            JobState::Failed,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        [JobState::Running, JobState::Verified, JobState::Mismatch, JobState::Failed]
+            .into_iter()
+            .find(|st| st.as_str() == s)
     }
 }
 
@@ -381,11 +338,7 @@ impl Counters {
     }
     /// The terminal state these counters earn once nothing is outstanding.
     pub fn final_state(&self) -> JobState {
-        if self.all_verified() {
-            JobState::Verified
-        } else {
-            JobState::Mismatch
-        }
+        if self.all_verified() { JobState::Verified } else { JobState::Mismatch }
     }
 }
 
@@ -471,10 +424,7 @@ pub struct SegmentCompletion {
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -484,10 +434,7 @@ mod tests {
     #[test]
     fn parses_s3_urls_and_normalises_prefixes() {
         let l = Location::parse("s3://my-bucket/backup").unwrap();
-        assert_eq!(
-            (l.scheme, l.root.as_str(), l.prefix.as_str()),
-            (Scheme::S3, "my-bucket", "backup/")
-        );
+        assert_eq!((l.scheme, l.root.as_str(), l.prefix.as_str()), (Scheme::S3, "my-bucket", "backup/"));
         assert_eq!(Location::parse("s3://my-bucket").unwrap().prefix, "");
         assert_eq!(l.full_key("a b"), "backup/a b");
         assert!(Location::parse("s3://UPPER").is_err());
@@ -508,14 +455,8 @@ mod tests {
 
     #[test]
     fn range_ids_depend_on_the_range_only() {
-        let a = KeyRange {
-            start_after: "a".into(),
-            end: Some("b".into()),
-        };
-        let b = KeyRange {
-            start_after: "a".into(),
-            end: None,
-        };
+        let a = KeyRange { start_after: "a".into(), end: Some("b".into()) };
+        let b = KeyRange { start_after: "a".into(), end: None };
         assert_eq!(a.id(), a.clone().id());
         assert_ne!(a.id(), b.id());
         assert!(a.contains("a0") && !a.contains("a") && a.contains("b") && !a.contains("b0"));
@@ -524,10 +465,7 @@ mod tests {
 
     #[test]
     fn final_state_needs_every_object_proven() {
-        let mut c = Counters {
-            verified_objects: 5,
-            ..Default::default()
-        };
+        let mut c = Counters { verified_objects: 5, ..Default::default() };
         assert_eq!(c.final_state(), JobState::Verified);
         c.unverifiable = 1;
         assert_eq!(c.final_state(), JobState::Mismatch);

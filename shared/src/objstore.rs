@@ -85,12 +85,7 @@ pub trait ObjectStore: Send + Sync {
     ///
     /// An object uploaded in parts is copied part by part with the source's part size, so
     /// the copy's ETag equals the source's and verification can compare them.
-    async fn copy_from(
-        &self,
-        source: &CopySource,
-        src: &ObjectEntry,
-        dst_key: &str,
-    ) -> Result<ObjectEntry>;
+    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry>;
 
     /// Opens the object for reading. `NotFound` if it does not exist.
     async fn get(&self, key: &str) -> Result<Body>;
@@ -107,9 +102,7 @@ pub trait ObjectStore: Send + Sync {
 /// True when two ETags are in the multipart form (`<md5>-<parts>`), whose value depends on
 /// how the object was uploaded, not only on its content.
 pub fn is_multipart_etag(etag: &str) -> bool {
-    etag.rsplit_once('-').is_some_and(|(h, n)| {
-        h.len() == 32 && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-    })
+    etag.rsplit_once('-').is_some_and(|(h, n)| h.len() == 32 && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Strips the quotes S3 puts around ETags.

@@ -114,7 +114,8 @@ impl StatsBuilder {
 /// Walks every object under `loc` (one list page after another) into a document.
 pub async fn collect(store: &dyn ObjectStore, loc: &Location, depth: usize) -> Result<StatsDoc> {
     let mut b = StatsBuilder::new(depth);
-    let mut req = ListRequest { prefix: loc.prefix.clone(), start_after: loc.prefix.clone(), end: None, max_keys: 1000 };
+    let mut req =
+        ListRequest { prefix: loc.prefix.clone(), start_after: loc.prefix.clone(), end: None, max_keys: 1000 };
     loop {
         let page = retry(6, || store.list(&req)).await?;
         for ObjectEntry { key, size, etag } in &page.entries {

@@ -30,9 +30,7 @@ impl Endpoint {
     fn location(&self, side: &str) -> Result<Location> {
         let ctx = |e: Error| e.context(side);
         match (&self.name, &self.url, &self.path) {
-            (Some(n), None, None) => {
-                Location::s3(n, self.prefix.clone().unwrap_or_default()).map_err(ctx)
-            }
+            (Some(n), None, None) => Location::s3(n, self.prefix.clone().unwrap_or_default()).map_err(ctx),
             (None, Some(u), None) if self.prefix.is_none() => Location::parse(u).map_err(ctx),
             (None, None, Some(p)) if self.prefix.is_none() => Location::local(p).map_err(ctx),
             _ => Err(Error::invalid(format!(
@@ -50,12 +48,7 @@ impl Endpoint {
                 url: None,
                 path: None,
             },
-            Scheme::Local => Endpoint {
-                name: None,
-                prefix: None,
-                url: None,
-                path: Some(loc.root.clone()),
-            },
+            Scheme::Local => Endpoint { name: None, prefix: None, url: None, path: Some(loc.root.clone()) },
         }
     }
 }
@@ -83,18 +76,15 @@ impl CloneRequest {
     /// Parses and validates a request body into the job it asks for. Every failure is
     /// `Invalid` with a message fit for the job's status.
     pub fn parse(body: &str) -> Result<JobSpec> {
-        let req: CloneRequest = serde_json::from_str(body)
-            .map_err(|e| Error::invalid(format!("malformed clone request: {e}")))?;
+        let req: CloneRequest =
+            serde_json::from_str(body).map_err(|e| Error::invalid(format!("malformed clone request: {e}")))?;
         req.into_spec()
     }
 
     /// Validates the request into a job spec (no I/O).
     pub fn into_spec(self) -> Result<JobSpec> {
         if self.v != WIRE_VERSION {
-            return Err(Error::invalid(format!(
-                "unsupported request version {}",
-                self.v
-            )));
+            return Err(Error::invalid(format!("unsupported request version {}", self.v)));
         }
         let spec = JobSpec {
             id: self.id,
@@ -130,23 +120,16 @@ pub struct SegmentMessage {
 
 impl SegmentMessage {
     pub fn new(job: &str, range: KeyRange) -> Self {
-        SegmentMessage {
-            v: WIRE_VERSION,
-            job: job.to_string(),
-            range,
-        }
+        SegmentMessage { v: WIRE_VERSION, job: job.to_string(), range }
     }
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a segment message always serialises")
     }
     pub fn parse(body: &str) -> Result<Self> {
-        let m: SegmentMessage = serde_json::from_str(body)
-            .map_err(|e| Error::invalid(format!("malformed segment message: {e}")))?;
+        let m: SegmentMessage =
+            serde_json::from_str(body).map_err(|e| Error::invalid(format!("malformed segment message: {e}")))?;
         if m.v != WIRE_VERSION {
-            return Err(Error::invalid(format!(
-                "unsupported segment message version {}",
-                m.v
-            )));
+            return Err(Error::invalid(format!("unsupported segment message version {}", m.v)));
         }
         Ok(m)
     }
@@ -158,10 +141,9 @@ mod tests {
 
     #[test]
     fn accepts_the_original_minimal_request() {
-        let spec = CloneRequest::parse(
-            r#"{"id": "job-1", "source": {"name": "src-b"}, "destination": {"name": "dst-b"}}"#,
-        )
-        .unwrap();
+        let spec =
+            CloneRequest::parse(r#"{"id": "job-1", "source": {"name": "src-b"}, "destination": {"name": "dst-b"}}"#)
+                .unwrap();
         assert_eq!(spec.id, "job-1");
         assert_eq!(spec.source, Location::s3("src-b", "").unwrap());
         assert_eq!(spec.destination.root, "dst-b");
@@ -176,9 +158,7 @@ mod tests {
         assert_eq!(spec.source.prefix, "x/y/");
         assert_eq!(spec.destination.prefix, "z/");
         assert_eq!(spec.options.page_size, 10);
-        let again =
-            CloneRequest::parse(&serde_json::to_string(&CloneRequest::from_spec(&spec)).unwrap())
-                .unwrap();
+        let again = CloneRequest::parse(&serde_json::to_string(&CloneRequest::from_spec(&spec)).unwrap()).unwrap();
         assert_eq!(again, spec);
     }
 
@@ -187,22 +167,10 @@ mod tests {
         for (body, needle) in [
             ("not json", "malformed"),
             (r#"{"id":"j","source":{"name":"a-b"}}"#, "destination"),
-            (
-                r#"{"id":"j","source":{"name":"a-b"},"destination":{"name":"a-b","prefix":"backup"}}"#,
-                "overlaps",
-            ),
-            (
-                r#"{"id":"j j","source":{"name":"a-b"},"destination":{"name":"c-d"}}"#,
-                "job id",
-            ),
-            (
-                r#"{"id":"j","source":{"name":"a-b","url":"s3://x"},"destination":{"name":"c-d"}}"#,
-                "exactly one",
-            ),
-            (
-                r#"{"id":"j","source":{"name":"a-b"},"destination":{"name":"c-d"},"extra":1}"#,
-                "unknown field",
-            ),
+            (r#"{"id":"j","source":{"name":"a-b"},"destination":{"name":"a-b","prefix":"backup"}}"#, "overlaps"),
+            (r#"{"id":"j j","source":{"name":"a-b"},"destination":{"name":"c-d"}}"#, "job id"),
+            (r#"{"id":"j","source":{"name":"a-b","url":"s3://x"},"destination":{"name":"c-d"}}"#, "exactly one"),
+            (r#"{"id":"j","source":{"name":"a-b"},"destination":{"name":"c-d"},"extra":1}"#, "unknown field"),
         ] {
             let err = CloneRequest::parse(body).unwrap_err();
             assert!(matches!(err, Error::Invalid(_)), "{body}: {err:?}");
@@ -212,13 +180,7 @@ mod tests {
 
     #[test]
     fn segment_messages_round_trip() {
-        let m = SegmentMessage::new(
-            "j",
-            KeyRange {
-                start_after: "a b".into(),
-                end: Some("z".into()),
-            },
-        );
+        let m = SegmentMessage::new("j", KeyRange { start_after: "a b".into(), end: Some("z".into()) });
         let json = m.to_json();
         assert_eq!(SegmentMessage::parse(&json).unwrap(), m);
         assert!(SegmentMessage::parse(r#"{"job":"j"}"#).unwrap().range == KeyRange::all());

@@ -8,17 +8,13 @@ use shared::backend::aws::AwsContext;
 
 /// The emulator's URL.
 pub fn endpoint() -> String {
-    std::env::var("BUCKETCLONE_TEST_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:5000".to_string())
+    std::env::var("BUCKETCLONE_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_string())
 }
 
 /// An AWS context pointed at the running emulator. Panics with instructions if it is down.
 pub async fn moto() -> AwsContext {
     let url = endpoint();
-    let hostport = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/').to_string();
     if tokio::net::TcpStream::connect(&hostport).await.is_err() {
         panic!(
             "the AWS emulator is not running at {url}: start it with `moto_server -H 127.0.0.1 -p 5000` (scripts/test.sh does)"
@@ -29,10 +25,7 @@ pub async fn moto() -> AwsContext {
 
 /// `base` with a random suffix, lower-case and short enough for a bucket, queue or table name.
 pub fn unique(base: &str) -> String {
-    format!(
-        "{base}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
+    format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// Environment for a child `bucketclone` process so its AWS chain points at the emulator.
@@ -63,7 +56,12 @@ pub fn bin() -> Command {
 /// Runs `bucketclone args...` with the emulator's environment; returns its output.
 pub fn run(args: &[&str]) -> Output {
     let out = bin().args(args).envs(emulator_env()).output().expect("spawn bucketclone");
-    eprintln!("$ bucketclone {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "$ bucketclone {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 

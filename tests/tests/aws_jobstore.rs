@@ -17,9 +17,7 @@ use bucketclone_tests::{moto, unique};
 use shared::Result;
 use shared::backend::aws::dynamo::DynamoJobStore;
 use shared::jobstore::{JobStore, Recorded};
-use shared::model::{
-    JobRecord, JobSpec, JobState, KeyRange, Location, ObjectIssue, SegmentCompletion, SegmentRecord,
-};
+use shared::model::{JobRecord, JobSpec, JobState, KeyRange, Location, ObjectIssue, SegmentCompletion, SegmentRecord};
 
 /// A store that lets one call at a time through to the inner one (see the module doc).
 struct OneAtATime {
@@ -61,12 +59,7 @@ impl JobStore for OneAtATime {
         let _turn = self.turn.lock().await;
         self.inner.fail(job, message).await
     }
-    async fn issues(
-        &self,
-        job: &str,
-        after: Option<&ObjectIssue>,
-        limit: usize,
-    ) -> Result<Vec<ObjectIssue>> {
+    async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>> {
         let _turn = self.turn.lock().await;
         self.inner.issues(job, after, limit).await
     }
@@ -76,13 +69,8 @@ impl JobStore for OneAtATime {
 async fn dynamo_job_store_passes_the_conformance_suite() {
     let ctx = moto().await;
     let table = unique("jobs");
-    let store = DynamoJobStore::ensure_table(&ctx, table.clone())
-        .await
-        .expect("ensure_table");
-    let one_at_a_time: Arc<dyn JobStore> = Arc::new(OneAtATime {
-        inner: store,
-        turn: tokio::sync::Mutex::new(()),
-    });
+    let store = DynamoJobStore::ensure_table(&ctx, table.clone()).await.expect("ensure_table");
+    let one_at_a_time: Arc<dyn JobStore> = Arc::new(OneAtATime { inner: store, turn: tokio::sync::Mutex::new(()) });
     shared::conformance::jobstore::run(|| {
         let store = one_at_a_time.clone();
         async move { store }
@@ -94,9 +82,7 @@ async fn dynamo_job_store_passes_the_conformance_suite() {
 async fn ensure_table_twice_is_idempotent_and_keeps_the_data() {
     let ctx = moto().await;
     let table = unique("jobs");
-    let first = DynamoJobStore::ensure_table(&ctx, table.clone())
-        .await
-        .expect("first ensure_table");
+    let first = DynamoJobStore::ensure_table(&ctx, table.clone()).await.expect("first ensure_table");
     let spec = JobSpec {
         id: "kept".into(),
         source: Location::s3("src-bkt", "").unwrap(),
@@ -105,9 +91,8 @@ async fn ensure_table_twice_is_idempotent_and_keeps_the_data() {
     };
     let created = first.create_job(&spec, &[KeyRange::all()]).await.unwrap();
     assert_eq!(created, Recorded::Now);
-    let second = DynamoJobStore::ensure_table(&ctx, table.clone())
-        .await
-        .expect("second ensure_table on the existing table");
+    let second =
+        DynamoJobStore::ensure_table(&ctx, table.clone()).await.expect("second ensure_table on the existing table");
     let job = second.job("kept").await.unwrap().expect("job survives");
     assert_eq!((job.spec, job.counters.outstanding), (spec, 1));
     let listed = second.jobs(10).await.unwrap();

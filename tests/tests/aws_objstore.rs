@@ -17,23 +17,15 @@ const MIB: usize = 1 << 20;
 /// A store over a new, empty bucket.
 async fn fresh(ctx: &AwsContext) -> S3Store {
     let name = unique("objstore");
-    ctx.s3()
-        .create_bucket()
-        .bucket(&name)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+    ctx.s3().create_bucket().bucket(&name).send().await.unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
     S3Store::new(ctx, &name)
 }
 
 #[tokio::test]
 async fn s3_store_passes_the_conformance_suite() {
     let ctx = moto().await;
-    let caps = Caps {
-        s3_only_keys: true,
-        list_etags: true,
-        missing: Arc::new(S3Store::new(&ctx, &unique("never-created"))),
-    };
+    let caps =
+        Caps { s3_only_keys: true, list_etags: true, missing: Arc::new(S3Store::new(&ctx, &unique("never-created"))) };
     suite::run(
         || {
             let ctx = ctx.clone();
@@ -57,47 +49,26 @@ fn multipart_etag(data: &[u8], part: usize) -> String {
 #[tokio::test]
 async fn multipart_copy_keeps_the_source_etag() {
     let ctx = moto().await;
-    let src = fresh(&ctx)
-        .await
-        .with_multipart(6 * MIB as u64, 5 * MIB as u64);
+    let src = fresh(&ctx).await.with_multipart(6 * MIB as u64, 5 * MIB as u64);
     let dst = fresh(&ctx).await;
     let data = noise(11 * MIB + 7, 42);
-    let put = src
-        .put("big/source", body(data.clone()), data.len() as u64)
-        .await
-        .unwrap();
+    let put = src.put("big/source", body(data.clone()), data.len() as u64).await.unwrap();
     let want = multipart_etag(&data, 5 * MIB);
     assert!(want.ends_with("-3"), "{want}");
-    assert_eq!(
-        put.etag.as_deref(),
-        Some(want.as_str()),
-        "ETag of the 3-part upload"
-    );
+    assert_eq!(put.etag.as_deref(), Some(want.as_str()), "ETag of the 3-part upload");
     assert_eq!(src.head("big/source").await.unwrap(), Some(put.clone()));
 
     let source = src.copy_source().unwrap();
     for (dst_key, listed) in [
         ("copy of big/source é+%", put.clone()),
         // No ETag in the listing: the adapter HEADs the source first.
-        (
-            "copy without a listed etag",
-            ObjectEntry {
-                etag: None,
-                ..put.clone()
-            },
-        ),
+        ("copy without a listed etag", ObjectEntry { etag: None, ..put.clone() }),
     ] {
         let copy = dst.copy_from(&source, &listed, dst_key).await.unwrap();
         assert_eq!(copy.etag, put.etag, "copy ETag of {dst_key:?}");
         assert_eq!(copy.size, data.len() as u64);
-        assert_eq!(
-            dst.head(dst_key).await.unwrap().and_then(|h| h.etag),
-            put.etag
-        );
-        assert!(
-            read_all(&dst, dst_key).await == data,
-            "bytes of {dst_key:?}"
-        );
+        assert_eq!(dst.head(dst_key).await.unwrap().and_then(|h| h.etag), put.etag);
+        assert!(read_all(&dst, dst_key).await == data, "bytes of {dst_key:?}");
     }
 }
 
@@ -106,17 +77,12 @@ async fn large_bodies_stream_and_must_match_their_size() {
     let ctx = moto().await;
     let store = fresh(&ctx).await;
     let data = noise(9 * MIB + 3, 7);
-    let put = store
-        .put("streamed", body(data.clone()), data.len() as u64)
-        .await
-        .unwrap();
+    let put = store.put("streamed", body(data.clone()), data.len() as u64).await.unwrap();
     assert_eq!(put.etag, Some(md5_hex(&data)));
     assert!(read_all(&store, "streamed").await == data);
 
     let n = data.len() as u64;
-    let short = store
-        .put("short", body(data[..data.len() - 1].to_vec()), n)
-        .await;
+    let short = store.put("short", body(data[..data.len() - 1].to_vec()), n).await;
     assert!(short.is_err(), "a short streamed body was accepted");
     let long = store.put("long", body(data.clone()), n - 1).await;
     assert!(long.is_err(), "a long streamed body was accepted");
@@ -130,19 +96,14 @@ async fn a_multipart_copy_of_a_source_changed_since_listing_fails_permanently() 
     // (Single-part copies send x-amz-copy-source-if-match, which moto ignores; the
     // multipart path also checks the source's ETag itself, which this test exercises.)
     let ctx = moto().await;
-    let src = fresh(&ctx)
-        .await
-        .with_multipart(6 * MIB as u64, 5 * MIB as u64);
+    let src = fresh(&ctx).await.with_multipart(6 * MIB as u64, 5 * MIB as u64);
     let dst = fresh(&ctx).await;
     let n = 11 * MIB;
     let old = src.put("k", body(noise(n, 1)), n as u64).await.unwrap();
     let new = src.put("k", body(noise(n, 2)), n as u64).await.unwrap();
     assert_ne!(old.etag, new.etag);
     let r = dst.copy_from(&src.copy_source().unwrap(), &old, "k").await;
-    assert!(
-        matches!(&r, Err(Error::Permanent(m)) if m.contains("changed")),
-        "{r:?}"
-    );
+    assert!(matches!(&r, Err(Error::Permanent(m)) if m.contains("changed")), "{r:?}");
     assert_eq!(dst.head("k").await.unwrap(), None);
 }
 
@@ -153,8 +114,5 @@ async fn checksums_report_what_s3_stored() {
     store.put("k", body(b"hello".to_vec()), 5).await.unwrap();
     let sums = store.checksums("k").await.unwrap();
     // The SDK sends a CRC32 with every upload by default; CRC32("hello") = 0x3610a686.
-    assert_eq!(
-        sums.values,
-        vec![("CRC32".to_string(), "NhCmhg==".to_string())]
-    );
+    assert_eq!(sums.values, vec![("CRC32".to_string(), "NhCmhg==".to_string())]);
 }

@@ -84,8 +84,18 @@ fn a_clone_killed_mid_job_resumes_without_relisting_finished_ranges() {
     }
     write_tree(&src, &files);
     let args = [
-        "clone", src.to_str().unwrap(), dst.to_str().unwrap(), "--json", "--state", state.to_str().unwrap(),
-        "--page-size", "50", "--workers", "1", "--concurrency", "2",
+        "clone",
+        src.to_str().unwrap(),
+        dst.to_str().unwrap(),
+        "--json",
+        "--state",
+        state.to_str().unwrap(),
+        "--page-size",
+        "50",
+        "--workers",
+        "1",
+        "--concurrency",
+        "2",
     ];
     let mut child = bin().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Kill it once some ranges are recorded as done, well before the end.
@@ -114,7 +124,10 @@ fn a_clone_killed_mid_job_resumes_without_relisting_finished_ranges() {
     // by at least the segments done before the kill.
     let pages = r["this_run"]["pages"].as_i64().unwrap();
     let segments = r["segments"].as_i64().unwrap();
-    assert!(pages <= segments - done_at_kill, "rerun listed {pages} pages of {segments} segments, {done_at_kill} were done");
+    assert!(
+        pages <= segments - done_at_kill,
+        "rerun listed {pages} pages of {segments} segments, {done_at_kill} were done"
+    );
 }
 
 /// Segments done so far, read from the state file of a running clone.

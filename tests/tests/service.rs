@@ -108,7 +108,8 @@ async fn the_service_clones_a_bucket_with_a_worker_killed_mid_job() {
     let (count, bytes) = seed(&ctx, &src).await;
 
     let addr = format!("127.0.0.1:{}", free_port());
-    let fast = [("BUCKETCLONE_WORKER__LEASE_SECS", "6".to_string()), ("BUCKETCLONE_WORKER__DRAIN_SECS", "10".to_string())];
+    let fast =
+        [("BUCKETCLONE_WORKER__LEASE_SECS", "6".to_string()), ("BUCKETCLONE_WORKER__DRAIN_SECS", "10".to_string())];
     let mut coord = spawn(&["coordinator", "--name", &name, "--http", &addr], &[]);
     let mut workers: Vec<Child> = (0..3).map(|_| spawn(&["worker", "--name", &name], &fast)).collect();
 

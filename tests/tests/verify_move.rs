@@ -13,7 +13,9 @@ use shared::model::{IssueKind, JobOptions, JobState, Location, Mode};
 use shared::objstore::ObjectStore;
 
 fn sample(n: usize) -> BTreeMap<String, Vec<u8>> {
-    (0..n).map(|i| (format!("d{:02}/obj-{i:05}", i % 17), format!("payload {i} ").repeat(1 + i % 9).into_bytes())).collect()
+    (0..n)
+        .map(|i| (format!("d{:02}/obj-{i:05}", i % 17), format!("payload {i} ").repeat(1 + i % 9).into_bytes()))
+        .collect()
 }
 
 #[test]
@@ -44,13 +46,12 @@ fn verify_names_exactly_the_missing_changed_and_extra_keys() {
     assert_eq!(r["differences"]["content_differs"], 1);
     assert_eq!(r["differences"]["extra"], 1);
     assert_eq!(r["verified"], 298);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&report_path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&report_path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let found: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| (l["key"].as_str().unwrap().to_string(), l["kind"].as_str().unwrap().to_string()))
         .collect();
-    let found: Vec<(String, String)> =
-        lines.iter().map(|l| (l["key"].as_str().unwrap().to_string(), l["kind"].as_str().unwrap().to_string())).collect();
     assert_eq!(
         found,
         vec![

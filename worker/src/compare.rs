@@ -27,7 +27,9 @@ pub fn compare(src: &ObjectEntry, dst: &ObjectEntry, size_only: bool) -> Verdict
     match (&src.etag, &dst.etag) {
         (Some(a), Some(b)) if a == b => Verdict::Equal,
         (Some(a), Some(b)) if !is_multipart_etag(a) && !is_multipart_etag(b) => Verdict::ContentDiffers,
-        (Some(_), Some(_)) => Verdict::Unverifiable("ETags of different upload forms (multipart) and no common checksum"),
+        (Some(_), Some(_)) => {
+            Verdict::Unverifiable("ETags of different upload forms (multipart) and no common checksum")
+        }
         _ if size_only => Verdict::Equal,
         _ => Verdict::NeedsHead,
     }

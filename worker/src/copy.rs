@@ -11,7 +11,12 @@ use shared::objstore::ObjectStore;
 pub const COPY_ATTEMPTS: u32 = 5;
 
 /// Copies `src` (a source entry, full key) to `dst_key` in `dst`; returns the new object.
-pub async fn copy_object(src: &dyn ObjectStore, dst: &dyn ObjectStore, entry: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry> {
+pub async fn copy_object(
+    src: &dyn ObjectStore,
+    dst: &dyn ObjectStore,
+    entry: &ObjectEntry,
+    dst_key: &str,
+) -> Result<ObjectEntry> {
     let server_side = match (src.copy_source(), dst.copy_source()) {
         (Some(s), Some(d)) if s.endpoint == d.endpoint => Some(s),
         _ => None,

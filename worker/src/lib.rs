@@ -90,7 +90,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(cfg: WorkerConfig, queue: Arc<dyn WorkQueue>, jobs: Arc<dyn JobStore>, stores: Arc<StoreFactory>) -> Arc<Self> {
+    pub fn new(
+        cfg: WorkerConfig,
+        queue: Arc<dyn WorkQueue>,
+        jobs: Arc<dyn JobStore>,
+        stores: Arc<StoreFactory>,
+    ) -> Arc<Self> {
         let copies = Semaphore::new(cfg.copy_concurrency.max(1));
         Arc::new(Worker {
             cfg,

@@ -168,7 +168,8 @@ async fn plan_copies(
     src: &[(String, ObjectEntry)],
     dst: &mut BTreeMap<String, ObjectEntry>,
 ) -> Result<Vec<(String, ObjectEntry)>> {
-    let server_side = matches!((ctx.src.copy_source(), ctx.dst.copy_source()), (Some(a), Some(b)) if a.endpoint == b.endpoint);
+    let server_side =
+        matches!((ctx.src.copy_source(), ctx.dst.copy_source()), (Some(a), Some(b)) if a.endpoint == b.endpoint);
     let mut todo = Vec::new();
     for (k, s) in src {
         let copy = match dst.get_mut(k) {

@@ -22,9 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::jobstore::{JobStore, MAX_CHILDREN};
-use crate::model::{
-    Counters, IssueKind, JobSpec, KeyRange, Location, ObjectIssue, SegmentCompletion,
-};
+use crate::model::{Counters, IssueKind, JobSpec, KeyRange, Location, ObjectIssue, SegmentCompletion};
 
 /// Runs every case against stores from `new_store`, panicking with the case's name and a
 /// clear message on the first failure.
@@ -55,10 +53,7 @@ where
 
 /// A job id unused anywhere: `case` plus a random suffix.
 fn job_id(case: &str) -> String {
-    format!(
-        "{case}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
+    format!("{case}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 fn spec(id: &str) -> JobSpec {
@@ -71,30 +66,15 @@ fn spec(id: &str) -> JobSpec {
 }
 
 fn range(start_after: &str, end: Option<&str>) -> KeyRange {
-    KeyRange {
-        start_after: start_after.to_string(),
-        end: end.map(str::to_string),
-    }
+    KeyRange { start_after: start_after.to_string(), end: end.map(str::to_string) }
 }
 
 /// `n` adjacent ranges `(k000, k001], (k001, k002], ...` starting after `base`.
 fn ranges(base: &str, n: usize) -> Vec<KeyRange> {
-    (0..n)
-        .map(|i| {
-            range(
-                &format!("{base}{i:03}"),
-                Some(&format!("{base}{:03}", i + 1)),
-            )
-        })
-        .collect()
+    (0..n).map(|i| range(&format!("{base}{i:03}"), Some(&format!("{base}{:03}", i + 1)))).collect()
 }
 
-fn completion(
-    job: &str,
-    r: &KeyRange,
-    delta: Counters,
-    children: Vec<KeyRange>,
-) -> SegmentCompletion {
+fn completion(job: &str, r: &KeyRange, delta: Counters, children: Vec<KeyRange>) -> SegmentCompletion {
     SegmentCompletion {
         job: job.to_string(),
         range: r.clone(),
@@ -108,31 +88,17 @@ fn completion(
 }
 
 fn issue(key: &str, kind: IssueKind) -> ObjectIssue {
-    ObjectIssue {
-        key: key.to_string(),
-        kind,
-        source: None,
-        destination: None,
-        detail: None,
-    }
+    ObjectIssue { key: key.to_string(), kind, source: None, destination: None, detail: None }
 }
 
 /// The job's counters; panics if the job is missing.
 async fn counters(store: &Arc<dyn JobStore>, job: &str) -> Counters {
-    store
-        .job(job)
-        .await
-        .expect("job() failed")
-        .unwrap_or_else(|| panic!("job {job} should exist"))
-        .counters
+    store.job(job).await.expect("job() failed").unwrap_or_else(|| panic!("job {job} should exist")).counters
 }
 
 /// Creates `id` with `first`, asserting it was created now.
 async fn create(store: &Arc<dyn JobStore>, id: &str, first: &[KeyRange]) {
-    let r = store
-        .create_job(&spec(id), first)
-        .await
-        .unwrap_or_else(|e| panic!("create_job({id}) failed: {e}"));
+    let r = store.create_job(&spec(id), first).await.unwrap_or_else(|e| panic!("create_job({id}) failed: {e}"));
     assert_eq!(r, crate::jobstore::Recorded::Now, "first create_job({id})");
 }
 
@@ -154,14 +120,7 @@ fn page_delta(objects: i64, bytes: i64) -> Counters {
 
 /// What the store must record as a segment's outcome for `delta` and `new_children`.
 fn applied(delta: Counters, new_children: i64) -> Counters {
-    Counters {
-        outstanding: new_children - 1,
-        segments_done: 1,
-        ..delta
-    }
+    Counters { outstanding: new_children - 1, segments_done: 1, ..delta }
 }
 
-const _: () = assert!(
-    MAX_CHILDREN >= 20,
-    "the concurrent cases need 20 first segments"
-);
+const _: () = assert!(MAX_CHILDREN >= 20, "the concurrent cases need 20 first segments");

@@ -92,11 +92,7 @@ pub fn tricky_keys(s3_only: bool) -> Vec<String> {
 /// The content the suite stores at a tricky key: nothing for a folder marker, else the key
 /// itself repeated (so sizes differ and a swapped object is caught).
 pub fn tricky_content(key: &str) -> Vec<u8> {
-    if key.ends_with('/') {
-        Vec::new()
-    } else {
-        key.repeat(1 + key.len() % 3).into_bytes()
-    }
+    if key.ends_with('/') { Vec::new() } else { key.repeat(1 + key.len() % 3).into_bytes() }
 }
 
 /// Runs every case, each on a fresh store from `new_store`. Panics on the first failure.
@@ -154,29 +150,16 @@ pub(crate) async fn put(store: &dyn ObjectStore, key: &str, bytes: &[u8]) -> Obj
         .await
         .unwrap_or_else(|e| panic!("put {key:?} ({} bytes) failed: {e}", bytes.len()));
     assert_eq!(got.key, key, "put returned another key");
-    assert_eq!(
-        got.size,
-        bytes.len() as u64,
-        "put {key:?} returned a wrong size"
-    );
-    assert_eq!(
-        got.etag,
-        Some(md5_hex(bytes)),
-        "put {key:?}: ETag is not the MD5"
-    );
+    assert_eq!(got.size, bytes.len() as u64, "put {key:?} returned a wrong size");
+    assert_eq!(got.etag, Some(md5_hex(bytes)), "put {key:?}: ETag is not the MD5");
     got
 }
 
 /// Reads the whole object at `key`.
 pub async fn read_all(store: &dyn ObjectStore, key: &str) -> Vec<u8> {
-    let mut r = store
-        .get(key)
-        .await
-        .unwrap_or_else(|e| panic!("get {key:?} failed: {e}"));
+    let mut r = store.get(key).await.unwrap_or_else(|e| panic!("get {key:?} failed: {e}"));
     let mut out = Vec::new();
-    r.read_to_end(&mut out)
-        .await
-        .unwrap_or_else(|e| panic!("reading {key:?} failed: {e}"));
+    r.read_to_end(&mut out).await.unwrap_or_else(|e| panic!("reading {key:?} failed: {e}"));
     out
 }
 
@@ -190,8 +173,7 @@ pub(crate) async fn list_all(
     end: Option<&str>,
     max_keys: usize,
 ) -> Vec<ObjectEntry> {
-    let ctx =
-        format!("list prefix={prefix:?} start_after={start_after:?} end={end:?} max={max_keys}");
+    let ctx = format!("list prefix={prefix:?} start_after={start_after:?} end={end:?} max={max_keys}");
     let mut out: Vec<ObjectEntry> = Vec::new();
     let mut after = start_after.to_string();
     for _ in 0..10_000 {
@@ -201,31 +183,12 @@ pub(crate) async fn list_all(
             end: end.map(str::to_string),
             max_keys,
         };
-        let page = store
-            .list(&req)
-            .await
-            .unwrap_or_else(|e| panic!("{ctx}: failed at {after:?}: {e}"));
-        assert!(
-            page.entries.len() <= max_keys,
-            "{ctx}: page of {} entries",
-            page.entries.len()
-        );
+        let page = store.list(&req).await.unwrap_or_else(|e| panic!("{ctx}: failed at {after:?}: {e}"));
+        assert!(page.entries.len() <= max_keys, "{ctx}: page of {} entries", page.entries.len());
         for e in &page.entries {
-            assert!(
-                e.key.as_str() > after.as_str(),
-                "{ctx}: {:?} not after {after:?}",
-                e.key
-            );
-            assert!(
-                e.key.starts_with(prefix),
-                "{ctx}: {:?} outside the prefix",
-                e.key
-            );
-            assert!(
-                end.is_none_or(|end| e.key.as_str() <= end),
-                "{ctx}: {:?} past end",
-                e.key
-            );
+            assert!(e.key.as_str() > after.as_str(), "{ctx}: {:?} not after {after:?}", e.key);
+            assert!(e.key.starts_with(prefix), "{ctx}: {:?} outside the prefix", e.key);
+            assert!(end.is_none_or(|end| e.key.as_str() <= end), "{ctx}: {:?} past end", e.key);
             after = e.key.clone();
         }
         let was_empty = page.entries.is_empty();

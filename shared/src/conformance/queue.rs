@@ -22,33 +22,20 @@ const SHORT: Duration = Duration::from_secs(1);
 /// A lease no case outlives: the message must not come back unless released.
 const LONG: Duration = Duration::from_secs(30);
 
-type Case = (
-    &'static str,
-    fn(Arc<dyn WorkQueue>) -> BoxFuture<'static, ()>,
-);
+type Case = (&'static str, fn(Arc<dyn WorkQueue>) -> BoxFuture<'static, ()>);
 
 const CASES: &[Case] = &[
-    ("push_then_pull_returns_bodies", |q| {
-        bodies_round_trip(q).boxed()
-    }),
+    ("push_then_pull_returns_bodies", |q| bodies_round_trip(q).boxed()),
     ("push_many_batches_past_ten", |q| push_many(q).boxed()),
     ("lease_hides_until_expiry", |q| lease_hides(q).boxed()),
     ("renew_extends_lease", |q| renew_extends(q).boxed()),
     ("ack_removes_for_good", |q| ack_removes(q).boxed()),
-    ("release_makes_visible_at_once", |q| {
-        release_visible(q).boxed()
-    }),
-    ("empty_pull_waits_about_wait", |q| {
-        empty_pull_waits(q).boxed()
-    }),
+    ("release_makes_visible_at_once", |q| release_visible(q).boxed()),
+    ("empty_pull_waits_about_wait", |q| empty_pull_waits(q).boxed()),
     ("pull_wakes_when_pushed", |q| pull_wakes(q).boxed()),
-    ("depth_counts_visible_and_in_flight", |q| {
-        depth_counts(q).boxed()
-    }),
+    ("depth_counts_visible_and_in_flight", |q| depth_counts(q).boxed()),
     ("max_is_honoured", |q| max_honoured(q).boxed()),
-    ("concurrent_pulls_lose_nothing", |q| {
-        concurrent_pulls(q).boxed()
-    }),
+    ("concurrent_pulls_lose_nothing", |q| concurrent_pulls(q).boxed()),
 ];
 
 /// Runs every case, each on a fresh queue from `new_queue`, and panics naming the first
@@ -69,11 +56,7 @@ where
                 .unwrap_or_default();
             panic!("queue conformance case `{name}` failed: {msg}");
         }
-        tracing::info!(
-            case = name,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "queue conformance case passed"
-        );
+        tracing::info!(case = name, elapsed_ms = started.elapsed().as_millis() as u64, "queue conformance case passed");
     }
 }
 
@@ -83,15 +66,8 @@ async fn gather(q: &dyn WorkQueue, n: usize, lease: Duration, within: Duration) 
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < deadline {
         let max = (n - got.len()).min(10);
-        let batch = q
-            .pull(max, lease, Duration::from_secs(1))
-            .await
-            .expect("pull");
-        assert!(
-            batch.len() <= max,
-            "pull(max = {max}) returned {}",
-            batch.len()
-        );
+        let batch = q.pull(max, lease, Duration::from_secs(1)).await.expect("pull");
+        assert!(batch.len() <= max, "pull(max = {max}) returned {}", batch.len());
         got.extend(batch);
     }
     got
@@ -120,16 +96,10 @@ async fn bodies_round_trip(q: Arc<dyn WorkQueue>) {
     let mut want = sent.clone();
     want.sort();
     assert_eq!(bodies(&got), want, "bodies changed on the way through");
-    assert!(
-        got.iter().all(|d| d.deliveries == 1),
-        "first deliveries must count 1"
-    );
+    assert!(got.iter().all(|d| d.deliveries == 1), "first deliveries must count 1");
     let leases: HashSet<_> = got.iter().map(|d| d.lease.clone()).collect();
     assert_eq!(leases.len(), got.len(), "two deliveries share a lease id");
-    assert!(
-        got.iter().any(|d| d.body.len() == big.len()),
-        "large body truncated"
-    );
+    assert!(got.iter().any(|d| d.body.len() == big.len()), "large body truncated");
 }
 
 async fn push_many(q: Arc<dyn WorkQueue>) {
@@ -137,21 +107,8 @@ async fn push_many(q: Arc<dyn WorkQueue>) {
     q.push(&sent).await.expect("push 25");
     let got = gather(&*q, 25, LONG, Duration::from_secs(15)).await;
     assert_eq!(bodies(&got), sent, "25 pushed, pulled back something else");
-    let depth = settled_depth(
-        &*q,
-        QueueDepth {
-            visible: 0,
-            in_flight: 25,
-        },
-    )
-    .await;
-    assert_eq!(
-        depth,
-        QueueDepth {
-            visible: 0,
-            in_flight: 25
-        }
-    );
+    let depth = settled_depth(&*q, QueueDepth { visible: 0, in_flight: 25 }).await;
+    assert_eq!(depth, QueueDepth { visible: 0, in_flight: 25 });
 }
 
 async fn lease_hides(q: Arc<dyn WorkQueue>) {
@@ -160,21 +117,11 @@ async fn lease_hides(q: Arc<dyn WorkQueue>) {
     assert_eq!(bodies(&first), ["hidden"]);
     assert_eq!(first[0].deliveries, 1);
     let second = q.pull(10, SHORT, Duration::ZERO).await.expect("pull");
-    assert!(
-        second.is_empty(),
-        "a leased message was delivered twice at once"
-    );
+    assert!(second.is_empty(), "a leased message was delivered twice at once");
     let again = gather(&*q, 1, LONG, Duration::from_secs(6)).await;
-    assert_eq!(
-        bodies(&again),
-        ["hidden"],
-        "not redelivered after the lease expired"
-    );
+    assert_eq!(bodies(&again), ["hidden"], "not redelivered after the lease expired");
     assert_eq!(again[0].deliveries, 2, "redelivery must count 2");
-    assert_ne!(
-        again[0].lease, first[0].lease,
-        "a redelivery needs a new lease id"
-    );
+    assert_ne!(again[0].lease, first[0].lease, "a redelivery needs a new lease id");
 }
 
 async fn renew_extends(q: Arc<dyn WorkQueue>) {
@@ -182,42 +129,26 @@ async fn renew_extends(q: Arc<dyn WorkQueue>) {
     let got = gather(&*q, 1, SHORT, Duration::from_secs(5)).await;
     assert_eq!(bodies(&got), ["renewed"]);
     let renewed_at = Instant::now();
-    q.renew(&got[0].lease, Duration::from_secs(3))
-        .await
-        .expect("renew");
+    q.renew(&got[0].lease, Duration::from_secs(3)).await.expect("renew");
     tokio::time::sleep(Duration::from_millis(1_800)).await;
     let during = q.pull(10, SHORT, Duration::ZERO).await.expect("pull");
-    assert!(
-        during.is_empty(),
-        "renewed lease expired at its original time"
-    );
+    assert!(during.is_empty(), "renewed lease expired at its original time");
     let after = gather(&*q, 1, LONG, Duration::from_secs(6)).await;
     assert_eq!(bodies(&after), ["renewed"], "renewed lease never expired");
-    assert!(
-        renewed_at.elapsed() >= Duration::from_millis(2_800),
-        "came back too early"
-    );
+    assert!(renewed_at.elapsed() >= Duration::from_millis(2_800), "came back too early");
     assert_eq!(after[0].deliveries, 2);
 }
 
 async fn ack_removes(q: Arc<dyn WorkQueue>) {
-    q.push(&["acked".to_string(), "kept".to_string()])
-        .await
-        .expect("push");
+    q.push(&["acked".to_string(), "kept".to_string()]).await.expect("push");
     let got = gather(&*q, 2, SHORT, Duration::from_secs(5)).await;
     assert_eq!(bodies(&got), ["acked", "kept"]);
     let acked = got.iter().find(|d| d.body == "acked").unwrap();
     q.ack(&acked.lease).await.expect("ack");
-    q.ack(&acked.lease)
-        .await
-        .expect("a repeated ack must be Ok");
+    q.ack(&acked.lease).await.expect("a repeated ack must be Ok");
     tokio::time::sleep(SHORT + Duration::from_millis(300)).await;
     let again = gather(&*q, 2, LONG, Duration::from_secs(4)).await;
-    assert_eq!(
-        bodies(&again),
-        ["kept"],
-        "only the unacked message may come back"
-    );
+    assert_eq!(bodies(&again), ["kept"], "only the unacked message may come back");
     q.ack(&again[0].lease).await.expect("ack");
     let depth = settled_depth(&*q, QueueDepth::default()).await;
     assert_eq!(depth, QueueDepth::default(), "acked messages still counted");
@@ -228,15 +159,8 @@ async fn release_visible(q: Arc<dyn WorkQueue>) {
     let got = gather(&*q, 1, LONG, Duration::from_secs(5)).await;
     assert_eq!(bodies(&got), ["released"]);
     q.release(&got[0].lease).await.expect("release");
-    let again = q
-        .pull(10, LONG, Duration::from_secs(3))
-        .await
-        .expect("pull");
-    assert_eq!(
-        bodies(&again),
-        ["released"],
-        "a released message must be visible at once"
-    );
+    let again = q.pull(10, LONG, Duration::from_secs(3)).await.expect("pull");
+    assert_eq!(bodies(&again), ["released"], "a released message must be visible at once");
     assert_eq!(again[0].deliveries, 2);
 }
 
@@ -244,26 +168,13 @@ async fn empty_pull_waits(q: Arc<dyn WorkQueue>) {
     let t = Instant::now();
     let got = q.pull(10, SHORT, Duration::ZERO).await.expect("pull");
     assert!(got.is_empty());
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "wait 0 took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(1), "wait 0 took {:?}", t.elapsed());
     let t = Instant::now();
-    let got = q
-        .pull(10, SHORT, Duration::from_secs(1))
-        .await
-        .expect("pull");
+    let got = q.pull(10, SHORT, Duration::from_secs(1)).await.expect("pull");
     let took = t.elapsed();
     assert!(got.is_empty(), "an empty queue delivered {got:?}");
-    assert!(
-        took >= Duration::from_millis(900),
-        "returned after {took:?}, not about 1 s"
-    );
-    assert!(
-        took < Duration::from_millis(2_500),
-        "returned after {took:?}, not about 1 s"
-    );
+    assert!(took >= Duration::from_millis(900), "returned after {took:?}, not about 1 s");
+    assert!(took < Duration::from_millis(2_500), "returned after {took:?}, not about 1 s");
 }
 
 async fn pull_wakes(q: Arc<dyn WorkQueue>) {
@@ -271,10 +182,7 @@ async fn pull_wakes(q: Arc<dyn WorkQueue>) {
         let q = q.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            let got = q
-                .pull(10, LONG, Duration::from_secs(8))
-                .await
-                .expect("pull");
+            let got = q.pull(10, LONG, Duration::from_secs(8)).await.expect("pull");
             (got, t.elapsed())
         })
     };
@@ -282,53 +190,31 @@ async fn pull_wakes(q: Arc<dyn WorkQueue>) {
     q.push(&["wake".to_string()]).await.expect("push");
     let (got, took) = puller.await.expect("puller task");
     assert_eq!(bodies(&got), ["wake"]);
-    assert!(
-        took < Duration::from_millis(3_000),
-        "a waiting pull took {took:?} to notice a push"
-    );
+    assert!(took < Duration::from_millis(3_000), "a waiting pull took {took:?} to notice a push");
 }
 
 async fn depth_counts(q: Arc<dyn WorkQueue>) {
     q.push(&numbered("depth", 3)).await.expect("push");
-    let want = QueueDepth {
-        visible: 3,
-        in_flight: 0,
-    };
+    let want = QueueDepth { visible: 3, in_flight: 0 };
     assert_eq!(settled_depth(&*q, want).await, want);
     let got = gather(&*q, 1, LONG, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1);
-    let want = QueueDepth {
-        visible: 2,
-        in_flight: 1,
-    };
+    let want = QueueDepth { visible: 2, in_flight: 1 };
     assert_eq!(settled_depth(&*q, want).await, want);
 }
 
 async fn max_honoured(q: Arc<dyn WorkQueue>) {
     let sent = numbered("max", 5);
     q.push(&sent).await.expect("push");
-    assert!(
-        q.pull(0, LONG, Duration::ZERO)
-            .await
-            .expect("pull 0")
-            .is_empty()
-    );
+    assert!(q.pull(0, LONG, Duration::ZERO).await.expect("pull 0").is_empty());
     let two = q.pull(2, LONG, Duration::from_secs(2)).await.expect("pull");
-    assert!(
-        (1..=2).contains(&two.len()),
-        "pull(max = 2) returned {}",
-        two.len()
-    );
+    assert!((1..=2).contains(&two.len()), "pull(max = 2) returned {}", two.len());
     let one = q.pull(1, LONG, Duration::from_secs(2)).await.expect("pull");
     assert_eq!(one.len(), 1, "pull(max = 1) returned {}", one.len());
     let mut all = two;
     all.extend(one);
     all.extend(gather(&*q, 5 - all.len(), LONG, Duration::from_secs(10)).await);
-    assert_eq!(
-        bodies(&all),
-        sent,
-        "pulled in parts, got back something else"
-    );
+    assert_eq!(bodies(&all), sent, "pulled in parts, got back something else");
 }
 
 /// Concurrent pulls lose nothing. They may hand one message out twice: SQS standard
@@ -349,10 +235,7 @@ async fn concurrent_pulls(q: Arc<dyn WorkQueue>) {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while seen.len() < sent.len() && Instant::now() < deadline {
-        let got = q
-            .pull(10, LONG, Duration::from_secs(1))
-            .await
-            .expect("pull");
+        let got = q.pull(10, LONG, Duration::from_secs(1)).await.expect("pull");
         seen.extend(got.into_iter().map(|d| d.body));
     }
     let mut seen: Vec<String> = seen.into_iter().collect();

@@ -42,18 +42,14 @@ use super::{AwsContext, sdk_error};
 use crate::error::{Error, Result, retry};
 use crate::jobstore::{JobStore, MAX_CHILDREN, Recorded};
 use crate::model::{
-    JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms,
-    validate_job_id,
+    JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms, validate_job_id,
 };
 use items::{
-    ISSUE_END, ISSUE_PREFIX, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, SEG_PREFIX, issue_from, issue_group,
-    job_from, job_pk, key, kind_name, n, s, seg_sk, segment_from,
+    ISSUE_END, ISSUE_PREFIX, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, SEG_PREFIX, issue_from, issue_group, job_from, job_pk,
+    key, kind_name, n, s, seg_sk, segment_from,
 };
 
-const _: () = assert!(
-    MAX_CHILDREN + 2 <= 100,
-    "a completion must fit one transaction"
-);
+const _: () = assert!(MAX_CHILDREN + 2 <= 100, "a completion must fit one transaction");
 
 /// Attempts at a write that keeps meeting transient conflicts (a hot job item).
 const WRITE_ATTEMPTS: u32 = 10;
@@ -68,10 +64,7 @@ pub struct DynamoJobStore {
 impl DynamoJobStore {
     /// A store on an existing `table` (see [`DynamoJobStore::ensure_table`]). No I/O.
     pub fn new(ctx: &AwsContext, table: String) -> Self {
-        DynamoJobStore {
-            client: ctx.dynamodb(),
-            table,
-        }
+        DynamoJobStore { client: ctx.dynamodb(), table }
     }
 
     /// Creates `table` if it does not exist (on-demand billing, the key design above),
@@ -144,10 +137,7 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
-        self.get(&job_pk(id), JOB_SK)
-            .await?
-            .map(|item| job_from(&item))
-            .transpose()
+        self.get(&job_pk(id), JOB_SK).await?.map(|item| job_from(&item)).transpose()
     }
 
     async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
@@ -178,9 +168,7 @@ impl JobStore for DynamoJobStore {
             }
         }
         pks.truncate(limit);
-        let found = self
-            .batch_get(pks.iter().map(|pk| key(pk, JOB_SK)).collect())
-            .await?;
+        let found = self.batch_get(pks.iter().map(|pk| key(pk, JOB_SK)).collect()).await?;
         let mut out = Vec::with_capacity(pks.len());
         for pk in pks {
             // A job deleted since the index was read is skipped.
@@ -192,10 +180,7 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn segment(&self, job: &str, range: &KeyRange) -> Result<Option<SegmentRecord>> {
-        self.get(&job_pk(job), &seg_sk(range))
-            .await?
-            .map(|item| segment_from(&item))
-            .transpose()
+        self.get(&job_pk(job), &seg_sk(range)).await?.map(|item| segment_from(&item)).transpose()
     }
 
     async fn segments(&self, job: &str, limit: usize) -> Result<Vec<SegmentRecord>> {
@@ -276,12 +261,7 @@ impl JobStore for DynamoJobStore {
         }
     }
 
-    async fn issues(
-        &self,
-        job: &str,
-        after: Option<&ObjectIssue>,
-        limit: usize,
-    ) -> Result<Vec<ObjectIssue>> {
+    async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>> {
         if limit == 0 {
             return Ok(Vec::new());
         }

@@ -52,10 +52,7 @@ impl AwsContext {
     pub fn endpoint_id(&self) -> String {
         match self.endpoint_url() {
             Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!(
-                "aws:{}",
-                self.sdk.region().map(|r| r.as_ref()).unwrap_or("us-east-1")
-            ),
+            None => format!("aws:{}", self.sdk.region().map(|r| r.as_ref()).unwrap_or("us-east-1")),
         }
     }
 
@@ -93,19 +90,12 @@ pub fn classify(status: Option<u16>, code: Option<&str>, message: String) -> Err
             | "AWS.SimpleQueueService.NonExistentQueue"
             | "QueueDoesNotExist",
         ) => Error::NotFound(message),
-        (
-            _,
-            "AccessDenied"
-            | "AccessDeniedException"
-            | "InvalidAccessKeyId"
-            | "SignatureDoesNotMatch",
-        ) => Error::AccessDenied(message),
-        (
-            _,
-            "ConditionalCheckFailedException"
-            | "TransactionCanceledException"
-            | "PreconditionFailed",
-        ) => Error::Conflict(message),
+        (_, "AccessDenied" | "AccessDeniedException" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+            Error::AccessDenied(message)
+        }
+        (_, "ConditionalCheckFailedException" | "TransactionCanceledException" | "PreconditionFailed") => {
+            Error::Conflict(message)
+        }
         (
             _,
             "SlowDown"
@@ -129,21 +119,14 @@ pub fn classify(status: Option<u16>, code: Option<&str>, message: String) -> Err
 
 /// Converts any SDK error (S3, SQS or DynamoDB: they share the smithy error type) into an
 /// [`Error`] (see [`classify`]), prefixed with `what`.
-pub fn sdk_error<E>(
-    what: &str,
-    e: aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>,
-) -> Error
+pub fn sdk_error<E>(what: &str, e: aws_smithy_runtime_api::client::result::SdkError<E, HttpResponse>) -> Error
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
     let status = e.raw_response().map(|r| r.status().as_u16());
     let code = e.code().map(str::to_string);
-    classify(
-        status,
-        code.as_deref(),
-        format!("{what}: {}", DisplayErrorContext(&e)),
-    )
+    classify(status, code.as_deref(), format!("{what}: {}", DisplayErrorContext(&e)))
 }
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;

@@ -17,8 +17,7 @@ use super::{AwsContext, sdk_error};
 use crate::error::{Error, Result};
 use crate::model::ObjectEntry;
 use crate::objstore::{
-    Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore, is_multipart_etag,
-    unquote_etag,
+    Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore, is_multipart_etag, unquote_etag,
 };
 
 /// The largest object a single PutObject or CopyObject may write.
@@ -55,7 +54,14 @@ impl S3Store {
     pub async fn create_bucket(ctx: &AwsContext, bucket: &str) -> Result<()> {
         match ctx.s3().create_bucket().bucket(bucket).send().await {
             Ok(_) => Ok(()),
-            Err(e) if matches!(aws_sdk_s3::error::ProvideErrorMetadata::code(&e), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
+            Err(e)
+                if matches!(
+                    aws_sdk_s3::error::ProvideErrorMetadata::code(&e),
+                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(super::sdk_error(&format!("create bucket {bucket}"), e)),
         }
     }
@@ -79,14 +85,7 @@ impl S3Store {
         key: &str,
         part: Option<i32>,
     ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
-        let r = self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .set_part_number(part)
-            .send()
-            .await;
+        let r = self.client.head_object().bucket(bucket).key(key).set_part_number(part).send().await;
         match r {
             Ok(out) => Ok(Some(out)),
             Err(e) => match sdk_error(&format!("head s3://{bucket}/{key}"), e) {
@@ -104,20 +103,14 @@ impl ObjectStore for S3Store {
     }
 
     fn copy_source(&self) -> Option<CopySource> {
-        Some(CopySource {
-            endpoint: self.endpoint.clone(),
-            bucket: self.bucket.clone(),
-        })
+        Some(CopySource { endpoint: self.endpoint.clone(), bucket: self.bucket.clone() })
     }
 
     async fn check(&self) -> Result<()> {
         let r = self.client.head_bucket().bucket(&self.bucket).send().await;
         match r.map_err(|e| sdk_error(&format!("check {}", self.describe()), e)) {
             Ok(_) => Ok(()),
-            Err(Error::NotFound(_)) => Err(Error::NotFound(format!(
-                "bucket {} does not exist",
-                self.bucket
-            ))),
+            Err(Error::NotFound(_)) => Err(Error::NotFound(format!("bucket {} does not exist", self.bucket))),
             Err(Error::AccessDenied(m)) => Err(Error::AccessDenied(format!(
                 "bucket {} may not be listed with these credentials ({m})",
                 self.bucket
@@ -127,11 +120,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, req: &ListRequest) -> Result<ListPage> {
-        if req
-            .end
-            .as_deref()
-            .is_some_and(|e| e <= req.start_after.as_str())
-        {
+        if req.end.as_deref().is_some_and(|e| e <= req.start_after.as_str()) {
             return Ok(ListPage::default());
         }
         let out = self
@@ -168,14 +157,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
-        Ok(self
-            .head_in(&self.bucket, key, None)
-            .await?
-            .map(|h| ObjectEntry {
-                key: key.to_string(),
-                size: h.content_length().unwrap_or(0).max(0) as u64,
-                etag: h.e_tag().map(unquote_etag),
-            }))
+        Ok(self.head_in(&self.bucket, key, None).await?.map(|h| ObjectEntry {
+            key: key.to_string(),
+            size: h.content_length().unwrap_or(0).max(0) as u64,
+            etag: h.e_tag().map(unquote_etag),
+        }))
     }
 
     async fn checksums(&self, key: &str) -> Result<Checksums> {
@@ -201,19 +187,11 @@ impl ObjectStore for S3Store {
             ("XXHASH128", h.checksum_xxhash128()),
         ];
         Ok(Checksums {
-            values: all
-                .into_iter()
-                .filter_map(|(alg, v)| Some((alg.to_string(), v?.to_string())))
-                .collect(),
+            values: all.into_iter().filter_map(|(alg, v)| Some((alg.to_string(), v?.to_string()))).collect(),
         })
     }
 
-    async fn copy_from(
-        &self,
-        source: &CopySource,
-        src: &ObjectEntry,
-        dst_key: &str,
-    ) -> Result<ObjectEntry> {
+    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry> {
         if source.endpoint != self.endpoint {
             return Err(Error::invalid(format!(
                 "cannot copy server-side from {} to {}",
@@ -226,9 +204,7 @@ impl ObjectStore for S3Store {
             Some(_) => src.clone(),
             None => {
                 let h = self.head_in(&source.bucket, &src.key, None).await?;
-                let h = h.ok_or_else(|| {
-                    Error::NotFound(format!("s3://{}/{}", source.bucket, src.key))
-                })?;
+                let h = h.ok_or_else(|| Error::NotFound(format!("s3://{}/{}", source.bucket, src.key)))?;
                 ObjectEntry {
                     key: src.key.clone(),
                     size: h.content_length().unwrap_or(0).max(0) as u64,
@@ -250,15 +226,8 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| multipart::copy_error(source, &src, dst_key, e))?;
-        let etag = out
-            .copy_object_result()
-            .and_then(|r| r.e_tag())
-            .map(unquote_etag);
-        Ok(ObjectEntry {
-            key: dst_key.to_string(),
-            size: src.size,
-            etag,
-        })
+        let etag = out.copy_object_result().and_then(|r| r.e_tag()).map(unquote_etag);
+        Ok(ObjectEntry { key: dst_key.to_string(), size: src.size, etag })
     }
 
     async fn get(&self, key: &str) -> Result<Body> {
@@ -295,11 +264,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| sdk_error(&format!("put {}", self.url(key)), e))?;
-        Ok(ObjectEntry {
-            key: key.to_string(),
-            size,
-            etag: out.e_tag().map(unquote_etag),
-        })
+        Ok(ObjectEntry { key: key.to_string(), size, etag: out.e_tag().map(unquote_etag) })
     }
 
     /// HEADs first (S3 deletes of a missing key succeed, and not every server honours
@@ -313,14 +278,7 @@ impl ObjectStore for S3Store {
         if if_etag.is_some_and(|want| cur.etag.as_deref() != Some(want)) {
             return Ok(Deleted::Changed);
         }
-        let r = self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_if_match(if_etag.map(quote))
-            .send()
-            .await;
+        let r = self.client.delete_object().bucket(&self.bucket).key(key).set_if_match(if_etag.map(quote)).send().await;
         match r.map_err(|e| sdk_error(&format!("delete {}", self.url(key)), e)) {
             Ok(_) => Ok(Deleted::Yes),
             Err(Error::Conflict(_)) => Ok(Deleted::Changed),

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::{
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
-};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
 
 mod setup;
 
@@ -41,10 +39,7 @@ pub struct SqsQueue {
 impl SqsQueue {
     /// The queue at `queue_url`; nothing is checked until the first call.
     pub fn new(ctx: &AwsContext, queue_url: String) -> Self {
-        SqsQueue {
-            client: ctx.sqs(),
-            url: queue_url,
-        }
+        SqsQueue { client: ctx.sqs(), url: queue_url }
     }
 
     /// The queue's URL.
@@ -114,10 +109,7 @@ impl SqsQueue {
             .iter()
             .map(|m| {
                 let receipt = m.receipt_handle().ok_or_else(|| {
-                    Error::permanent(format!(
-                        "receiving from {}: a message without a receipt handle",
-                        self.url
-                    ))
+                    Error::permanent(format!("receiving from {}: a message without a receipt handle", self.url))
                 })?;
                 let deliveries = m
                     .attributes()
@@ -197,13 +189,7 @@ impl WorkQueue for SqsQueue {
 
     /// Deletes the message; an unknown or expired receipt handle is Ok.
     async fn ack(&self, lease: &LeaseId) -> Result<()> {
-        let sent = self
-            .client
-            .delete_message()
-            .queue_url(&self.url)
-            .receipt_handle(&lease.0)
-            .send()
-            .await;
+        let sent = self.client.delete_message().queue_url(&self.url).receipt_handle(&lease.0).send().await;
         match sent {
             Ok(_) => Ok(()),
             Err(e) if lease_lost(&e) => Ok(()),
@@ -230,10 +216,7 @@ impl WorkQueue for SqsQueue {
             .await
             .map_err(|e| sdk_error(&format!("counting {}", self.url), e))?;
         let count = |k: QueueAttributeName| -> u64 {
-            out.attributes()
-                .and_then(|a| a.get(&k))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
+            out.attributes().and_then(|a| a.get(&k)).and_then(|v| v.parse().ok()).unwrap_or(0)
         };
         Ok(QueueDepth {
             visible: count(QueueAttributeName::ApproximateNumberOfMessages),
@@ -265,9 +248,7 @@ fn batches(bodies: &[String]) -> Vec<&[String]> {
 fn lease_lost<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     let message = e.message().unwrap_or_default().to_ascii_lowercase();
     match e.code().unwrap_or_default() {
-        "ReceiptHandleIsInvalid"
-        | "MessageNotInflight"
-        | "AWS.SimpleQueueService.MessageNotInflight" => true,
+        "ReceiptHandleIsInvalid" | "MessageNotInflight" | "AWS.SimpleQueueService.MessageNotInflight" => true,
         "InvalidParameterValue" => message.contains("receipt handle"),
         _ => false,
     }

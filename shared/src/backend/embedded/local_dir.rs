@@ -57,10 +57,7 @@ impl LocalDirStore {
     }
 
     /// Runs blocking file-system work off the async threads.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner))
             .await
@@ -85,10 +82,7 @@ impl Inner {
         match std::fs::metadata(&self.root) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return Err(Error::invalid(format!(
-                    "{} is not a directory",
-                    self.root.display()
-                )));
+                return Err(Error::invalid(format!("{} is not a directory", self.root.display())));
             }
             Err(e) if walk::vanished(&e) => return Err(self.missing_root()),
             Err(e) => return Err(io_err(e, &self.root.display().to_string())),
@@ -213,9 +207,7 @@ impl ObjectStore for LocalDirStore {
         let file = create_temp(root, key, &parent, &tmp).await?;
         let written = write_body(file, body, size).await;
         let result = match written {
-            Ok(etag) => finish_put(root, key, &tmp, &path, &parent)
-                .await
-                .map(|()| etag),
+            Ok(etag) => finish_put(root, key, &tmp, &path, &parent).await.map(|()| etag),
             Err(e) => Err(e),
         };
         let etag = match result {
@@ -226,17 +218,12 @@ impl ObjectStore for LocalDirStore {
             }
         };
         self.inner.invalidate(key);
-        Ok(ObjectEntry {
-            key: key.to_string(),
-            size,
-            etag: Some(etag),
-        })
+        Ok(ObjectEntry { key: key.to_string(), size, etag: Some(etag) })
     }
 
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
         let (key, if_etag) = (key.to_string(), if_etag.map(str::to_string));
-        self.blocking(move |s| s.delete(&key, if_etag.as_deref()))
-            .await
+        self.blocking(move |s| s.delete(&key, if_etag.as_deref())).await
     }
 }
 
@@ -253,33 +240,19 @@ async fn create_temp(root: &Path, key: &str, parent: &Path, tmp: &Path) -> Resul
                 _ => io_err(e, key),
             });
         }
-        let (croot, cparent) = (
-            tokio::fs::canonicalize(root).await,
-            tokio::fs::canonicalize(parent).await,
-        );
+        let (croot, cparent) = (tokio::fs::canonicalize(root).await, tokio::fs::canonicalize(parent).await);
         if let (Ok(r), Ok(p)) = (&croot, &cparent)
             && !p.starts_with(r)
         {
-            return Err(unsupported(
-                root,
-                key,
-                "its directory resolves outside the root",
-            ));
+            return Err(unsupported(root, key, "its directory resolves outside the root"));
         }
-        match tokio::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .open(tmp)
-            .await
-        {
+        match tokio::fs::File::options().write(true).create_new(true).open(tmp).await {
             Ok(f) => return Ok(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io_err(e, key)),
         }
     }
-    Err(Error::transient(format!(
-        "{key:?}: its directory kept disappearing"
-    )))
+    Err(Error::transient(format!("{key:?}: its directory kept disappearing")))
 }
 
 /// Copies exactly `size` bytes of `body` into `file`, syncs it, and returns their hex MD5.
@@ -299,17 +272,13 @@ async fn write_body(mut file: tokio::fs::File, mut body: Body, size: u64) -> Res
         }
         done += buf.len() as u64;
         if done > size {
-            return Err(Error::permanent(format!(
-                "the body is longer than its size {size}"
-            )));
+            return Err(Error::permanent(format!("the body is longer than its size {size}")));
         }
         md5.update(&buf);
         file.write_all(&buf).await?;
     }
     if done < size {
-        return Err(Error::permanent(format!(
-            "the body ended after {done} of {size} bytes"
-        )));
+        return Err(Error::permanent(format!("the body ended after {done} of {size} bytes")));
     }
     file.sync_all().await?;
     Ok(hex::encode(md5.finalize()))

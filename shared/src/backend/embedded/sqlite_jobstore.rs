@@ -27,8 +27,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::error::{Error, Result};
 use crate::jobstore::{JobStore, MAX_CHILDREN, Recorded};
 use crate::model::{
-    Counters, IssueKind, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion,
-    SegmentRecord, now_ms, validate_job_id,
+    Counters, IssueKind, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms,
+    validate_job_id,
 };
 
 mod schema;
@@ -51,22 +51,15 @@ impl SqliteJobStore {
     /// Opens (creating if needed) the job store in the SQLite file at `path`, creating or
     /// migrating its tables. Safe to call from several processes on the same file.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut conn = Connection::open(path)
-            .map_err(|e| db_err(e).context(format!("opening {}", path.display())))?;
+        let mut conn = Connection::open(path).map_err(|e| db_err(e).context(format!("opening {}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(db_err)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(db_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %path.display(), mode = %mode, "SQLite refused WAL mode");
         }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
         migrate(&mut conn)?;
-        Ok(SqliteJobStore {
-            conn: Arc::new(Mutex::new(conn)),
-            sql: Arc::new(Sql::new()),
-        })
+        Ok(SqliteJobStore { conn: Arc::new(Mutex::new(conn)), sql: Arc::new(Sql::new()) })
     }
 
     /// Runs `f` on the connection on a blocking thread.
@@ -89,16 +82,9 @@ impl SqliteJobStore {
 /// The ranges without repeats (by id, first kept), refusing more than [`MAX_CHILDREN`].
 fn distinct(ranges: &[KeyRange], what: &str) -> Result<Vec<KeyRange>> {
     let mut seen = HashSet::new();
-    let out: Vec<KeyRange> = ranges
-        .iter()
-        .filter(|r| seen.insert(r.id()))
-        .cloned()
-        .collect();
+    let out: Vec<KeyRange> = ranges.iter().filter(|r| seen.insert(r.id())).cloned().collect();
     if out.len() > MAX_CHILDREN {
-        return Err(Error::invalid(format!(
-            "{} {what}: at most {MAX_CHILDREN} per write",
-            out.len()
-        )));
+        return Err(Error::invalid(format!("{} {what}: at most {MAX_CHILDREN} per write", out.len())));
     }
     Ok(out)
 }
@@ -120,19 +106,12 @@ fn complete_in(
 ) -> Result<Recorded> {
     let seg_id = c.range.id();
     let done: Option<bool> = tx
-        .query_row(
-            "SELECT done FROM jobstore_segment WHERE job = ?1 AND id = ?2",
-            params![c.job, seg_id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT done FROM jobstore_segment WHERE job = ?1 AND id = ?2", params![c.job, seg_id], |r| r.get(0))
         .optional()
         .map_err(db_err)?;
     match done {
         None => {
-            return Err(Error::NotFound(format!(
-                "job {} has no segment {seg_id}",
-                c.job
-            )));
+            return Err(Error::NotFound(format!("job {} has no segment {seg_id}", c.job)));
         }
         Some(true) => return Ok(Recorded::Already),
         Some(false) => {}
@@ -146,11 +125,7 @@ fn complete_in(
             )
             .map_err(db_err)? as i64;
     }
-    let outcome = Counters {
-        outstanding: created - 1,
-        segments_done: 1,
-        ..c.delta
-    };
+    let outcome = Counters { outstanding: created - 1, segments_done: 1, ..c.delta };
     tx.execute(
         "UPDATE jobstore_segment SET done = 1, children = ?3, outcome = ?4, worker = ?5, started_ms = ?6, finished_ms = ?7 WHERE job = ?1 AND id = ?2 AND done = 0",
         params![
@@ -171,13 +146,10 @@ fn complete_in(
         )
         .map_err(db_err)?;
     }
-    let mut args: Vec<rusqlite::types::Value> =
-        outcome.values().into_iter().map(Into::into).collect();
+    let mut args: Vec<rusqlite::types::Value> = outcome.values().into_iter().map(Into::into).collect();
     args.push(now_ms().into());
     args.push(c.job.clone().into());
-    let changed = tx
-        .execute(&sql.add_counters, rusqlite::params_from_iter(args))
-        .map_err(db_err)?;
+    let changed = tx.execute(&sql.add_counters, rusqlite::params_from_iter(args)).map_err(db_err)?;
     if changed == 0 {
         return Err(Error::NotFound(format!("job {} does not exist", c.job)));
     }
@@ -185,8 +157,7 @@ fn complete_in(
 }
 
 fn immediate(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err)
+    conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)
 }
 
 #[async_trait]
@@ -229,10 +200,7 @@ impl JobStore for SqliteJobStore {
     async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
         self.call(move |conn, sql| {
             // rowid breaks ties between jobs created in the same millisecond.
-            let q = format!(
-                "{} ORDER BY created_ms DESC, rowid DESC LIMIT ?1",
-                sql.select_job
-            );
+            let q = format!("{} ORDER BY created_ms DESC, rowid DESC LIMIT ?1", sql.select_job);
             let mut st = conn.prepare_cached(&q).map_err(db_err)?;
             let mut rows = st.query([limit as i64]).map_err(db_err)?;
             let mut out = Vec::new();
@@ -247,15 +215,10 @@ impl JobStore for SqliteJobStore {
     async fn segment(&self, job: &str, range: &KeyRange) -> Result<Option<SegmentRecord>> {
         let (job, id) = (job.to_string(), range.id());
         self.call(move |conn, _| {
-            let q = format!(
-                "SELECT {SEGMENT_COLUMNS} FROM jobstore_segment WHERE job = ?1 AND id = ?2"
-            );
+            let q = format!("SELECT {SEGMENT_COLUMNS} FROM jobstore_segment WHERE job = ?1 AND id = ?2");
             let mut st = conn.prepare_cached(&q).map_err(db_err)?;
             let mut rows = st.query([job, id]).map_err(db_err)?;
-            rows.next()
-                .map_err(db_err)?
-                .map(segment_from_row)
-                .transpose()
+            rows.next().map_err(db_err)?.map(segment_from_row).transpose()
         })
         .await
     }
@@ -263,8 +226,7 @@ impl JobStore for SqliteJobStore {
     async fn segments(&self, job: &str, limit: usize) -> Result<Vec<SegmentRecord>> {
         let job = job.to_string();
         self.call(move |conn, _| {
-            let q =
-                format!("SELECT {SEGMENT_COLUMNS} FROM jobstore_segment WHERE job = ?1 LIMIT ?2");
+            let q = format!("SELECT {SEGMENT_COLUMNS} FROM jobstore_segment WHERE job = ?1 LIMIT ?2");
             let mut st = conn.prepare_cached(&q).map_err(db_err)?;
             let mut rows = st.query(params![job, limit as i64]).map_err(db_err)?;
             let mut out = Vec::new();
@@ -336,12 +298,7 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
-    async fn issues(
-        &self,
-        job: &str,
-        after: Option<&ObjectIssue>,
-        limit: usize,
-    ) -> Result<Vec<ObjectIssue>> {
+    async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>> {
         let job = job.to_string();
         let after = match after {
             Some(i) => Some((i.key.clone(), kind_name(i.kind)?)),

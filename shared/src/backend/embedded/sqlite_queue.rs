@@ -93,8 +93,7 @@ impl SqliteQueue {
     /// The bodies moved to the dead-letter table, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<String>> {
         self.with_conn("listing dead letters", |conn, queue| {
-            let mut stmt =
-                conn.prepare("SELECT body FROM queue_dead_letters WHERE queue = ?1 ORDER BY id")?;
+            let mut stmt = conn.prepare("SELECT body FROM queue_dead_letters WHERE queue = ?1 ORDER BY id")?;
             let rows = stmt.query_map([queue], |r| r.get(0))?;
             rows.collect()
         })
@@ -131,12 +130,7 @@ impl SqliteQueue {
         tokio::task::spawn_blocking(move || {
             // A panic mid-transaction rolled it back when the guard dropped: the data is fine.
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn, &queue).map_err(|e| {
-                db_err(
-                    &format!("{what} (queue {queue:?} in {})", path.display()),
-                    e,
-                )
-            })
+            f(&mut conn, &queue).map_err(|e| db_err(&format!("{what} (queue {queue:?} in {})", path.display()), e))
         })
         .await
         .map_err(|e| Error::permanent(format!("{what}: queue task failed: {e}")))?
@@ -197,9 +191,7 @@ fn lease_visible(
     while out.len() < max {
         let want = i64::try_from(max - out.len()).unwrap_or(i64::MAX);
         let rows: Vec<(i64, String, u32)> = select
-            .query_map(params![queue, now, after, want], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
+            .query_map(params![queue, now, after, want], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
         if rows.is_empty() {
             break;
@@ -224,11 +216,7 @@ fn lease_visible(
                    visible_ms = ?3 WHERE id = ?1",
                 params![id, token, now.saturating_add(lease_ms)],
             )?;
-            out.push(Delivery {
-                lease: LeaseId(format!("{id}:{token}")),
-                body,
-                deliveries: deliveries + 1,
-            });
+            out.push(Delivery { lease: LeaseId(format!("{id}:{token}")), body, deliveries: deliveries + 1 });
         }
     }
     Ok((out, dead))
@@ -343,12 +331,7 @@ impl WorkQueue for SqliteQueue {
                 "SELECT COALESCE(SUM(visible_ms <= ?2), 0), COALESCE(SUM(visible_ms > ?2), 0)
                  FROM queue_messages WHERE queue = ?1",
                 params![queue, now_ms()],
-                |r| {
-                    Ok(QueueDepth {
-                        visible: r.get(0)?,
-                        in_flight: r.get(1)?,
-                    })
-                },
+                |r| Ok(QueueDepth { visible: r.get(0)?, in_flight: r.get(1)? }),
             )
         })
         .await
@@ -364,9 +347,7 @@ fn parse_lease(lease: &LeaseId) -> Result<(i64, i64)> {
 }
 
 fn now_ms() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -374,9 +355,7 @@ fn now_ms() -> i64 {
 /// everything else (corruption, full disk, bad schema) is permanent.
 fn db_err(what: &str, e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            Error::Transient(format!("{what}: {e}"))
-        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Transient(format!("{what}: {e}")),
         _ => Error::Permanent(format!("{what}: {e}")),
     }
 }

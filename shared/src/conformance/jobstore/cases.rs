@@ -16,36 +16,17 @@ pub(super) async fn create_job_is_idempotent(store: Arc<dyn JobStore>) {
     assert_eq!(job.spec, spec(&id), "spec stored as given");
     assert_eq!(job.state, JobState::Running);
     assert_eq!(job.message, None);
-    assert!(
-        job.created_ms > 0 && job.updated_ms >= job.created_ms,
-        "{job:?}"
-    );
-    let expected = Counters {
-        outstanding: 2,
-        ..Default::default()
-    };
-    assert_eq!(
-        job.counters, expected,
-        "a duplicate first range is one segment"
-    );
+    assert!(job.created_ms > 0 && job.updated_ms >= job.created_ms, "{job:?}");
+    let expected = Counters { outstanding: 2, ..Default::default() };
+    assert_eq!(job.counters, expected, "a duplicate first range is one segment");
 
     let mut other = spec(&id);
     other.destination.prefix = "elsewhere/".into();
-    let again = store
-        .create_job(&other, &[range("", Some("z")), range("z", None)])
-        .await
-        .unwrap();
+    let again = store.create_job(&other, &[range("", Some("z")), range("z", None)]).await.unwrap();
     assert_eq!(again, Recorded::Already, "second create_job");
     let job2 = store.job(&id).await.unwrap().unwrap();
-    assert_eq!(
-        job2.spec,
-        spec(&id),
-        "second create_job must not change the spec"
-    );
-    assert_eq!(
-        job2.counters, expected,
-        "second create_job must not change counters"
-    );
+    assert_eq!(job2.spec, spec(&id), "second create_job must not change the spec");
+    assert_eq!(job2.counters, expected, "second create_job must not change counters");
     let mut ids: Vec<String> = segment_ids(&store, &id).await;
     ids.sort();
     let mut want = vec![first[0].id(), first[1].id()];
@@ -62,25 +43,14 @@ pub(super) async fn completion_applies_once_and_creates_pending_children(store: 
     let delta = page_delta(3, 30);
     let c = completion(&id, &all, delta, kids.clone());
     assert_eq!(store.complete_segment(&c).await.unwrap(), Recorded::Now);
-    let want = Counters {
-        outstanding: 2,
-        segments_done: 1,
-        ..applied(delta, 2)
-    };
-    assert_eq!(
-        counters(&store, &id).await,
-        want,
-        "delta and children applied once"
-    );
+    let want = Counters { outstanding: 2, segments_done: 1, ..applied(delta, 2) };
+    assert_eq!(counters(&store, &id).await, want, "delta and children applied once");
 
     assert_eq!(store.complete_segment(&c).await.unwrap(), Recorded::Already);
     let mut other = c.clone();
     other.delta.copied_objects = 99;
     other.children = vec![range("x", None)];
-    assert_eq!(
-        store.complete_segment(&other).await.unwrap(),
-        Recorded::Already
-    );
+    assert_eq!(store.complete_segment(&other).await.unwrap(), Recorded::Already);
     assert_eq!(counters(&store, &id).await, want, "repeats change nothing");
 
     let seg = store.segment(&id, &all).await.unwrap().expect("segment");
@@ -127,10 +97,7 @@ pub(super) async fn existing_child_is_not_reset_nor_recounted(store: Arc<dyn Job
     create(&store, &id, &[a.clone(), b.clone()]).await;
     let db = page_delta(2, 20);
     let done_b = completion(&id, &b, db, vec![]);
-    assert_eq!(
-        store.complete_segment(&done_b).await.unwrap(),
-        Recorded::Now
-    );
+    assert_eq!(store.complete_segment(&done_b).await.unwrap(), Recorded::Now);
     let b_before = store.segment(&id, &b).await.unwrap().unwrap();
     assert!(b_before.done);
 
@@ -138,20 +105,9 @@ pub(super) async fn existing_child_is_not_reset_nor_recounted(store: Arc<dyn Job
     let c = range("t", None);
     let da = page_delta(1, 10);
     let done_a = completion(&id, &a, da, vec![b.clone(), c.clone()]);
-    assert_eq!(
-        store.complete_segment(&done_a).await.unwrap(),
-        Recorded::Now
-    );
-    assert_eq!(
-        store.segment(&id, &b).await.unwrap().unwrap(),
-        b_before,
-        "not reset"
-    );
-    let c_rec = store
-        .segment(&id, &c)
-        .await
-        .unwrap()
-        .expect("new child created");
+    assert_eq!(store.complete_segment(&done_a).await.unwrap(), Recorded::Now);
+    assert_eq!(store.segment(&id, &b).await.unwrap().unwrap(), b_before, "not reset");
+    let c_rec = store.segment(&id, &c).await.unwrap().expect("new child created");
     assert!(!c_rec.done);
     let a_rec = store.segment(&id, &a).await.unwrap().unwrap();
     assert_eq!(a_rec.children, vec![b.clone(), c.clone()]);
@@ -165,25 +121,13 @@ pub(super) async fn existing_child_is_not_reset_nor_recounted(store: Arc<dyn Job
 pub(super) async fn too_many_children_is_invalid_and_changes_nothing(store: Arc<dyn JobStore>) {
     let id = job_id("limit");
     let first = ranges("", 3);
-    match store
-        .create_job(&spec(&id), &ranges("f", MAX_CHILDREN + 1))
-        .await
-    {
+    match store.create_job(&spec(&id), &ranges("f", MAX_CHILDREN + 1)).await {
         Err(Error::Invalid(_)) => {}
         other => panic!("create_job with too many first segments gave {other:?}"),
     }
-    assert_eq!(
-        store.job(&id).await.unwrap(),
-        None,
-        "no job after a refusal"
-    );
+    assert_eq!(store.job(&id).await.unwrap(), None, "no job after a refusal");
     create(&store, &id, &first).await;
-    let too_many = completion(
-        &id,
-        &first[0],
-        page_delta(1, 1),
-        ranges("x", MAX_CHILDREN + 1),
-    );
+    let too_many = completion(&id, &first[0], page_delta(1, 1), ranges("x", MAX_CHILDREN + 1));
     match store.complete_segment(&too_many).await {
         Err(Error::Invalid(_)) => {}
         other => panic!("{} children gave {other:?}, want Invalid", MAX_CHILDREN + 1),
@@ -206,11 +150,8 @@ pub(super) async fn concurrent_distinct_completions_are_exact(store: Arc<dyn Job
         .enumerate()
         .map(|(i, r)| {
             // Even segments hand on one child (inside their own range), odd ones none.
-            let kids = if i % 2 == 0 {
-                vec![range(&format!("{}-half", r.start_after), r.end.as_deref())]
-            } else {
-                vec![]
-            };
+            let kids =
+                if i % 2 == 0 { vec![range(&format!("{}-half", r.start_after), r.end.as_deref())] } else { vec![] };
             let c = completion(&id, r, page_delta(1, i as i64), kids);
             let s = store.clone();
             tokio::spawn(async move { s.complete_segment(&c).await })
@@ -220,17 +161,10 @@ pub(super) async fn concurrent_distinct_completions_are_exact(store: Arc<dyn Job
         assert_eq!(t.expect("task").expect("complete_segment"), Recorded::Now);
     }
     let got = counters(&store, &id).await;
-    let want = Counters {
-        outstanding: 10,
-        segments_done: 20,
-        ..applied(page_delta(20, (0..20).sum()), 0)
-    };
+    let want = Counters { outstanding: 10, segments_done: 20, ..applied(page_delta(20, (0..20).sum()), 0) };
     assert_eq!(got, want, "20 concurrent completions of distinct segments");
     // The job's counters are its first segments plus every done segment's outcome.
-    let mut sum = Counters {
-        outstanding: 20,
-        ..Default::default()
-    };
+    let mut sum = Counters { outstanding: 20, ..Default::default() };
     for seg in store.segments(&id, 1_000).await.unwrap() {
         sum.add(&seg.outcome);
     }
@@ -256,10 +190,7 @@ pub(super) async fn concurrent_duplicate_completions_count_once(store: Arc<dyn J
         }
     }
     assert_eq!(now, 1, "exactly one of 20 duplicate completions is Now");
-    let want = Counters {
-        outstanding: 1,
-        ..applied(page_delta(7, 70), 1)
-    };
+    let want = Counters { outstanding: 1, ..applied(page_delta(7, 70), 1) };
     assert_eq!(counters(&store, &id).await, want, "applied exactly once");
 }
 
@@ -279,62 +210,34 @@ pub(super) async fn finalize_waits_for_outstanding_then_settles(store: Arc<dyn J
     assert_eq!(job.state, JobState::Verified);
     store.fail(&id, "too late").await.unwrap();
     let job = store.job(&id).await.unwrap().unwrap();
-    assert_eq!(
-        (job.state, job.message),
-        (JobState::Verified, None),
-        "fail spares it"
-    );
+    assert_eq!((job.state, job.message), (JobState::Verified, None), "fail spares it");
 
     let bad = job_id("mismatch");
     create(&store, &bad, std::slice::from_ref(&r1)).await;
-    let delta = Counters {
-        missing: 1,
-        ..page_delta(2, 2)
-    };
-    store
-        .complete_segment(&completion(&bad, &r1, delta, vec![]))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.finalize(&bad).await.unwrap(),
-        Some(JobState::Mismatch)
-    );
-    assert_eq!(
-        store.finalize(&bad).await.unwrap(),
-        Some(JobState::Mismatch)
-    );
-    assert_eq!(
-        store.job(&bad).await.unwrap().unwrap().state,
-        JobState::Mismatch
-    );
+    let delta = Counters { missing: 1, ..page_delta(2, 2) };
+    store.complete_segment(&completion(&bad, &r1, delta, vec![])).await.unwrap();
+    assert_eq!(store.finalize(&bad).await.unwrap(), Some(JobState::Mismatch));
+    assert_eq!(store.finalize(&bad).await.unwrap(), Some(JobState::Mismatch));
+    assert_eq!(store.job(&bad).await.unwrap().unwrap().state, JobState::Mismatch);
     assert_eq!(store.finalize(&job_id("unknown")).await.unwrap(), None);
 }
 
 pub(super) async fn fail_sets_failed_once_and_spares_terminal_jobs(store: Arc<dyn JobStore>) {
     let id = job_id("fail");
     create(&store, &id, &[KeyRange::all()]).await;
-    store
-        .fail(&id, "source bucket does not exist")
-        .await
-        .unwrap();
+    store.fail(&id, "source bucket does not exist").await.unwrap();
     let job = store.job(&id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Failed);
     assert_eq!(job.message.as_deref(), Some("source bucket does not exist"));
     store.fail(&id, "a second reason").await.unwrap();
     let again = store.job(&id).await.unwrap().unwrap();
-    assert_eq!(
-        again.message, job.message,
-        "the first failure's message stays"
-    );
+    assert_eq!(again.message, job.message, "the first failure's message stays");
     assert_eq!(store.finalize(&id).await.unwrap(), Some(JobState::Failed));
 
     let empty = job_id("fail-empty");
     create(&store, &empty, &[]).await;
     store.fail(&empty, "stopped").await.unwrap();
-    assert_eq!(
-        store.finalize(&empty).await.unwrap(),
-        Some(JobState::Failed)
-    );
+    assert_eq!(store.finalize(&empty).await.unwrap(), Some(JobState::Failed));
     match store.fail(&job_id("unknown"), "x").await {
         Err(Error::NotFound(_)) => {}
         other => panic!("fail on an unknown job gave {other:?}, want NotFound"),
@@ -352,11 +255,7 @@ pub(super) async fn segments_lists_done_and_pending_of_its_job_only(store: Arc<d
     store.complete_segment(&c).await.unwrap();
 
     let segs = store.segments(&id, 100).await.unwrap();
-    assert_eq!(
-        segs.len(),
-        4,
-        "three first segments and one child: {segs:?}"
-    );
+    assert_eq!(segs.len(), 4, "three first segments and one child: {segs:?}");
     for s in &segs {
         assert_eq!(s.id, s.range.id());
         if s.range == first[0] {
@@ -369,17 +268,10 @@ pub(super) async fn segments_lists_done_and_pending_of_its_job_only(store: Arc<d
             assert!(!s.done && s.worker.is_none() && s.finished_ms == 0, "{s:?}");
         }
     }
-    assert_eq!(
-        store.segments(&id, 2).await.unwrap().len(),
-        2,
-        "limit honoured"
-    );
+    assert_eq!(store.segments(&id, 2).await.unwrap().len(), 2, "limit honoured");
     let twin_segs = store.segments(&twin, 100).await.unwrap();
     assert_eq!(twin_segs.len(), 3, "same ranges, other job: {twin_segs:?}");
-    assert!(
-        twin_segs.iter().all(|s| !s.done),
-        "the twin's segments stay pending"
-    );
+    assert!(twin_segs.iter().all(|s| !s.done), "the twin's segments stay pending");
 }
 
 pub(super) async fn jobs_lists_newest_first(store: Arc<dyn JobStore>) {
@@ -393,11 +285,7 @@ pub(super) async fn jobs_lists_newest_first(store: Arc<dyn JobStore>) {
     let mut ours = Vec::new();
     for _ in 0..50 {
         let all = store.jobs(10_000).await.unwrap();
-        ours = all
-            .into_iter()
-            .map(|j| j.spec.id)
-            .filter(|i| ids.contains(i))
-            .collect();
+        ours = all.into_iter().map(|j| j.spec.id).filter(|i| ids.contains(i)).collect();
         if ours.len() == 3 {
             break;
         }

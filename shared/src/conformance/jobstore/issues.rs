@@ -8,10 +8,7 @@ use crate::model::{IssueKind, ObjectEntry, ObjectIssue};
 
 /// The kind's kebab-case name: the second half of the issue order.
 fn kind_name(k: IssueKind) -> String {
-    serde_json::to_value(k)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .expect("IssueKind serialises to a string")
+    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).expect("IssueKind serialises to a string")
 }
 
 /// Every issue of `job`, fetched `page` at a time with the `after` cursor.
@@ -38,11 +35,7 @@ pub(super) async fn issues_page_in_key_kind_order_and_store_repeats_once(store: 
     let stem = "k".repeat(1_000);
     let (long_a, long_b, longest) = (format!("{stem}a"), format!("{stem}b"), "k".repeat(1_024));
     let detailed = ObjectIssue {
-        source: Some(ObjectEntry {
-            key: "data/é".into(),
-            size: 5,
-            etag: Some("abc".into()),
-        }),
+        source: Some(ObjectEntry { key: "data/é".into(), size: 5, etag: Some("abc".into()) }),
         destination: None,
         detail: Some("not in the destination".into()),
         ..issue("é", IssueKind::Missing)
@@ -80,10 +73,7 @@ pub(super) async fn issues_page_in_key_kind_order_and_store_repeats_once(store: 
     assert_eq!(want.len(), 12, "the expected set itself");
 
     let whole = store.issues(&id, None, 100).await.unwrap();
-    assert_eq!(
-        whole, want,
-        "one page: every issue once, in (key, kind) order"
-    );
+    assert_eq!(whole, want, "one page: every issue once, in (key, kind) order");
     for page in [1, 2, 5] {
         assert_eq!(all_pages(&store, &id, page).await, want, "pages of {page}");
     }
@@ -93,13 +83,7 @@ pub(super) async fn issues_page_in_key_kind_order_and_store_repeats_once(store: 
     let keys: Vec<(&str, IssueKind)> = next.iter().map(|i| (i.key.as_str(), i.kind)).collect();
     assert_eq!(keys, [("a", IssueKind::Extra), ("a", IssueKind::Missing)]);
     let last = want.last().cloned();
-    assert!(
-        store
-            .issues(&id, last.as_ref(), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.issues(&id, last.as_ref(), 10).await.unwrap().is_empty());
     let theirs = store.issues(&other, None, 100).await.unwrap();
     assert_eq!(theirs, c3.issues, "each job sees only its own issues");
 }

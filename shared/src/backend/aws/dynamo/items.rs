@@ -8,9 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::jobstore::MAX_CHILDREN;
-use crate::model::{
-    Counters, IssueKind, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentRecord,
-};
+use crate::model::{Counters, IssueKind, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentRecord};
 
 /// One DynamoDB item.
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -84,16 +82,9 @@ pub(super) fn kind_name(k: IssueKind) -> Result<String> {
 /// The ranges without repeats (by id, first kept), refusing more than [`MAX_CHILDREN`].
 pub(super) fn distinct(ranges: &[KeyRange], what: &str) -> Result<Vec<KeyRange>> {
     let mut seen = HashSet::new();
-    let out: Vec<KeyRange> = ranges
-        .iter()
-        .filter(|r| seen.insert(r.id()))
-        .cloned()
-        .collect();
+    let out: Vec<KeyRange> = ranges.iter().filter(|r| seen.insert(r.id())).cloned().collect();
     if out.len() > MAX_CHILDREN {
-        return Err(Error::invalid(format!(
-            "{} {what}: at most {MAX_CHILDREN} per write",
-            out.len()
-        )));
+        return Err(Error::invalid(format!("{} {what}: at most {MAX_CHILDREN} per write", out.len())));
     }
     Ok(out)
 }
@@ -114,9 +105,7 @@ fn get_n(item: &Item, name: &str) -> Result<i64> {
 }
 
 fn malformed(name: &str, v: Option<&AttributeValue>) -> Error {
-    Error::permanent(format!(
-        "malformed job store item: attribute {name} is {v:?}"
-    ))
+    Error::permanent(format!("malformed job store item: attribute {name} is {v:?}"))
 }
 
 /// A new running job with `outstanding` first segments.
@@ -137,10 +126,7 @@ pub(super) fn job_item(spec: &JobSpec, outstanding: usize, now: i64) -> Result<I
 pub(super) fn job_from(item: &Item) -> Result<JobRecord> {
     let spec: JobSpec = serde_json::from_str(get_s(item, "spec")?)?;
     let state = get_s(item, "state")?;
-    let values = Counters::NAMES
-        .iter()
-        .map(|name| get_n(item, name))
-        .collect::<Result<Vec<i64>>>()?;
+    let values = Counters::NAMES.iter().map(|name| get_n(item, name)).collect::<Result<Vec<i64>>>()?;
     Ok(JobRecord {
         state: JobState::parse(state)
             .ok_or_else(|| Error::permanent(format!("job {}: unknown state {state:?}", spec.id)))?,
@@ -206,14 +192,7 @@ mod tests {
     }
 
     fn sk_of(key: &str, kind: IssueKind) -> String {
-        issue_sk(&ObjectIssue {
-            key: key.into(),
-            kind,
-            source: None,
-            destination: None,
-            detail: None,
-        })
-        .unwrap()
+        issue_sk(&ObjectIssue { key: key.into(), kind, source: None, destination: None, detail: None }).unwrap()
     }
 
     #[test]
@@ -227,15 +206,8 @@ mod tests {
         let longest = "é".repeat(512);
         let long_sk = sk_of(&longest, IssueKind::ChangedInSource);
         assert!(long_sk.len() <= 1024, "{}", long_sk.len());
-        let (a, b) = (
-            format!("{}a", "k".repeat(600)),
-            format!("{}b", "k".repeat(600)),
-        );
-        assert_ne!(
-            sk(&a),
-            sk(&b),
-            "truncated keys still have distinct sort keys"
-        );
+        let (a, b) = (format!("{}a", "k".repeat(600)), format!("{}b", "k".repeat(600)));
+        assert_ne!(sk(&a), sk(&b), "truncated keys still have distinct sort keys");
         assert_eq!(issue_group(&a), issue_group(&b), "and share a group");
         assert!(sk("a").ends_with("#missing"));
     }

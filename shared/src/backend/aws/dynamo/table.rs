@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TableStatus,
 };
 
 use super::items::JOBS_INDEX;
@@ -19,19 +19,11 @@ fn build_err(e: impl std::fmt::Display) -> Error {
 }
 
 fn key_element(name: &str, kind: KeyType) -> Result<KeySchemaElement> {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .map_err(build_err)
+    KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(build_err)
 }
 
 fn attribute(name: &str, t: ScalarAttributeType) -> Result<AttributeDefinition> {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(t)
-        .build()
-        .map_err(build_err)
+    AttributeDefinition::builder().attribute_name(name).attribute_type(t).build().map_err(build_err)
 }
 
 /// Creates `table` (on-demand billing, `pk`/`sk` keys, the sparse `jobs-by-created` index)
@@ -43,11 +35,7 @@ pub(super) async fn ensure(client: &aws_sdk_dynamodb::Client, table: &str) -> Re
         .key_schema(key_element("gsi1pk", KeyType::Hash)?)
         .key_schema(key_element("created_ms", KeyType::Range)?)
         // Keys only: counter updates then never write the index (see the module doc).
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::KeysOnly)
-                .build(),
-        )
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
         .build()
         .map_err(build_err)?;
     let created = client
@@ -65,10 +53,7 @@ pub(super) async fn ensure(client: &aws_sdk_dynamodb::Client, table: &str) -> Re
         .await;
     match created {
         Ok(_) => tracing::info!(table = %table, "created the job store table"),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|se| se.is_resource_in_use_exception()) =>
-        {
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_in_use_exception()) => {
             tracing::debug!(table = %table, "job store table exists");
         }
         Err(e) => return Err(sdk_error(&format!("creating table {table}"), e)),
@@ -86,13 +71,8 @@ async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(
             .send()
             .await
             .map_err(|e| sdk_error(&format!("describing table {table}"), e))?;
-        let desc = out
-            .table
-            .ok_or_else(|| Error::permanent(format!("table {table}: empty description")))?;
-        let index = desc
-            .global_secondary_indexes()
-            .iter()
-            .find(|i| i.index_name() == Some(JOBS_INDEX));
+        let desc = out.table.ok_or_else(|| Error::permanent(format!("table {table}: empty description")))?;
+        let index = desc.global_secondary_indexes().iter().find(|i| i.index_name() == Some(JOBS_INDEX));
         let Some(index) = index else {
             return Err(Error::invalid(format!(
                 "table {table} exists without the {JOBS_INDEX} index: not a bucketclone job table"
@@ -100,16 +80,12 @@ async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(
         };
         let table_active = desc.table_status() == Some(&TableStatus::Active);
         // Emulators may omit the index status: absent counts as active.
-        let index_active = index
-            .index_status()
-            .is_none_or(|s| *s == IndexStatus::Active);
+        let index_active = index.index_status().is_none_or(|s| *s == IndexStatus::Active);
         if table_active && index_active {
             return Ok(());
         }
         if started.elapsed() > ACTIVE_TIMEOUT {
-            return Err(Error::transient(format!(
-                "table {table} not ACTIVE after {ACTIVE_TIMEOUT:?}"
-            )));
+            return Err(Error::transient(format!("table {table} not ACTIVE after {ACTIVE_TIMEOUT:?}")));
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));

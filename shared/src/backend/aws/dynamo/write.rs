@@ -13,9 +13,7 @@ use aws_sdk_dynamodb::types::{
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use super::DynamoJobStore;
-use super::items::{
-    Item, is_done, issue_item, issue_sk, job_item, job_pk, key, n, s, seg_sk, segment_item,
-};
+use super::items::{Item, is_done, issue_item, issue_sk, job_item, job_pk, key, n, s, seg_sk, segment_item};
 use crate::backend::aws::sdk_error;
 use crate::error::{Error, Result};
 use crate::jobstore::Recorded;
@@ -30,12 +28,9 @@ const CCF: &str = "ConditionalCheckFailed";
 /// The cancellation reason codes of a cancelled transaction, one per action, in order.
 fn cancellation(e: &SdkError<TransactWriteItemsError, HttpResponse>) -> Option<Vec<String>> {
     match e.as_service_error()? {
-        TransactWriteItemsError::TransactionCanceledException(t) => Some(
-            t.cancellation_reasons()
-                .iter()
-                .map(|r| r.code().unwrap_or("None").to_string())
-                .collect(),
-        ),
+        TransactWriteItemsError::TransactionCanceledException(t) => {
+            Some(t.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_string()).collect())
+        }
         _ => None,
     }
 }
@@ -45,8 +40,7 @@ fn cancellation(e: &SdkError<TransactWriteItemsError, HttpResponse>) -> Option<V
 fn cancelled(what: &str, codes: &[String]) -> Error {
     let msg = format!("{what}: transaction cancelled: {}", codes.join(", "));
     let has = |c: &str| codes.iter().any(|x| x == c);
-    if has("TransactionConflict") || has("ThrottlingError") || has("ProvisionedThroughputExceeded")
-    {
+    if has("TransactionConflict") || has("ThrottlingError") || has("ProvisionedThroughputExceeded") {
         Error::Transient(msg)
     } else if has("ValidationError") {
         Error::Invalid(msg)
@@ -89,10 +83,7 @@ fn build_err(e: impl std::fmt::Display) -> Error {
 }
 
 fn names(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 impl DynamoJobStore {
@@ -114,18 +105,11 @@ impl DynamoJobStore {
             // Unconditional, like SQLite's REPLACE: a job that does not exist owns no segments.
             actions.push(self.put(segment_item(&spec.id, r)?, None)?);
         }
-        let sent = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions))
-            .send()
-            .await;
+        let sent = self.client.transact_write_items().set_transact_items(Some(actions)).send().await;
         match sent {
             Ok(_) => Ok(Recorded::Now),
             Err(e) => match cancellation(&e) {
-                Some(codes) if codes.first().map(String::as_str) == Some(CCF) => {
-                    Ok(Recorded::Already)
-                }
+                Some(codes) if codes.first().map(String::as_str) == Some(CCF) => Ok(Recorded::Already),
                 Some(codes) => Err(cancelled("creating job", &codes)),
                 None => Err(sdk_error("creating job", e)),
             },
@@ -133,11 +117,7 @@ impl DynamoJobStore {
     }
 
     /// One attempt at a completion (see the parent module's doc for the protocol).
-    pub(super) async fn complete_once(
-        &self,
-        c: &SegmentCompletion,
-        children: &[KeyRange],
-    ) -> Result<Recorded> {
+    pub(super) async fn complete_once(&self, c: &SegmentCompletion, children: &[KeyRange]) -> Result<Recorded> {
         let (pk, seg) = (job_pk(&c.job), seg_sk(&c.range));
         let mut issues_written = false;
         for _ in 0..CHILD_RACE_ROUNDS {
@@ -153,29 +133,15 @@ impl DynamoJobStore {
                 self.put_issues(&c.job, &c.issues).await?;
                 issues_written = true;
             }
-            let new: Vec<&KeyRange> = children
-                .iter()
-                .filter(|k| !found.contains_key(&(pk.clone(), seg_sk(k))))
-                .collect();
-            let outcome = Counters {
-                outstanding: new.len() as i64 - 1,
-                segments_done: 1,
-                ..c.delta
-            };
-            let mut actions = vec![
-                self.segment_done(c, children, &outcome)?,
-                self.job_add(&pk, &outcome)?,
-            ];
+            let new: Vec<&KeyRange> =
+                children.iter().filter(|k| !found.contains_key(&(pk.clone(), seg_sk(k)))).collect();
+            let outcome = Counters { outstanding: new.len() as i64 - 1, segments_done: 1, ..c.delta };
+            let mut actions = vec![self.segment_done(c, children, &outcome)?, self.job_add(&pk, &outcome)?];
             for k in &new {
                 let child = segment_item(&c.job, k)?;
                 actions.push(self.put(child, Some("attribute_not_exists(pk)"))?);
             }
-            let sent = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(actions))
-                .send()
-                .await;
+            let sent = self.client.transact_write_items().set_transact_items(Some(actions)).send().await;
             let codes = match sent {
                 Ok(_) => return Ok(Recorded::Now),
                 Err(e) => match cancellation(&e) {
@@ -250,9 +216,7 @@ impl DynamoJobStore {
     /// The job's counters += `outcome` (its non-zero fields), and `updated_ms`.
     fn job_add(&self, pk: &str, outcome: &Counters) -> Result<TransactWriteItem> {
         let mut adds = Vec::new();
-        let mut b = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(pk, super::items::JOB_SK)));
+        let mut b = Update::builder().table_name(&self.table).set_key(Some(key(pk, super::items::JOB_SK)));
         for (i, (name, v)) in Counters::NAMES.iter().zip(outcome.values()).enumerate() {
             if v != 0 || *name == "segments_done" {
                 adds.push(format!("#c{i} :c{i}"));
@@ -278,10 +242,7 @@ impl DynamoJobStore {
         let mut requests = Vec::new();
         for i in issues {
             if seen.insert(issue_sk(i)?) {
-                let put = PutRequest::builder()
-                    .set_item(Some(issue_item(job, i)?))
-                    .build()
-                    .map_err(build_err)?;
+                let put = PutRequest::builder().set_item(Some(issue_item(job, i)?)).build().map_err(build_err)?;
                 requests.push(WriteRequest::builder().put_request(put).build());
             }
         }
@@ -295,10 +256,7 @@ impl DynamoJobStore {
                     .send()
                     .await
                     .map_err(|e| sdk_error("writing issues", e))?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
+                pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
                 if pending.is_empty() {
                     break;
                 }
@@ -315,10 +273,7 @@ impl DynamoJobStore {
     pub(super) async fn batch_get(&self, keys: Vec<Item>) -> Result<HashMap<ItemKey, Item>> {
         let mut found = HashMap::new();
         let mut seen = HashSet::new();
-        let keys: Vec<Item> = keys
-            .into_iter()
-            .filter(|k| seen.insert(item_key(k)))
-            .collect();
+        let keys: Vec<Item> = keys.into_iter().filter(|k| seen.insert(item_key(k))).collect();
         for chunk in keys.chunks(100) {
             let mut pending = Some(
                 KeysAndAttributes::builder()
@@ -336,11 +291,7 @@ impl DynamoJobStore {
                     .send()
                     .await
                     .map_err(|e| sdk_error("reading items", e))?;
-                for item in out
-                    .responses
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default()
-                {
+                for item in out.responses.and_then(|mut m| m.remove(&self.table)).unwrap_or_default() {
                     found.insert(item_key(&item), item);
                 }
                 pending = out.unprocessed_keys.and_then(|mut m| m.remove(&self.table));
@@ -392,17 +343,8 @@ mod tests {
         assert_eq!(v(&["None", CCF]), Verdict::JobMissing);
         assert_eq!(v(&["None", "None", "None", CCF]), Verdict::ChildAppeared);
         // A conflict wins over conditions: the conditions were judged on a moving item.
-        assert!(matches!(
-            v(&[CCF, "TransactionConflict"]),
-            Verdict::Failed(Error::Transient(_))
-        ));
-        assert!(matches!(
-            v(&["None", "ValidationError"]),
-            Verdict::Failed(Error::Invalid(_))
-        ));
-        assert!(matches!(
-            v(&["None", "None"]),
-            Verdict::Failed(Error::Permanent(_))
-        ));
+        assert!(matches!(v(&[CCF, "TransactionConflict"]), Verdict::Failed(Error::Transient(_))));
+        assert!(matches!(v(&["None", "ValidationError"]), Verdict::Failed(Error::Invalid(_))));
+        assert!(matches!(v(&["None", "None"]), Verdict::Failed(Error::Permanent(_))));
     }
 }

@@ -32,9 +32,7 @@ pub(super) async fn expect_end(body: &mut Body, size: u64) -> Result<()> {
     let mut one = [0u8; 1];
     match body.read(&mut one).await? {
         0 => Ok(()),
-        _ => Err(Error::permanent(format!(
-            "the body is longer than its size {size}"
-        ))),
+        _ => Err(Error::permanent(format!("the body is longer than its size {size}"))),
     }
 }
 
@@ -68,10 +66,7 @@ impl ReaderBody {
     }
 
     fn reader(&mut self) -> Pin<&mut (dyn AsyncRead + Send)> {
-        self.reader
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
+        self.reader.get_mut().unwrap_or_else(|e| e.into_inner()).as_mut()
     }
 }
 
@@ -79,10 +74,7 @@ impl http_body::Body for ReaderBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         let this = self.get_mut();
         loop {
             if this.finished {
@@ -139,9 +131,7 @@ mod tests {
     }
 
     fn reader(n: usize) -> Body {
-        Box::pin(std::io::Cursor::new(
-            (0..n).map(|i| i as u8).collect::<Vec<_>>(),
-        ))
+        Box::pin(std::io::Cursor::new((0..n).map(|i| i as u8).collect::<Vec<_>>()))
     }
 
     #[tokio::test]

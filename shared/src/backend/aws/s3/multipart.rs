@@ -26,12 +26,7 @@ const COPY_PART: u64 = 512 << 20;
 const MAX_PARTS: u64 = 10_000;
 
 /// Every byte but unreserved characters and `/` is percent-encoded.
-const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
+const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
 
 /// The `x-amz-copy-source` value for `bucket/key`: the SDK sends it as given, so the key
 /// must be percent-encoded here.
@@ -45,10 +40,7 @@ pub(super) fn copy_error<E>(
     source: &CopySource,
     src: &ObjectEntry,
     dst_key: &str,
-    e: aws_smithy_runtime_api::client::result::SdkError<
-        E,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >,
+    e: aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
 ) -> Error
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -91,10 +83,7 @@ pub(super) async fn copy(
     let missing = || Error::NotFound(format!("s3://{}/{}", source.bucket, src.key));
     // A plain HEAD checks the source is still the listed object (a part HEAD carries the
     // part's ETag on some servers); part 1's HEAD gives the part size and count.
-    let cur = store
-        .head_in(&source.bucket, &src.key, None)
-        .await?
-        .ok_or_else(missing)?;
+    let cur = store.head_in(&source.bucket, &src.key, None).await?.ok_or_else(missing)?;
     let cur_size = cur.content_length().unwrap_or(0).max(0) as u64;
     if cur.e_tag().map(unquote_etag) != src.etag || cur_size != src.size {
         return Err(Error::Permanent(format!(
@@ -102,10 +91,7 @@ pub(super) async fn copy(
             source.bucket, src.key
         )));
     }
-    let head1 = store
-        .head_in(&source.bucket, &src.key, Some(1))
-        .await?
-        .ok_or_else(missing)?;
+    let head1 = store.head_in(&source.bucket, &src.key, Some(1)).await?.ok_or_else(missing)?;
     let parts = part_ranges(store, source, src, &head1).await?;
     let id = create(store, dst_key, Some(&head1)).await?;
     let header = copy_source_header(&source.bucket, &src.key);
@@ -123,10 +109,7 @@ pub(super) async fn copy(
                 .copy_source_range(format!("bytes={start}-{end}"))
                 .set_copy_source_if_match(if_match.clone());
             async move {
-                let out = req
-                    .send()
-                    .await
-                    .map_err(|e| copy_error(source, src, dst_key, e))?;
+                let out = req.send().await.map_err(|e| copy_error(source, src, dst_key, e))?;
                 let etag = out.copy_part_result().and_then(|r| r.e_tag());
                 Ok(completed(i as i32 + 1, etag))
             }
@@ -158,10 +141,7 @@ async fn part_ranges(
     let last = size.saturating_sub((n - 1) * first);
     if first > 0 && (n - 1) * first < size && last <= first {
         let last_ok = n == 1
-            || store
-                .head_in(&source.bucket, &src.key, Some(n as i32))
-                .await?
-                .and_then(|h| h.content_length())
+            || store.head_in(&source.bucket, &src.key, Some(n as i32)).await?.and_then(|h| h.content_length())
                 == Some(last as i64);
         if last_ok {
             return Ok(ranges(uniform(size, first)));
@@ -170,12 +150,9 @@ async fn part_ranges(
     let sizes: Vec<u64> = futures::stream::iter(1..=n as i32)
         .map(|i| async move {
             let h = store.head_in(&source.bucket, &src.key, Some(i)).await?;
-            let len = h.and_then(|h| h.content_length()).ok_or_else(|| {
-                Error::Permanent(format!(
-                    "s3://{}/{}: part {i} vanished",
-                    source.bucket, src.key
-                ))
-            })?;
+            let len = h
+                .and_then(|h| h.content_length())
+                .ok_or_else(|| Error::Permanent(format!("s3://{}/{}: part {i} vanished", source.bucket, src.key)))?;
             Ok::<u64, Error>(len.max(0) as u64)
         })
         .buffered(PARALLEL)
@@ -221,9 +198,7 @@ pub(super) async fn upload(
                 .body(ByteStream::from(data))
                 .send()
                 .await
-                .map_err(|e| {
-                    sdk_error(&format!("upload part {} of {}", i + 1, store.url(key)), e)
-                })?;
+                .map_err(|e| sdk_error(&format!("upload part {} of {}", i + 1, store.url(key)), e))?;
             parts.push(completed(i as i32 + 1, out.e_tag()));
         }
         body::expect_end(&mut body, size).await?;
@@ -238,10 +213,7 @@ pub(super) async fn upload(
 }
 
 fn completed(n: i32, etag: Option<&str>) -> CompletedPart {
-    CompletedPart::builder()
-        .part_number(n)
-        .set_e_tag(etag.map(str::to_string))
-        .build()
+    CompletedPart::builder().part_number(n).set_e_tag(etag.map(str::to_string)).build()
 }
 
 /// Starts a multipart upload, carrying the source's content headers and metadata if given.
@@ -260,9 +232,7 @@ async fn create(store: &S3Store, key: &str, like: Option<&HeadObjectOutput>) -> 
         .send()
         .await
         .map_err(|e| sdk_error(&format!("start upload to {}", store.url(key)), e))?;
-    out.upload_id()
-        .map(str::to_string)
-        .ok_or_else(|| Error::transient(format!("no upload id for {}", store.url(key))))
+    out.upload_id().map(str::to_string).ok_or_else(|| Error::transient(format!("no upload id for {}", store.url(key))))
 }
 
 /// Completes the upload with its parts in order; returns the new object's ETag.
@@ -282,11 +252,7 @@ async fn complete(
         .bucket(&store.bucket)
         .key(key)
         .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
         .send()
         .await;
     let e = match r {
@@ -305,35 +271,15 @@ async fn complete(
             return Ok(h.etag);
         }
     }
-    Err(sdk_error(
-        &format!("complete upload to {}", store.url(key)),
-        e,
-    ))
+    Err(sdk_error(&format!("complete upload to {}", store.url(key)), e))
 }
 
 /// The new object on success; on failure aborts the upload and returns the error.
-async fn finish(
-    store: &S3Store,
-    key: &str,
-    id: &str,
-    etag: Result<Option<String>>,
-    size: u64,
-) -> Result<ObjectEntry> {
+async fn finish(store: &S3Store, key: &str, id: &str, etag: Result<Option<String>>, size: u64) -> Result<ObjectEntry> {
     match etag {
-        Ok(etag) => Ok(ObjectEntry {
-            key: key.to_string(),
-            size,
-            etag,
-        }),
+        Ok(etag) => Ok(ObjectEntry { key: key.to_string(), size, etag }),
         Err(e) => {
-            let abort = store
-                .client
-                .abort_multipart_upload()
-                .bucket(&store.bucket)
-                .key(key)
-                .upload_id(id)
-                .send()
-                .await;
+            let abort = store.client.abort_multipart_upload().bucket(&store.bucket).key(key).upload_id(id).send().await;
             if let Err(a) = abort {
                 tracing::warn!(key = %key, upload_id = %id, error = %sdk_error("abort", a), "could not abort a failed upload");
             }
@@ -348,10 +294,7 @@ mod tests {
 
     #[test]
     fn copy_source_keeps_slashes_and_unreserved_characters_only() {
-        assert_eq!(
-            copy_source_header("b", "a/b c+d%e?f#g"),
-            "b/a/b%20c%2Bd%25e%3Ff%23g"
-        );
+        assert_eq!(copy_source_header("b", "a/b c+d%e?f#g"), "b/a/b%20c%2Bd%25e%3Ff%23g");
         assert_eq!(copy_source_header("b", "~x-y_z.w"), "b/~x-y_z.w");
         assert_eq!(copy_source_header("b", "é"), "b/%C3%A9");
     }

@@ -28,11 +28,7 @@ pub struct QueueSettings {
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        QueueSettings {
-            visibility_secs: 120,
-            max_receives: 10,
-            retention_secs: 4 * 24 * 3600,
-        }
+        QueueSettings { visibility_secs: 120, max_receives: 10, retention_secs: 4 * 24 * 3600 }
     }
 }
 
@@ -66,9 +62,7 @@ impl SqsQueue {
         settings.validate()?;
         let valid = name.len() <= 76
             && !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid {
             return Err(Error::invalid(format!(
                 "queue name {name:?}: use 1-76 letters, digits, '-' or '_' (standard queues)"
@@ -76,35 +70,22 @@ impl SqsQueue {
         }
         let client = ctx.sqs();
         let dlq_name = format!("{name}-dlq");
-        let dlq_attrs = [(
-            QueueAttributeName::MessageRetentionPeriod,
-            DLQ_RETENTION_SECS.to_string(),
-        )];
+        let dlq_attrs = [(QueueAttributeName::MessageRetentionPeriod, DLQ_RETENTION_SECS.to_string())];
         let dlq_url = create_or_update(&client, &dlq_name, &dlq_attrs).await?;
-        let dlq = SqsQueue {
-            client: client.clone(),
-            url: dlq_url,
-        };
-        let dlq_arn = dlq.attributes().await?.remove("QueueArn").ok_or_else(|| {
-            Error::permanent(format!("queue {dlq_name} has no QueueArn attribute"))
-        })?;
+        let dlq = SqsQueue { client: client.clone(), url: dlq_url };
+        let dlq_arn = dlq
+            .attributes()
+            .await?
+            .remove("QueueArn")
+            .ok_or_else(|| Error::permanent(format!("queue {dlq_name} has no QueueArn attribute")))?;
         let redrive = serde_json::json!({
             "deadLetterTargetArn": dlq_arn,
             "maxReceiveCount": settings.max_receives.to_string(),
         });
         let attrs = [
-            (
-                QueueAttributeName::VisibilityTimeout,
-                settings.visibility_secs.to_string(),
-            ),
-            (
-                QueueAttributeName::MessageRetentionPeriod,
-                settings.retention_secs.to_string(),
-            ),
-            (
-                QueueAttributeName::ReceiveMessageWaitTimeSeconds,
-                MAX_WAIT_SECS.to_string(),
-            ),
+            (QueueAttributeName::VisibilityTimeout, settings.visibility_secs.to_string()),
+            (QueueAttributeName::MessageRetentionPeriod, settings.retention_secs.to_string()),
+            (QueueAttributeName::ReceiveMessageWaitTimeSeconds, MAX_WAIT_SECS.to_string()),
             (QueueAttributeName::RedrivePolicy, redrive.to_string()),
         ];
         let url = create_or_update(&client, name, &attrs).await?;
@@ -123,10 +104,7 @@ impl SqsQueue {
             .await
             .map_err(|e| sdk_error(&format!("reading attributes of {}", self.url), e))?;
         let attrs = out.attributes().cloned().unwrap_or_default();
-        Ok(attrs
-            .into_iter()
-            .map(|(k, v)| (k.as_str().to_string(), v))
-            .collect())
+        Ok(attrs.into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect())
     }
 }
 
@@ -137,9 +115,7 @@ async fn queue_url(client: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
         .send()
         .await
         .map_err(|e| sdk_error(&format!("looking up queue {name}"), e))?;
-    out.queue_url()
-        .map(str::to_string)
-        .ok_or_else(|| Error::NotFound(format!("queue {name}: no URL returned")))
+    out.queue_url().map(str::to_string).ok_or_else(|| Error::NotFound(format!("queue {name}: no URL returned")))
 }
 
 /// Creates the queue with `attrs`; if it exists with other attributes, sets them.
@@ -149,20 +125,14 @@ async fn create_or_update(
     attrs: &[(QueueAttributeName, String)],
 ) -> Result<String> {
     let map: HashMap<_, _> = attrs.iter().cloned().collect();
-    let created = client
-        .create_queue()
-        .queue_name(name)
-        .set_attributes(Some(map.clone()))
-        .send()
-        .await;
+    let created = client.create_queue().queue_name(name).set_attributes(Some(map.clone())).send().await;
     match created {
         Ok(out) => out
             .queue_url()
             .map(str::to_string)
             .ok_or_else(|| Error::permanent(format!("creating queue {name}: no URL returned"))),
         Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_queue_name_exists())
+            if e.as_service_error().is_some_and(|s| s.is_queue_name_exists())
                 || matches!(e.code(), Some("QueueAlreadyExists" | "QueueNameExists")) =>
         {
             let url = queue_url(client, name).await?;

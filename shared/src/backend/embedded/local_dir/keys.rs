@@ -55,10 +55,7 @@ pub(super) fn key_path(root: &Path, key: &str) -> Result<PathBuf> {
 
 /// The `Permanent` error for a key this directory cannot hold.
 pub(super) fn unsupported(root: &Path, key: &str, reason: &str) -> Error {
-    Error::Permanent(format!(
-        "key {key:?} cannot be stored in directory {}: {reason}",
-        root.display()
-    ))
+    Error::Permanent(format!("key {key:?} cannot be stored in directory {}: {reason}", root.display()))
 }
 
 /// The key-space prefix of the directory holding `key` (`"a/b/"` for `a/b/c`, `""` at the
@@ -111,13 +108,7 @@ mod tests {
     fn ordinary_keys_map_inside_the_root() {
         let root = Path::new("/srv/data");
         let seg = "y".repeat(255);
-        for key in [
-            "a",
-            "a b/c+d%20",
-            ".hidden/..dots",
-            "x.../...y",
-            seg.as_str(),
-        ] {
+        for key in ["a", "a b/c+d%20", ".hidden/..dots", "x.../...y", seg.as_str()] {
             let p = key_path(root, key).unwrap();
             assert!(p.starts_with(root) && p != root);
             assert_eq!(p.strip_prefix(root).unwrap().to_str().unwrap(), key);

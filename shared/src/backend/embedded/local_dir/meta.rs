@@ -29,10 +29,7 @@ pub(super) struct EtagCache {
 impl EtagCache {
     /// Forgets the hash of `key` (the store changed it).
     pub(super) fn invalidate(&self, key: &str) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
     /// The object at `path` for `key`, or `None` when there is no regular file there.
@@ -46,9 +43,7 @@ impl EtagCache {
         let (size, mtime) = (meta.len(), meta.modified()?);
         let cached = {
             let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            map.get(key)
-                .filter(|(s, t, _)| *s == size && *t == mtime)
-                .map(|(_, _, h)| h.clone())
+            map.get(key).filter(|(s, t, _)| *s == size && *t == mtime).map(|(_, _, h)| h.clone())
         };
         let etag = match cached {
             Some(h) => h,
@@ -62,17 +57,11 @@ impl EtagCache {
                 h
             }
         };
-        Ok(Some(ObjectEntry {
-            key: key.to_string(),
-            size,
-            etag: Some(etag),
-        }))
+        Ok(Some(ObjectEntry { key: key.to_string(), size, etag: Some(etag) }))
     }
 
     fn remember(&self, key: &str, size: u64, mtime: SystemTime, hash: &str) {
-        let settled = SystemTime::now()
-            .duration_since(mtime)
-            .is_ok_and(|age| age >= SETTLE);
+        let settled = SystemTime::now().duration_since(mtime).is_ok_and(|age| age >= SETTLE);
         if !settled {
             return;
         }
@@ -114,12 +103,7 @@ mod tests {
         assert!(cache.inner.lock().unwrap().is_empty(), "fresh file cached");
 
         let old = SystemTime::now() - Duration::from_secs(60);
-        std::fs::File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        std::fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
         cache.entry(&p, "k").unwrap();
         assert_eq!(cache.inner.lock().unwrap().len(), 1);
         // Same size, new content and mtime: the hash follows.

@@ -8,12 +8,7 @@ fn store_in(dir: &Path) -> LocalDirStore {
 }
 
 fn all(max_keys: usize) -> ListRequest {
-    ListRequest {
-        prefix: String::new(),
-        start_after: String::new(),
-        end: None,
-        max_keys,
-    }
+    ListRequest { prefix: String::new(), start_after: String::new(), end: None, max_keys }
 }
 
 #[tokio::test]
@@ -21,11 +16,7 @@ async fn local_dir_store_passes_the_conformance_suite() {
     let base = Arc::new(tempfile::tempdir().unwrap());
     let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let missing: Arc<dyn ObjectStore> = Arc::new(store_in(&base.path().join("missing")));
-    let caps = Caps {
-        s3_only_keys: false,
-        list_etags: true,
-        missing,
-    };
+    let caps = Caps { s3_only_keys: false, list_etags: true, missing };
     suite::run(
         || {
             let (base, n) = (base.clone(), n.clone());
@@ -48,10 +39,7 @@ async fn put_never_writes_through_a_symlink_out_of_the_root() {
     std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
     let store = store_in(dir.path());
     let r = store.put("link/x", suite_body(b"data"), 4).await;
-    assert!(
-        matches!(&r, Err(Error::Permanent(m)) if m.contains("outside")),
-        "{r:?}"
-    );
+    assert!(matches!(&r, Err(Error::Permanent(m)) if m.contains("outside")), "{r:?}");
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
 
@@ -63,19 +51,13 @@ async fn keys_that_clash_with_files_and_directories_are_permanent_errors() {
     store.put("d/x", suite_body(b"2"), 1).await.unwrap();
     for key in ["f/under", "d"] {
         let r = store.put(key, suite_body(b"3"), 1).await;
-        assert!(
-            matches!(&r, Err(Error::Permanent(m)) if m.contains(&format!("{key:?}"))),
-            "{key}: {r:?}"
-        );
+        assert!(matches!(&r, Err(Error::Permanent(m)) if m.contains(&format!("{key:?}"))), "{key}: {r:?}");
     }
     // Neither left a temp file behind, nor changed the objects.
     let page = store.list(&all(10)).await.unwrap();
     let keys: Vec<_> = page.entries.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["d/x", "f"]);
-    let names: Vec<_> = std::fs::read_dir(dir.path().join("d"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("d")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["x"]);
 }
 
@@ -83,21 +65,14 @@ async fn keys_that_clash_with_files_and_directories_are_permanent_errors() {
 async fn leftover_temp_files_and_special_files_never_list() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    std::fs::write(
-        dir.path().join("sub").join(format!("{TMP_PREFIX}abc")),
-        b"partial",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("sub").join(format!("{TMP_PREFIX}abc")), b"partial").unwrap();
     std::fs::write(dir.path().join("real"), b"r").unwrap();
     std::os::unix::net::UnixListener::bind(dir.path().join("sock")).unwrap();
     let store = store_in(dir.path());
     let page = store.list(&all(10)).await.unwrap();
     let keys: Vec<_> = page.entries.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["real"]);
-    assert_eq!(
-        store.head(&format!("sub/{TMP_PREFIX}abc")).await.unwrap(),
-        None
-    );
+    assert_eq!(store.head(&format!("sub/{TMP_PREFIX}abc")).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -109,10 +84,7 @@ async fn files_written_behind_the_stores_back_are_listed_with_their_md5() {
     std::fs::write(dir.path().join("a/2"), b"two").unwrap();
     let page = store.list(&all(10)).await.unwrap();
     assert_eq!(page.entries.len(), 2);
-    assert_eq!(
-        page.entries[1].etag.as_deref(),
-        Some("b8a9f715dbb64fd5c56e7783c6820a61")
-    );
+    assert_eq!(page.entries[1].etag.as_deref(), Some("b8a9f715dbb64fd5c56e7783c6820a61"));
 }
 
 #[tokio::test]
@@ -138,12 +110,8 @@ async fn a_page_in_a_large_flat_directory_honours_every_bound() {
     std::fs::create_dir(dir.path().join("k01000x")).unwrap();
     std::fs::write(dir.path().join("k01000x/inner"), b"").unwrap();
     let store = store_in(dir.path());
-    let req = ListRequest {
-        prefix: "k0".into(),
-        start_after: "k00999".into(),
-        end: Some("k01001".into()),
-        max_keys: 10,
-    };
+    let req =
+        ListRequest { prefix: "k0".into(), start_after: "k00999".into(), end: Some("k01001".into()), max_keys: 10 };
     let page = store.list(&req).await.unwrap();
     let keys: Vec<_> = page.entries.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["k01000", "k01000x/inner", "k01001"]);

@@ -68,9 +68,7 @@ impl DirCache {
             }
         }
         let listing = Arc::new(read_sorted(&dir)?);
-        let settled = SystemTime::now()
-            .duration_since(mtime)
-            .is_ok_and(|age| age >= SETTLE);
+        let settled = SystemTime::now().duration_since(mtime).is_ok_and(|age| age >= SETTLE);
         if settled && listing.len() <= CACHE_BUDGET {
             let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             if map.entries + listing.len() > CACHE_BUDGET {
@@ -88,10 +86,7 @@ impl DirCache {
 
 /// True for errors meaning "this path is not there (any more)".
 pub(super) fn vanished(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
 /// Reads `dir`, keeping regular files (also through symlinks) and directories (not through
@@ -116,9 +111,7 @@ fn read_sorted(dir: &Path) -> io::Result<Vec<String>> {
         let ft = ent.file_type()?;
         if ft.is_dir() {
             out.push(name + "/");
-        } else if ft.is_file()
-            || (ft.is_symlink() && ent.path().metadata().is_ok_and(|m| m.is_file()))
-        {
+        } else if ft.is_file() || (ft.is_symlink() && ent.path().metadata().is_ok_and(|m| m.is_file())) {
             out.push(name);
         }
     }
@@ -127,19 +120,8 @@ fn read_sorted(dir: &Path) -> io::Result<Vec<String>> {
 }
 
 /// Walks the tree under `root` for `req`, returning up to `limit` keys in key order.
-pub(super) fn walk(
-    root: &Path,
-    cache: &DirCache,
-    req: &ListRequest,
-    limit: usize,
-) -> io::Result<Vec<String>> {
-    let mut w = Walker {
-        root,
-        cache,
-        req,
-        limit,
-        out: Vec::new(),
-    };
+pub(super) fn walk(root: &Path, cache: &DirCache, req: &ListRequest, limit: usize) -> io::Result<Vec<String>> {
+    let mut w = Walker { root, cache, req, limit, out: Vec::new() };
     w.dir("")?;
     Ok(w.out)
 }
@@ -171,12 +153,7 @@ impl Walker<'_> {
             if !in_prefix {
                 return Ok(true);
             }
-            if self
-                .req
-                .end
-                .as_deref()
-                .is_some_and(|end| full.as_str() > end)
-            {
+            if self.req.end.as_deref().is_some_and(|end| full.as_str() > end) {
                 return Ok(true);
             }
             if is_dir {
@@ -221,12 +198,7 @@ mod tests {
         }
         std::fs::write(dir.path().join(format!("{TMP_PREFIX}123")), b"").unwrap();
         assert_eq!(read_sorted(dir.path()).unwrap(), ["a-b", "a.b", "a/", "a0"]);
-        let req = ListRequest {
-            prefix: String::new(),
-            start_after: String::new(),
-            end: None,
-            max_keys: 100,
-        };
+        let req = ListRequest { prefix: String::new(), start_after: String::new(), end: None, max_keys: 100 };
         let keys = walk(dir.path(), &DirCache::default(), &req, 100).unwrap();
         assert_eq!(keys, ["a-b", "a.b", "a/b/x", "a/c", "a0"]);
     }
@@ -253,16 +225,10 @@ mod tests {
         assert_eq!(cache.inner.lock().unwrap().dirs.len(), 0);
         // Once settled it is cached; an external change moves the mtime and is seen.
         let old = SystemTime::now() - Duration::from_secs(60);
-        std::fs::File::open(dir.path())
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        std::fs::File::open(dir.path()).unwrap().set_modified(old).unwrap();
         assert_eq!(*cache.entries(dir.path(), "").unwrap(), ["one", "two"]);
         assert_eq!(cache.inner.lock().unwrap().dirs.len(), 1);
         std::fs::write(dir.path().join("three"), b"").unwrap();
-        assert_eq!(
-            *cache.entries(dir.path(), "").unwrap(),
-            ["one", "three", "two"]
-        );
+        assert_eq!(*cache.entries(dir.path(), "").unwrap(), ["one", "three", "two"]);
     }
 }

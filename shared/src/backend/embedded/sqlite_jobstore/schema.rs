@@ -55,11 +55,7 @@ impl Sql {
     pub(super) fn new() -> Self {
         let cols: Vec<String> = Counters::NAMES.iter().map(|n| format!("c_{n}")).collect();
         let n = cols.len();
-        let sets: Vec<String> = cols
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c} = {c} + ?{}", i + 1))
-            .collect();
+        let sets: Vec<String> = cols.iter().enumerate().map(|(i, c)| format!("{c} = {c} + ?{}", i + 1)).collect();
         Sql {
             select_job: format!(
                 "SELECT spec, state, message, created_ms, updated_ms, {} FROM jobstore_job",
@@ -77,23 +73,15 @@ impl Sql {
 
 /// Creates the tables, and a `c_<name>` column for every counter the file lacks.
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
     tx.execute_batch(SCHEMA).map_err(db_err)?;
     let have: HashSet<String> = {
-        let mut st = tx
-            .prepare("SELECT name FROM pragma_table_info('jobstore_job')")
-            .map_err(db_err)?;
-        st.query_map([], |r| r.get(0))
-            .map_err(db_err)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(db_err)?
+        let mut st = tx.prepare("SELECT name FROM pragma_table_info('jobstore_job')").map_err(db_err)?;
+        st.query_map([], |r| r.get(0)).map_err(db_err)?.collect::<rusqlite::Result<_>>().map_err(db_err)?
     };
     for name in Counters::NAMES {
         if !have.contains(&format!("c_{name}")) {
-            let ddl =
-                format!("ALTER TABLE jobstore_job ADD COLUMN c_{name} INTEGER NOT NULL DEFAULT 0");
+            let ddl = format!("ALTER TABLE jobstore_job ADD COLUMN c_{name} INTEGER NOT NULL DEFAULT 0");
             tx.execute(&ddl, []).map_err(db_err)?;
         }
     }
@@ -132,10 +120,7 @@ pub(super) fn segment_from_row(r: &Row) -> Result<SegmentRecord> {
     let outcome: String = r.get(5).map_err(db_err)?;
     Ok(SegmentRecord {
         id: r.get(0).map_err(db_err)?,
-        range: KeyRange {
-            start_after: r.get(1).map_err(db_err)?,
-            end: r.get(2).map_err(db_err)?,
-        },
+        range: KeyRange { start_after: r.get(1).map_err(db_err)?, end: r.get(2).map_err(db_err)? },
         done: r.get(3).map_err(db_err)?,
         children: serde_json::from_str(&children)?,
         outcome: serde_json::from_str(&outcome)?,

@@ -10,9 +10,7 @@ async fn passes_the_job_store_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let n = AtomicUsize::new(0);
     crate::conformance::jobstore::run(|| {
-        let path = dir
-            .path()
-            .join(format!("jobs-{}.sqlite", n.fetch_add(1, Ordering::SeqCst)));
+        let path = dir.path().join(format!("jobs-{}.sqlite", n.fetch_add(1, Ordering::SeqCst)));
         async move { Arc::new(SqliteJobStore::open(&path).unwrap()) as Arc<dyn JobStore> }
     })
     .await;
@@ -28,13 +26,7 @@ async fn survives_reopening_the_file() {
         destination: Location::s3("dst-bkt", "x/").unwrap(),
         options: Default::default(),
     };
-    let (all, kid) = (
-        KeyRange::all(),
-        KeyRange {
-            start_after: "k".into(),
-            end: None,
-        },
-    );
+    let (all, kid) = (KeyRange::all(), KeyRange { start_after: "k".into(), end: None });
     let issue = ObjectIssue {
         key: "a b".into(),
         kind: IssueKind::Missing,
@@ -44,18 +36,11 @@ async fn survives_reopening_the_file() {
     };
     let before = {
         let store = SqliteJobStore::open(&path).unwrap();
-        store
-            .create_job(&spec, std::slice::from_ref(&all))
-            .await
-            .unwrap();
+        store.create_job(&spec, std::slice::from_ref(&all)).await.unwrap();
         let c = SegmentCompletion {
             job: "reopen".into(),
             range: all.clone(),
-            delta: Counters {
-                missing: 1,
-                source_objects: 4,
-                ..Default::default()
-            },
+            delta: Counters { missing: 1, source_objects: 4, ..Default::default() },
             children: vec![kid.clone()],
             issues: vec![issue.clone()],
             worker: "w".into(),
@@ -81,10 +66,7 @@ async fn adds_missing_counter_columns_to_an_old_file() {
     {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(SCHEMA).unwrap();
-        conn.execute_batch(
-            "ALTER TABLE jobstore_job ADD COLUMN c_outstanding INTEGER NOT NULL DEFAULT 0",
-        )
-        .unwrap();
+        conn.execute_batch("ALTER TABLE jobstore_job ADD COLUMN c_outstanding INTEGER NOT NULL DEFAULT 0").unwrap();
     }
     let store = SqliteJobStore::open(&path).unwrap();
     let spec = JobSpec {

@@ -35,46 +35,26 @@ async fn messages_and_leases_survive_reopening_the_file() {
     let (_dir, path) = temp_db();
     let q = SqliteQueue::open(&path, "segments").unwrap();
     q.push(&["a".into(), "b".into()]).await.unwrap();
-    let held = q
-        .pull(1, Duration::from_secs(600), Duration::ZERO)
-        .await
-        .unwrap();
+    let held = q.pull(1, Duration::from_secs(600), Duration::ZERO).await.unwrap();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].body, "a", "FIFO: the first pushed comes first");
     drop(q);
 
     let q = SqliteQueue::open(&path, "segments").unwrap();
-    assert_eq!(
-        q.depth().await.unwrap(),
-        QueueDepth {
-            visible: 1,
-            in_flight: 1
-        }
-    );
+    assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 1, in_flight: 1 });
     assert_eq!(q.release_all().await.unwrap(), 1);
-    let mut got = q
-        .pull(10, Duration::from_secs(600), Duration::ZERO)
-        .await
-        .unwrap();
+    let mut got = q.pull(10, Duration::from_secs(600), Duration::ZERO).await.unwrap();
     got.sort_by(|x, y| x.body.cmp(&y.body));
-    let seen: Vec<_> = got
-        .iter()
-        .map(|d| (d.body.as_str(), d.deliveries))
-        .collect();
+    let seen: Vec<_> = got.iter().map(|d| (d.body.as_str(), d.deliveries)).collect();
     assert_eq!(seen, [("a", 2), ("b", 1)]);
     // The lease held before the restart was invalidated by release_all.
-    assert!(matches!(
-        q.renew(&held[0].lease, Duration::from_secs(5)).await,
-        Err(Error::Conflict(_))
-    ));
+    assert!(matches!(q.renew(&held[0].lease, Duration::from_secs(5)).await, Err(Error::Conflict(_))));
 }
 
 #[tokio::test]
 async fn exhausted_messages_go_to_the_dead_letters() {
     let (_dir, path) = temp_db();
-    let q = SqliteQueue::open(&path, "poison")
-        .unwrap()
-        .with_max_deliveries(2);
+    let q = SqliteQueue::open(&path, "poison").unwrap().with_max_deliveries(2);
     q.push(&["poison".into(), "fine".into()]).await.unwrap();
     for round in 1..=2 {
         let got = q.pull(10, MS(1), Duration::ZERO).await.unwrap();
@@ -86,10 +66,7 @@ async fn exhausted_messages_go_to_the_dead_letters() {
         }
         tokio::time::sleep(MS(5)).await;
     }
-    assert!(
-        q.dead_letters().await.unwrap().is_empty(),
-        "dead-lettered too early"
-    );
+    assert!(q.dead_letters().await.unwrap().is_empty(), "dead-lettered too early");
     let third = q.pull(10, MS(1), Duration::ZERO).await.unwrap();
     assert!(third.is_empty(), "delivered a third time: {third:?}");
     assert_eq!(q.dead_letters().await.unwrap(), ["poison"]);
@@ -104,40 +81,19 @@ async fn a_stale_lease_cannot_touch_the_new_delivery() {
     let old = q.pull(1, MS(20), Duration::ZERO).await.unwrap().remove(0);
     tokio::time::sleep(MS(40)).await;
     // Expired: renewing now is refused even before anyone else took it.
-    assert!(matches!(
-        q.renew(&old.lease, MS(500)).await,
-        Err(Error::Conflict(_))
-    ));
-    let new = q
-        .pull(1, Duration::from_secs(60), Duration::ZERO)
-        .await
-        .unwrap()
-        .remove(0);
+    assert!(matches!(q.renew(&old.lease, MS(500)).await, Err(Error::Conflict(_))));
+    let new = q.pull(1, Duration::from_secs(60), Duration::ZERO).await.unwrap().remove(0);
     assert_eq!((new.body.as_str(), new.deliveries), ("m", 2));
 
-    assert!(matches!(
-        q.renew(&old.lease, MS(500)).await,
-        Err(Error::Conflict(_))
-    ));
+    assert!(matches!(q.renew(&old.lease, MS(500)).await, Err(Error::Conflict(_))));
     q.ack(&old.lease).await.expect("a stale ack is Ok");
     q.release(&old.lease).await.expect("a stale release is Ok");
-    assert_eq!(
-        q.depth().await.unwrap(),
-        QueueDepth {
-            visible: 0,
-            in_flight: 1
-        }
-    );
+    assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 1 });
 
-    q.renew(&new.lease, Duration::from_secs(60))
-        .await
-        .expect("the holder renews");
+    q.renew(&new.lease, Duration::from_secs(60)).await.expect("the holder renews");
     q.ack(&new.lease).await.unwrap();
     assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
-    assert!(matches!(
-        q.ack(&LeaseId("nonsense".into())).await,
-        Err(Error::Invalid(_))
-    ));
+    assert!(matches!(q.ack(&LeaseId("nonsense".into())).await, Err(Error::Invalid(_))));
 }
 
 #[tokio::test]
@@ -145,24 +101,11 @@ async fn a_released_lease_is_dead() {
     let (_dir, path) = temp_db();
     let q = SqliteQueue::open(&path, "q").unwrap();
     q.push(&one("m")).await.unwrap();
-    let d = q
-        .pull(1, Duration::from_secs(60), Duration::ZERO)
-        .await
-        .unwrap()
-        .remove(0);
+    let d = q.pull(1, Duration::from_secs(60), Duration::ZERO).await.unwrap().remove(0);
     q.release(&d.lease).await.unwrap();
-    assert!(matches!(
-        q.renew(&d.lease, MS(500)).await,
-        Err(Error::Conflict(_))
-    ));
+    assert!(matches!(q.renew(&d.lease, MS(500)).await, Err(Error::Conflict(_))));
     q.ack(&d.lease).await.unwrap();
-    assert_eq!(
-        q.depth().await.unwrap(),
-        QueueDepth {
-            visible: 1,
-            in_flight: 0
-        }
-    );
+    assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 1, in_flight: 0 });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,31 +115,15 @@ async fn connections_to_one_file_share_queues_but_not_across_names() {
     let consumer = SqliteQueue::open(&path, "segments").unwrap();
     let other = SqliteQueue::open(&path, "requests").unwrap();
     // A consumer on another connection is woken by polling, not by the producer's Notify.
-    let waiting = tokio::spawn(async move {
-        consumer
-            .pull(10, Duration::from_secs(60), Duration::from_secs(5))
-            .await
-    });
+    let waiting = tokio::spawn(async move { consumer.pull(10, Duration::from_secs(60), Duration::from_secs(5)).await });
     tokio::time::sleep(MS(100)).await;
     producer.push(&one("seg-1")).await.unwrap();
     let got = waiting.await.unwrap().unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, "seg-1");
     assert_eq!(other.depth().await.unwrap(), QueueDepth::default());
-    assert!(
-        other
-            .pull(10, MS(100), Duration::ZERO)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        producer.depth().await.unwrap(),
-        QueueDepth {
-            visible: 0,
-            in_flight: 1
-        }
-    );
+    assert!(other.pull(10, MS(100), Duration::ZERO).await.unwrap().is_empty());
+    assert_eq!(producer.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 1 });
 }
 
 #[tokio::test]
@@ -205,11 +132,7 @@ async fn a_zero_lease_pull_terminates_and_redelivers() {
     let q = SqliteQueue::open(&path, "q").unwrap();
     q.push(&["a".into(), "b".into()]).await.unwrap();
     let got = q.pull(10, Duration::ZERO, Duration::ZERO).await.unwrap();
-    assert_eq!(
-        got.len(),
-        2,
-        "each message once per pull, even with a zero lease"
-    );
+    assert_eq!(got.len(), 2, "each message once per pull, even with a zero lease");
     let again = q.pull(10, Duration::ZERO, Duration::ZERO).await.unwrap();
     assert!(again.iter().all(|d| d.deliveries == 2) && again.len() == 2);
 }
