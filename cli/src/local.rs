@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use coordinator::Intake;
 use shared::backend::StoreFactory;
+use shared::backend::embedded::local_dir::LocalDirStore;
 use shared::backend::embedded::sqlite_jobstore::SqliteJobStore;
 use shared::backend::embedded::sqlite_queue::SqliteQueue;
 use shared::jobstore::JobStore;
@@ -71,6 +72,11 @@ pub async fn run_with(
     let mut spec = JobSpec { id: String::new(), source, destination, options };
     spec.id = job_id(jobs.as_ref(), &spec).await?;
     spec.validate()?;
+    if jobs.job(&spec.id).await?.is_some() && spec.destination.scheme == shared::model::Scheme::Local {
+        // Resuming after a crash: uploads it interrupted left temporary files behind.
+        let n = LocalDirStore::new(&spec.destination.root)?.remove_temp_files()?;
+        tracing::info!(removed = n, "removed temporary files of interrupted copies");
+    }
     let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: stores.clone() };
     intake.accept(&spec).await?;
 

@@ -126,6 +126,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_in_deploy_loads() {
+        let f = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/bucketclone.example.toml");
+        let s = Settings::load(&Overrides { config: Some(f), ..Default::default() }).unwrap();
+        assert_eq!((s.name.as_str(), s.http_addr.as_str(), s.queue.max_receives), ("prod", "0.0.0.0:8080", 10));
+    }
+
+    #[test]
     fn invalid_settings_are_refused_with_the_reason() {
         let o = Overrides { name: Some("bad name!".into()), ..Default::default() };
         assert!(Settings::load(&o).unwrap_err().to_string().contains("name"));

@@ -187,3 +187,19 @@ impl ObjectStore for CountingStore {
         self.inner.delete(key, if_etag).await
     }
 }
+
+/// Every object of a store as full key -> (size, ETag), page after page.
+pub async fn listing(store: &dyn ObjectStore) -> BTreeMap<String, (u64, Option<String>)> {
+    let mut out = BTreeMap::new();
+    let mut req = ListRequest { prefix: String::new(), start_after: String::new(), end: None, max_keys: 1000 };
+    loop {
+        let page = store.list(&req).await.expect("list");
+        for ObjectEntry { key, size, etag } in &page.entries {
+            out.insert(key.clone(), (*size, etag.clone()));
+        }
+        match (page.truncated, page.entries.last()) {
+            (true, Some(l)) => req.start_after = l.key.clone(),
+            _ => return out,
+        }
+    }
+}

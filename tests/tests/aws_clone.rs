@@ -1,17 +1,16 @@
 //! Clone, verify, stats and move between S3 buckets on the AWS emulator: the keys only S3
 //! can hold, objects uploaded in parts, and the request cost of verification.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bucketclone::local::{LocalOptions, run_with};
-use bucketclone_tests::{CountingStore, moto, report, run, unique};
+use bucketclone_tests::{CountingStore, listing, moto, report, run, unique};
 use shared::backend::StoreFactory;
 use shared::backend::aws::{AwsContext, s3::S3Store};
 use shared::conformance::objstore::{body, tricky_content, tricky_keys};
-use shared::model::{JobOptions, JobState, Location, Mode, ObjectEntry};
-use shared::objstore::{ListRequest, ObjectStore};
+use shared::model::{JobOptions, JobState, Location, Mode};
+use shared::objstore::ObjectStore;
 
 async fn bucket(ctx: &AwsContext, base: &str) -> (String, S3Store) {
     let name = unique(base);
@@ -22,21 +21,6 @@ async fn bucket(ctx: &AwsContext, base: &str) -> (String, S3Store) {
 async fn put(store: &dyn ObjectStore, key: &str, bytes: Vec<u8>) {
     let n = bytes.len() as u64;
     store.put(key, body(bytes), n).await.unwrap();
-}
-
-async fn listing(store: &dyn ObjectStore) -> BTreeMap<String, (u64, Option<String>)> {
-    let mut out = BTreeMap::new();
-    let mut req = ListRequest { prefix: String::new(), start_after: String::new(), end: None, max_keys: 1000 };
-    loop {
-        let page = store.list(&req).await.unwrap();
-        for ObjectEntry { key, size, etag } in &page.entries {
-            out.insert(key.clone(), (*size, etag.clone()));
-        }
-        match (page.truncated, page.entries.last()) {
-            (true, Some(l)) => req.start_after = l.key.clone(),
-            _ => return out,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

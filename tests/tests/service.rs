@@ -4,17 +4,16 @@
 //! exact counters, the destination listing must equal the source's, and `status --json`
 //! must agree with `GET /jobs/{id}`.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bucketclone_tests::{bin, emulator_env, moto, unique};
+use bucketclone_tests::{bin, emulator_env, listing, moto, unique};
 use shared::backend::aws::{AwsContext, dynamo::DynamoJobStore, s3::S3Store, sqs::SqsQueue};
 use shared::jobstore::JobStore;
-use shared::model::{JobState, ObjectEntry};
-use shared::objstore::{ListRequest, ObjectStore};
+use shared::model::JobState;
+use shared::objstore::ObjectStore;
 use shared::queue::WorkQueue;
 
 fn spawn(args: &[&str], extra_env: &[(&str, String)]) -> Child {
@@ -32,22 +31,6 @@ fn spawn(args: &[&str], extra_env: &[(&str, String)]) -> Child {
 fn signal(child: &Child, sig: &str) {
     let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
     assert!(ok.success());
-}
-
-/// Every object of a bucket as relative key -> (size, etag).
-async fn listing(store: &dyn ObjectStore) -> BTreeMap<String, (u64, Option<String>)> {
-    let mut out = BTreeMap::new();
-    let mut req = ListRequest { prefix: String::new(), start_after: String::new(), end: None, max_keys: 1000 };
-    loop {
-        let page = store.list(&req).await.unwrap();
-        for ObjectEntry { key, size, etag } in &page.entries {
-            out.insert(key.clone(), (*size, etag.clone()));
-        }
-        match (page.truncated, page.entries.last()) {
-            (true, Some(l)) => req.start_after = l.key.clone(),
-            _ => return out,
-        }
-    }
 }
 
 async fn seed(ctx: &AwsContext, bucket: &str) -> (usize, u64) {
@@ -117,7 +100,7 @@ async fn the_service_clones_a_bucket_with_a_worker_killed_mid_job() {
     let job_id = unique("job");
     let body = format!(r#"{{"id": "{job_id}", "source": {{"name": "{src}"}}, "destination": {{"name": "{dst}"}}}}"#);
     let requests = SqsQueue::open(&ctx, &format!("{name}-requests")).await.unwrap();
-    requests.push(&[body.clone()]).await.unwrap();
+    requests.push(std::slice::from_ref(&body)).await.unwrap();
     requests.push(&[body]).await.unwrap();
 
     let jobs = DynamoJobStore::new(&ctx, format!("{name}-jobs"));

@@ -264,10 +264,10 @@ impl Worker {
                 self.enqueue_pending(id, &rec.map(|r| r.children).unwrap_or_default()).await?;
             }
         }
-        if children.is_empty() {
-            if let Some(state) = self.jobs.finalize(id).await?.filter(|s| s.is_terminal()) {
-                info!(job = %id, state = state.as_str(), "job finished");
-            }
+        if children.is_empty()
+            && let Some(state) = self.jobs.finalize(id).await?.filter(|s| s.is_terminal())
+        {
+            info!(job = %id, state = state.as_str(), "job finished");
         }
         Ok(())
     }

@@ -36,6 +36,28 @@ struct Inner {
 }
 
 impl LocalDirStore {
+    /// Removes the temporary files that puts interrupted by a crash left behind (they are
+    /// hidden from listings, but a person diffing the tree sees them). Walks the whole
+    /// tree: call it when resuming after a crash, while no other writer is active.
+    /// Returns how many were removed.
+    pub fn remove_temp_files(&self) -> Result<u64> {
+        let mut removed = 0;
+        let mut dirs = vec![self.root().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let Ok(ft) = e.file_type() else { continue };
+                if ft.is_dir() {
+                    dirs.push(e.path());
+                } else if ft.is_file() && e.file_name().to_string_lossy().starts_with(keys::TMP_PREFIX) {
+                    std::fs::remove_file(e.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// A store over the directory `root`, which need not exist yet (`check` says whether it
     /// does; the first `put` creates it). Fails `Invalid` for an empty path.
     pub fn new(root: &str) -> Result<Self> {
