@@ -137,6 +137,9 @@ async fn the_service_clones_a_bucket_with_a_worker_killed_mid_job() {
     assert_eq!(from_cli["counters"], from_http["counters"]);
     assert_eq!(from_cli["state"], "verified");
     assert_eq!(from_http["counters"]["source_objects"], count);
+    let stats = http_get(&addr, &format!("/jobs/{job_id}/stats"));
+    assert_eq!(stats["same_content"], true, "source and destination statistics documents agree");
+    assert_eq!(stats["destination"]["objects"], count);
 
     for w in &workers[1..] {
         signal(w, "TERM");
