@@ -160,7 +160,10 @@ async fn watch_jobs(intake: Intake, every: Duration, mut stop: watch::Receiver<b
 async fn check_jobs(intake: &Intake, idle_checks: &mut u32) -> Result<()> {
     let depth = intake.segments.depth().await?;
     *idle_checks = if depth.visible + depth.in_flight == 0 { *idle_checks + 1 } else { 0 };
-    for job in intake.jobs.jobs(1000).await?.into_iter().filter(|j| !j.state.is_terminal()) {
+    // A job that never had a segment is a refused request being recorded as failed; it
+    // must not be finalized as "verified" in between.
+    let running = intake.jobs.jobs(1000).await?.into_iter().filter(|j| !j.state.is_terminal());
+    for job in running.filter(|j| j.counters.segments_done + j.counters.outstanding > 0) {
         if let Some(state) = intake.jobs.finalize(&job.spec.id).await?.filter(|s| s.is_terminal()) {
             info!(job = %job.spec.id, state = state.as_str(), "job finished");
         } else if *idle_checks >= 2 {

@@ -100,6 +100,12 @@ async fn the_service_clones_a_bucket_with_a_worker_killed_mid_job() {
     let job_id = unique("job");
     let body = format!(r#"{{"id": "{job_id}", "source": {{"name": "{src}"}}, "destination": {{"name": "{dst}"}}}}"#);
     let requests = SqsQueue::open(&ctx, &format!("{name}-requests")).await.unwrap();
+    // Bad input first: garbage, and a request naming a bucket that does not exist. Neither
+    // may stop the coordinator; the second becomes a failed job that says why.
+    let bad_id = unique("bad");
+    let missing = unique("missing");
+    let bad = format!(r#"{{"id": "{bad_id}", "source": {{"name": "{missing}"}}, "destination": {{"name": "{dst}"}}}}"#);
+    requests.push(&["not json at all".to_string(), bad]).await.unwrap();
     requests.push(std::slice::from_ref(&body)).await.unwrap();
     requests.push(&[body]).await.unwrap();
 
@@ -140,6 +146,11 @@ async fn the_service_clones_a_bucket_with_a_worker_killed_mid_job() {
     let stats = http_get(&addr, &format!("/jobs/{job_id}/stats"));
     assert_eq!(stats["same_content"], true, "source and destination statistics documents agree");
     assert_eq!(stats["destination"]["objects"], count);
+
+    let refused = jobs.job(&bad_id).await.unwrap().expect("the refused request is recorded as a job");
+    assert_eq!(refused.state, JobState::Failed);
+    let why = refused.message.unwrap_or_default();
+    assert!(why.contains(&missing) && why.contains("does not exist"), "{why}");
 
     for w in &workers[1..] {
         signal(w, "TERM");
