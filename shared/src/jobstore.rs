@@ -5,7 +5,7 @@
 //! - `create_job` is idempotent on the job id: a second call changes nothing.
 //! - A segment moves pending -> done once. `complete_segment` does, in ONE atomic write, the
 //!   move, the segment's outcome, its children's records (pending, unless they exist), and
-//!   the job's counters (`outstanding += children - 1`, `segments_done += 1`, plus the page's
+//!   the job's counters (`outstanding += children created - 1`, `segments_done += 1`, plus the page's
 //!   tallies). A repeat finds the segment done and returns [`Recorded::Already`], changing
 //!   nothing, so counters are never doubled.
 //! - Counters change once per segment, never once per object.

@@ -1,8 +1,9 @@
 //! The work-queue port: at-least-once delivery of opaque text messages with leases.
 //!
-//! A pulled message is invisible to other consumers until its lease expires; the consumer
-//! renews the lease while it works and acks (deletes) the message when done. A message whose
-//! lease expires is delivered again, so every consumer must be idempotent. Receipt handles
+//! A pulled message is invisible to other consumers until its lease expires (SQS standard
+//! queues may, rarely, still hand one message to two consumers); the consumer renews the
+//! lease while it works and acks (deletes) the message when done. A message whose lease
+//! expires is delivered again, so every consumer must be idempotent. Receipt handles
 //! and other transport details stay inside the adapter behind [`LeaseId`].
 
 use async_trait::async_trait;

@@ -152,6 +152,25 @@ async fn the_service_clones_a_bucket_with_a_worker_killed_mid_job() {
     let why = refused.message.unwrap_or_default();
     assert!(why.contains(&missing) && why.contains("does not exist"), "{why}");
 
+    // A verification job through `submit --verify-only`, on the same service.
+    let out = bin()
+        .args(["submit", &format!("s3://{src}"), &format!("s3://{dst}"), "--verify-only", "--name", &name])
+        .envs(emulator_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let verify_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let verified = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(Instant::now() < deadline + Duration::from_secs(120), "the verification did not finish");
+        match jobs.job(&verify_id).await.unwrap() {
+            Some(j) if j.state.is_terminal() => break j,
+            _ => {}
+        }
+    };
+    assert_eq!(verified.state, JobState::Verified);
+    assert_eq!((verified.counters.verified_objects, verified.counters.copied_objects), (count as i64, 0));
+
     for w in &workers[1..] {
         signal(w, "TERM");
     }
