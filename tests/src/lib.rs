@@ -132,11 +132,13 @@ pub struct CountingStore {
     pub requests: Arc<Requests>,
     #[allow(clippy::type_complexity)]
     pub after_get: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    /// Drop ETags from listings, as some S3-compatible servers do (s3s-fs).
+    pub strip_list_etags: bool,
 }
 
 impl CountingStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        CountingStore { inner, requests: Arc::default(), after_get: None }
+        CountingStore { inner, requests: Arc::default(), after_get: None, strip_list_etags: false }
     }
     fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
@@ -156,7 +158,11 @@ impl ObjectStore for CountingStore {
     }
     async fn list(&self, req: &ListRequest) -> shared::Result<ListPage> {
         Self::bump(&self.requests.list);
-        self.inner.list(req).await
+        let mut page = self.inner.list(req).await?;
+        if self.strip_list_etags {
+            page.entries.iter_mut().for_each(|e| e.etag = None);
+        }
+        Ok(page)
     }
     async fn head(&self, key: &str) -> shared::Result<Option<ObjectEntry>> {
         Self::bump(&self.requests.head);

@@ -125,3 +125,37 @@ async fn move_keeps_and_reports_a_source_changed_after_its_copy() {
     assert_eq!(left[victim], b"rewritten during the move");
     assert_eq!(tree(&dst)[victim], files[victim], "the destination holds what was copied and verified");
 }
+
+/// Listings without ETags (s3s-fs, some S3-compatible stores): one HEAD per object and side,
+/// never two, on a first clone and on a rerun over identical data; none with size-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_without_etags_cost_one_head_per_object_and_side() {
+    use std::sync::atomic::Ordering::Relaxed;
+    for size_only in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        let files = sample(120);
+        write_tree(&src, &files);
+        for run in ["first", "rerun"] {
+            let (ls, ld) = (Location::local(&src).unwrap(), Location::local(&dst).unwrap());
+            let wrap = |loc: &Location| {
+                let mut c = CountingStore::new(Arc::new(LocalDirStore::new(&loc.root).unwrap()));
+                c.strip_list_etags = true;
+                Arc::new(c)
+            };
+            let (cs, cd) = (wrap(&ls), wrap(&ld));
+            let stores = Arc::new(StoreFactory::new());
+            stores.insert(&ls, cs.clone());
+            stores.insert(&ld, cd.clone());
+            let opts =
+                LocalOptions { state: dir.path().join("s.sqlite"), workers: 2, concurrency: 8, show_progress: false };
+            let options = JobOptions { size_only, ..Default::default() };
+            let out = run_with(stores, ls, ld, options, &opts).await.unwrap();
+            assert_eq!(out.job.state, JobState::Verified);
+            assert_eq!(out.job.counters.verified_objects, 120);
+            assert_eq!(tree(&dst), files);
+            let heads = (cs.requests.head.load(Relaxed), cd.requests.head.load(Relaxed));
+            assert_eq!(heads, if size_only { (0, 0) } else { (120, 120) }, "{run}, size_only={size_only}");
+        }
+    }
+}

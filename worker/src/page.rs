@@ -69,7 +69,7 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
     };
     RunStats::bump(&ctx.stats.list_calls);
     let page = retry(CALL_ATTEMPTS, || ctx.src.list(&req)).await?;
-    let src: Vec<(String, ObjectEntry)> = page
+    let mut src: Vec<(String, ObjectEntry)> = page
         .entries
         .into_iter()
         .filter_map(|e| src_loc.rel_key(&e.key).map(str::to_string).map(|k| (k, e)))
@@ -89,7 +89,7 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
     }
     let mut copied = HashSet::new();
     if ctx.spec.options.mode != Mode::VerifyOnly {
-        let todo = plan_copies(ctx, &src, &mut dst).await?;
+        let todo = plan_copies(ctx, &mut src, &mut dst).await?;
         copied = copy_all(ctx, &todo, &mut out).await;
         if !copied.is_empty() {
             dst = list_dest(ctx, &covered).await?;
@@ -163,18 +163,19 @@ async fn verdict(ctx: &PageCtx<'_>, s: &mut ObjectEntry, d: &mut ObjectEntry) ->
 
 /// The source entries to copy: missing or different in the destination. An unverifiable
 /// pair is copied again only server-side, where the copy keeps the source's ETag form.
+/// Source entries keep what a HEAD learnt about them, so they are not asked twice.
 async fn plan_copies(
     ctx: &PageCtx<'_>,
-    src: &[(String, ObjectEntry)],
+    src: &mut [(String, ObjectEntry)],
     dst: &mut BTreeMap<String, ObjectEntry>,
 ) -> Result<Vec<(String, ObjectEntry)>> {
     let server_side =
         matches!((ctx.src.copy_source(), ctx.dst.copy_source()), (Some(a), Some(b)) if a.endpoint == b.endpoint);
     let mut todo = Vec::new();
-    for (k, s) in src {
-        let copy = match dst.get_mut(k) {
+    for (k, s) in src.iter_mut() {
+        let copy = match dst.get_mut(k.as_str()) {
             None => true,
-            Some(d) => match verdict(ctx, &mut s.clone(), d).await? {
+            Some(d) => match verdict(ctx, s, d).await? {
                 Verdict::Equal => false,
                 Verdict::Unverifiable(_) => server_side,
                 _ => true,
