@@ -149,6 +149,10 @@ struct RunArgs {
     /// Compare by size alone where a listing has no ETag (no per-object HEAD).
     #[arg(long)]
     size_only: bool,
+    /// Report source entries that cannot be copied (a file name that is not UTF-8, a
+    /// symlink to a directory) as skipped instead of failing verification.
+    #[arg(long)]
+    skip_uncopyable: bool,
 }
 
 #[derive(Args)]
@@ -246,7 +250,7 @@ fn local_options(r: &RunArgs) -> local::LocalOptions {
 }
 
 fn job_options(r: &RunArgs, mode: Mode) -> JobOptions {
-    JobOptions { mode, page_size: r.page_size, size_only: r.size_only }
+    JobOptions { mode, page_size: r.page_size, size_only: r.size_only, skip_uncopyable: r.skip_uncopyable }
 }
 
 async fn run_job(a: JobArgs, mode: Mode) -> Result<ExitCode> {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-use coordinator::Intake;
+use coordinator::supervisor::{Supervisor, SupervisorConfig};
+use coordinator::{Intake, LocalPaths};
 use shared::backend::StoreFactory;
 use shared::backend::embedded::local_dir::LocalDirStore;
 use shared::backend::embedded::sqlite_jobstore::SqliteJobStore;
@@ -67,8 +68,13 @@ pub async fn run_with(
     let _lock = lock_state(&opts.state)?;
     let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&opts.state)?);
     let queue = Arc::new(SqliteQueue::open(&opts.state, "segments")?);
-    // We hold the state's lock: any lease in the file belongs to a process that died.
+    // We hold the state's lock: any lease in the file belongs to a process that died, and
+    // segments dead-lettered by an earlier run get another chance (the cause may be fixed).
     queue.release_all().await?;
+    let requeued = queue.requeue_dead_letters().await?;
+    if requeued > 0 {
+        tracing::warn!(segments = requeued, "retrying segments an earlier run gave up on");
+    }
     let mut spec = JobSpec { id: String::new(), source, destination, options };
     spec.id = job_id(jobs.as_ref(), &spec).await?;
     spec.validate()?;
@@ -77,7 +83,7 @@ pub async fn run_with(
         let n = LocalDirStore::new(&spec.destination.root)?.remove_temp_files()?;
         tracing::info!(removed = n, "removed temporary files of interrupted copies");
     }
-    let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: stores.clone() };
+    let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: stores.clone(), local: LocalPaths::Any };
     intake.accept(&spec).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -114,28 +120,40 @@ pub async fn run_with(
     })
 }
 
-/// Polls the job until it is terminal, showing progress; re-drives segments that nothing
-/// holds (a crash between recording and enqueueing) when the queue runs dry.
+/// How the local runner supervises its job: the same supervisor as the service, tuned for
+/// one process whose queue it fully sees.
+fn supervisor_config() -> SupervisorConfig {
+    SupervisorConfig {
+        redrive_after: Duration::from_secs(120),
+        idle_ticks: 8,
+        stuck_after: Duration::from_secs(3600),
+        ..Default::default()
+    }
+}
+
+/// Polls the job until it is terminal, showing progress, with the supervisor re-driving
+/// what nothing holds. Ends with an error when every outstanding segment of the job is
+/// dead-lettered: nothing in this process can make progress then, and waiting would hang.
 async fn watch_until_done(intake: &Intake, id: &str, show: bool) -> Result<JobRecord> {
     let mut progress = Progress::new(show);
-    let mut idle_since: Option<Instant> = None;
+    let supervisor = Supervisor::new(intake.clone(), supervisor_config());
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        let health = supervisor.tick().await?;
         let job = intake.jobs.job(id).await?.ok_or_else(|| Error::NotFound(format!("job {id} vanished")))?;
         progress.update(&job);
         if job.state.is_terminal() {
             progress.finish();
             return Ok(job);
         }
-        let depth = intake.segments.depth().await?;
-        if depth.visible + depth.in_flight == 0 {
-            let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > Duration::from_secs(3) {
-                coordinator::redrive(intake, id).await?;
-                idle_since = None;
-            }
-        } else {
-            idle_since = None;
+        if let Some(h) = health.jobs.get(id).filter(|h| h.dead_segments > 0 && h.flagged) {
+            progress.finish();
+            return Err(Error::Permanent(format!(
+                "job {id} is stuck: {} segment(s) failed on every attempt ({}). \
+                 Fix the cause and run the same command again to retry them.",
+                h.dead_segments,
+                job.message.as_deref().unwrap_or("see the log above")
+            )));
         }
     }
 }

@@ -81,7 +81,12 @@ fn stop_on_signal() -> watch::Receiver<bool> {
 pub async fn run_coordinator(s: &Settings) -> Result<()> {
     let svc = connect(s).await?;
     let requests = Arc::new(SqsQueue::open(svc.stores.aws().await, &s.requests_queue()).await?);
-    let intake = Intake { jobs: svc.jobs, segments: svc.segments, stores: svc.stores };
+    let intake = Intake {
+        jobs: svc.jobs,
+        segments: svc.segments,
+        stores: svc.stores,
+        local: coordinator::LocalPaths::Under(s.local_roots.clone()),
+    };
     let cfg = CoordinatorConfig { http_addr: s.http()?, ..Default::default() };
     coordinator::service::run(intake, requests, cfg, stop_on_signal(), None).await
 }

@@ -20,6 +20,10 @@ pub struct Settings {
     pub http_addr: String,
     pub worker: WorkerSettings,
     pub queue: QueueSettings,
+    /// Local directories requests may name (a file system every worker shares). Empty, the
+    /// default: the service refuses local paths, since each worker would use its own disk.
+    #[serde(default)]
+    pub local_roots: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

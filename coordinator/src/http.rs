@@ -10,22 +10,38 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::Intake;
-use crate::status::{document, prometheus};
+use std::sync::{Arc, Mutex};
 
-/// The API's routes over `intake`'s job store and segment queue.
-pub fn router(intake: Intake) -> Router {
+use crate::Intake;
+use crate::status::{document_with, prometheus};
+use crate::supervisor::Health;
+
+/// What the API reads: the job store and queue, and the supervisor's latest health.
+#[derive(Clone)]
+pub struct Api {
+    pub intake: Intake,
+    pub health: Arc<Mutex<Health>>,
+}
+
+impl Api {
+    fn health(&self) -> Health {
+        self.health.lock().expect("health lock").clone()
+    }
+}
+
+/// The API's routes over the job store, the segment queue and the supervisor's health.
+pub fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(get_job))
         .route("/jobs/{id}/stats", get(job_stats))
         .route("/metrics", get(metrics))
-        .with_state(intake)
+        .with_state(api)
 }
 
 /// Serves until `stop` turns true.
-pub async fn serve(listener: tokio::net::TcpListener, intake: Intake, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: tokio::net::TcpListener, api: Api, mut stop: watch::Receiver<bool>) {
     let shutdown = async move {
         while !*stop.borrow() {
             if stop.changed().await.is_err() {
@@ -33,7 +49,7 @@ pub async fn serve(listener: tokio::net::TcpListener, intake: Intake, mut stop: 
             }
         }
     };
-    if let Err(e) = axum::serve(listener, router(intake)).with_graceful_shutdown(shutdown).await {
+    if let Err(e) = axum::serve(listener, router(api)).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "HTTP server failed");
     }
 }
@@ -42,33 +58,35 @@ fn failure(e: shared::Error) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()}))).into_response()
 }
 
-async fn list_jobs(State(intake): State<Intake>) -> Response {
-    match intake.jobs.jobs(1000).await {
-        Ok(jobs) => Json(jobs.iter().map(document).collect::<Vec<_>>()).into_response(),
+async fn list_jobs(State(api): State<Api>) -> Response {
+    let health = api.health();
+    match api.intake.jobs.jobs(1000).await {
+        Ok(jobs) => Json(jobs.iter().map(|j| document_with(j, &health)).collect::<Vec<_>>()).into_response(),
         Err(e) => failure(e),
     }
 }
 
-async fn get_job(State(intake): State<Intake>, Path(id): Path<String>) -> Response {
-    match intake.jobs.job(&id).await {
-        Ok(Some(job)) => Json(document(&job)).into_response(),
+async fn get_job(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.intake.jobs.job(&id).await {
+        Ok(Some(job)) => Json(document_with(&job, &api.health())).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no job {id}")}))).into_response(),
         Err(e) => failure(e),
     }
 }
 
-async fn metrics(State(intake): State<Intake>) -> Response {
-    let jobs = match intake.jobs.jobs(1000).await {
+async fn metrics(State(api): State<Api>) -> Response {
+    let jobs = match api.intake.jobs.jobs(1000).await {
         Ok(j) => j,
         Err(e) => return failure(e),
     };
-    let depth = intake.segments.depth().await.unwrap_or_default();
-    ([("content-type", "text/plain; version=0.0.4")], prometheus(&jobs, depth.visible, depth.in_flight)).into_response()
+    let depth = api.intake.segments.depth().await.unwrap_or_default();
+    ([("content-type", "text/plain; version=0.0.4")], prometheus(&jobs, &depth, &api.health())).into_response()
 }
 
 /// The statistics documents of a job's source and destination, side by side (computed now,
 /// by listing both: one request per 1,000 objects on each side).
-async fn job_stats(State(intake): State<Intake>, Path(id): Path<String>) -> Response {
+async fn job_stats(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let intake = api.intake;
     let job = match intake.jobs.job(&id).await {
         Ok(Some(job)) => job,
         Ok(None) => return (StatusCode::NOT_FOUND, Json(json!({"error": format!("no job {id}")}))).into_response(),

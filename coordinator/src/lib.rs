@@ -6,20 +6,81 @@
 pub mod http;
 pub mod service;
 pub mod status;
+pub mod supervisor;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shared::backend::StoreFactory;
 use shared::jobstore::{JobStore, Recorded};
-use shared::model::{JobSpec, KeyRange, Scheme};
+use shared::model::{JobSpec, KeyRange, Location, Mode, Scheme};
 use shared::queue::WorkQueue;
 use shared::wire::SegmentMessage;
 use shared::{Error, Result};
+
+pub use supervisor::redrive;
 
 /// The ranges a job starts with. One: the workers' splitting fans it out within a few
 /// rounds, and planning costs no listing.
 pub fn plan(_spec: &JobSpec) -> Vec<KeyRange> {
     vec![KeyRange::all()]
+}
+
+/// Which local directories a request may name.
+///
+/// A local path means "this machine's disk". That is what a user running `bucketclone
+/// clone` on their machine wants, and never what a queue message to a fleet of workers can
+/// mean: each worker would read and write its own disk, and anyone who can send to the queue
+/// could make the workers read or write any directory. So the service refuses local paths
+/// unless its configuration names the roots they must lie under (a shared file system).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalPaths {
+    /// Any directory (the local runner: the user's own machine).
+    Any,
+    /// Only directories under one of these roots; none at all when empty (the default of
+    /// the service).
+    Under(Vec<PathBuf>),
+}
+
+impl LocalPaths {
+    /// Refuses (`Invalid`) a local location outside the allowed roots. Both sides are
+    /// compared resolved (symlinks and `..` followed where the path exists).
+    pub fn check(&self, side: &str, loc: &Location) -> Result<()> {
+        let roots = match (self, loc.scheme) {
+            (LocalPaths::Any, _) | (_, Scheme::S3) => return Ok(()),
+            (LocalPaths::Under(roots), Scheme::Local) => roots,
+        };
+        let path = resolved(Path::new(&loc.root));
+        if roots.iter().any(|r| path.starts_with(resolved(r))) {
+            return Ok(());
+        }
+        Err(Error::invalid(format!(
+            "{side} {loc}: this service does not accept local paths{}",
+            if roots.is_empty() {
+                " (each worker would use its own disk); name a bucket, or list shared roots in the `local_roots` setting".to_string()
+            } else {
+                format!(" outside {}", roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "))
+            }
+        )))
+    }
+}
+
+/// `path` with symlinks and `..` resolved as far as it exists, the rest appended as given.
+fn resolved(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            return rest.into_iter().rev().fold(c, |p, seg| p.join(seg));
+        }
+        match (existing.file_name().map(|f| f.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 /// What the coordinator needs to accept jobs.
@@ -28,6 +89,8 @@ pub struct Intake {
     pub jobs: Arc<dyn JobStore>,
     pub segments: Arc<dyn WorkQueue>,
     pub stores: Arc<StoreFactory>,
+    /// Which local directories requests may name.
+    pub local: LocalPaths,
 }
 
 impl Intake {
@@ -40,6 +103,8 @@ impl Intake {
     /// other variants for infrastructure trouble.
     pub async fn accept(&self, spec: &JobSpec) -> Result<Recorded> {
         spec.validate()?;
+        self.local.check("source", &spec.source)?;
+        self.local.check("destination", &spec.destination)?;
         if self.jobs.job(&spec.id).await?.is_none() {
             self.check_stores(spec).await?;
         }
@@ -59,7 +124,8 @@ impl Intake {
     async fn check_stores(&self, spec: &JobSpec) -> Result<()> {
         let src = self.stores.open(&spec.source).await.map_err(|e| input_error("source", &spec.source, e))?;
         src.check().await.map_err(|e| input_error("source", &spec.source, e))?;
-        if spec.destination.scheme == Scheme::Local {
+        // Only a job that writes may create its destination directory; verify never creates.
+        if spec.destination.scheme == Scheme::Local && spec.options.mode != Mode::VerifyOnly {
             std::fs::create_dir_all(&spec.destination.root)
                 .map_err(|e| Error::invalid(format!("destination {}: cannot create it: {e}", spec.destination)))?;
         }
@@ -78,26 +144,4 @@ fn input_error(side: &str, loc: &shared::model::Location, e: Error) -> Error {
         Error::Invalid(m) | Error::Permanent(m) => Error::Invalid(format!("{side} {loc}: {m}")),
         other => other,
     }
-}
-
-/// Re-enqueues every pending segment of a running job. Safe at any time (a duplicate
-/// message finds its segment done, or works the same page twice idempotently); used when
-/// the queue has run dry but the job still counts outstanding segments, i.e. a process
-/// died between recording a segment and enqueueing it. Returns how many were pushed.
-pub async fn redrive(intake: &Intake, job: &str) -> Result<usize> {
-    let pending: Vec<String> = intake
-        .jobs
-        .segments(job, usize::MAX)
-        .await?
-        .into_iter()
-        .filter(|s| !s.done)
-        .map(|s| SegmentMessage::new(job, s.range).to_json())
-        .collect();
-    if pending.is_empty() {
-        intake.jobs.finalize(job).await?;
-    } else {
-        tracing::warn!(job, segments = pending.len(), "re-driving pending segments that no message held");
-        intake.segments.push(&pending).await?;
-    }
-    Ok(pending.len())
 }

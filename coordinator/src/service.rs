@@ -1,7 +1,7 @@
 //! The coordinator as a long-running service: long-polls the request queue, accepts jobs
-//! (idempotently on their id), records bad requests as failed jobs with a clear message,
-//! finalizes jobs whose segments are all done and re-drives stranded segments, and serves
-//! the HTTP API (`/healthz`, `/jobs`, `/jobs/{id}`, `/metrics`).
+//! (idempotently on their id), records bad requests as failed jobs with a clear message (in
+//! one write), runs the [`Supervisor`] (finalize, re-drive, dead letters, stuck jobs), and
+//! serves the HTTP API (`/healthz`, `/jobs`, `/jobs/{id}`, `/metrics`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use shared::queue::WorkQueue;
 use shared::wire::CloneRequest;
 use shared::{Error, Result};
 
-use crate::{Intake, http, redrive};
+use crate::supervisor::{Health, Supervisor, SupervisorConfig};
+use crate::{Intake, http};
 
 /// How the coordinator service runs.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct CoordinatorConfig {
     pub watch_every: Duration,
     /// Lease on a request while it is being accepted.
     pub lease: Duration,
+    /// How the supervisor re-drives and flags jobs.
+    pub supervisor: SupervisorConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -36,6 +39,7 @@ impl Default for CoordinatorConfig {
             poll_wait: Duration::from_secs(10),
             watch_every: Duration::from_secs(5),
             lease: Duration::from_secs(60),
+            supervisor: SupervisorConfig::default(),
         }
     }
 }
@@ -57,8 +61,11 @@ pub async fn run(
     if let Some(b) = bound {
         let _ = b.send(addr);
     }
-    let server = tokio::spawn(http::serve(listener, intake.clone(), stop.clone()));
-    let watcher = tokio::spawn(watch_jobs(intake.clone(), cfg.watch_every, stop.clone()));
+    let health = Arc::new(std::sync::Mutex::new(Health::default()));
+    let api = http::Api { intake: intake.clone(), health: health.clone() };
+    let server = tokio::spawn(http::serve(listener, api, stop.clone()));
+    let supervisor = Supervisor::new(intake.clone(), cfg.supervisor.clone());
+    let watcher = tokio::spawn(supervise(supervisor, health, cfg.watch_every, stop.clone()));
     let mut stop_rx = stop.clone();
     while !*stop_rx.borrow() {
         let pulled = tokio::select! {
@@ -112,13 +119,11 @@ pub async fn handle_request(intake: &Intake, body: &str) -> Result<()> {
     }
 }
 
-/// Records a refused request as a failed job, so its status says why. An existing job with
-/// that id is never touched.
+/// Records a refused request as a failed job, in one write, so its status says why. An
+/// existing job with that id is never touched.
 async fn record_refusal(intake: &Intake, spec: &JobSpec, msg: &str) -> Result<()> {
     error!(job = %spec.id, error = %msg, "clone request refused");
-    if intake.jobs.create_job(spec, &[]).await? == shared::jobstore::Recorded::Now {
-        intake.jobs.fail(&spec.id, msg).await?;
-    } else {
+    if intake.jobs.create_failed(spec, msg).await? == shared::jobstore::Recorded::Already {
         warn!(job = %spec.id, "a job with this id exists; the refused request did not change it");
     }
     Ok(())
@@ -138,11 +143,13 @@ fn loose_spec(body: &str) -> Option<JobSpec> {
     Some(JobSpec { id, source: side("source"), destination: side("destination"), options: Default::default() })
 }
 
-/// Finalizes running jobs whose work is done, and re-drives pending segments when the
-/// segment queue has been empty for two checks in a row (a process died between recording
-/// a segment and enqueueing it).
-async fn watch_jobs(intake: Intake, every: Duration, mut stop: watch::Receiver<bool>) {
-    let mut idle_checks = 0;
+/// Runs the supervisor every `every` until `stop`, publishing each tick's health.
+async fn supervise(
+    sup: Supervisor,
+    health: Arc<std::sync::Mutex<Health>>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -151,26 +158,11 @@ async fn watch_jobs(intake: Intake, every: Duration, mut stop: watch::Receiver<b
         if *stop.borrow() {
             return;
         }
-        if let Err(e) = check_jobs(&intake, &mut idle_checks).await {
-            warn!(error = %e, "checking running jobs failed");
+        match sup.tick().await {
+            Ok(h) => *health.lock().expect("health lock") = h,
+            Err(e) => warn!(error = %e, "checking running jobs failed"),
         }
     }
-}
-
-async fn check_jobs(intake: &Intake, idle_checks: &mut u32) -> Result<()> {
-    let depth = intake.segments.depth().await?;
-    *idle_checks = if depth.visible + depth.in_flight == 0 { *idle_checks + 1 } else { 0 };
-    // A job that never had a segment is a refused request being recorded as failed; it
-    // must not be finalized as "verified" in between.
-    let running = intake.jobs.jobs(1000).await?.into_iter().filter(|j| !j.state.is_terminal());
-    for job in running.filter(|j| j.counters.segments_done + j.counters.outstanding > 0) {
-        if let Some(state) = intake.jobs.finalize(&job.spec.id).await?.filter(|s| s.is_terminal()) {
-            info!(job = %job.spec.id, state = state.as_str(), "job finished");
-        } else if *idle_checks >= 2 {
-            redrive(intake, &job.spec.id).await?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,21 @@
 use serde_json::{Value, json};
 
 use shared::model::{Counters, JobRecord, now_ms};
+use shared::queue::QueueDepth;
+
+use crate::supervisor::Health;
+
+/// [`document`] plus what the supervisor knows of the job: how long nothing of it has
+/// finished, and how many of its segments sit in the dead-letter queue.
+pub fn document_with(job: &JobRecord, health: &Health) -> Value {
+    let mut d = document(job);
+    if let Some(h) = health.jobs.get(&job.spec.id) {
+        d["stalled_seconds"] = json!(h.stalled_secs);
+        d["dead_letter_segments"] = json!(h.dead_segments);
+        d["stuck"] = json!(h.flagged);
+    }
+    d
+}
 
 /// The status document of one job: its spec, state, every counter, rate and ETA.
 pub fn document(job: &JobRecord) -> Value {
@@ -31,13 +46,27 @@ pub fn document(job: &JobRecord) -> Value {
     })
 }
 
-/// Prometheus text exposition of every job's counters and the service's queue depth.
-pub fn prometheus(jobs: &[JobRecord], queue_visible: u64, queue_in_flight: u64) -> String {
+/// Prometheus text exposition of every job's counters, the service's queue depth (dead
+/// letters included) and the supervisor's view of stalled jobs.
+pub fn prometheus(jobs: &[JobRecord], depth: &QueueDepth, health: &Health) -> String {
     let mut out = String::new();
     out += "# HELP bucketclone_segment_queue_messages Segment messages by state.\n";
     out += "# TYPE bucketclone_segment_queue_messages gauge\n";
-    out += &format!("bucketclone_segment_queue_messages{{state=\"visible\"}} {queue_visible}\n");
-    out += &format!("bucketclone_segment_queue_messages{{state=\"in_flight\"}} {queue_in_flight}\n");
+    for (state, n) in [("visible", depth.visible), ("in_flight", depth.in_flight), ("dead_letter", depth.dead_letters)]
+    {
+        out += &format!("bucketclone_segment_queue_messages{{state=\"{state}\"}} {n}\n");
+    }
+    out += "# HELP bucketclone_job_dead_letter_segments A running job's segments in the dead-letter queue.\n";
+    out += "# TYPE bucketclone_job_dead_letter_segments gauge\n";
+    out += "# HELP bucketclone_job_stalled_seconds Seconds since a running job last finished a segment.\n";
+    out += "# TYPE bucketclone_job_stalled_seconds gauge\n";
+    let mut ids: Vec<&String> = health.jobs.keys().collect();
+    ids.sort();
+    for id in ids {
+        let h = &health.jobs[id];
+        out += &format!("bucketclone_job_dead_letter_segments{{job=\"{id}\"}} {}\n", h.dead_segments);
+        out += &format!("bucketclone_job_stalled_seconds{{job=\"{id}\"}} {}\n", h.stalled_secs);
+    }
     out += "# HELP bucketclone_job_counter A job's counter (objects, bytes, segments, differences).\n";
     out += "# TYPE bucketclone_job_counter gauge\n";
     for j in jobs {
@@ -86,9 +115,14 @@ mod tests {
 
     #[test]
     fn prometheus_text_has_one_line_per_counter() {
-        let t = prometheus(&[job()], 3, 1);
+        let depth = QueueDepth { visible: 3, in_flight: 1, dead_letters: 2 };
+        let mut health = Health::default();
+        health.jobs.insert("j1".into(), crate::supervisor::JobHealth { dead_segments: 2, ..Default::default() });
+        let t = prometheus(&[job()], &depth, &health);
         assert!(t.contains("bucketclone_job_counter{job=\"j1\",counter=\"copied_bytes\"} 99\n"));
         assert!(t.contains("bucketclone_segment_queue_messages{state=\"visible\"} 3\n"));
+        assert!(t.contains("bucketclone_segment_queue_messages{state=\"dead_letter\"} 2\n"));
+        assert!(t.contains("bucketclone_job_dead_letter_segments{job=\"j1\"} 2\n"));
         assert!(t.contains("bucketclone_job_state{job=\"j1\",state=\"verified\"} 1\n"));
     }
 }

@@ -1,6 +1,6 @@
 //! The one error type of bucketclone. Each variant says what happened *and* what the caller
-//! should do about it, so retry, record-and-continue and stop decisions are made by matching,
-//! never by parsing messages.
+//! should do about it ([`Error::disposition`]), so retry, record-and-continue, dead-letter
+//! and refuse decisions are made by matching, never by parsing messages.
 
 use std::fmt;
 
@@ -10,6 +10,10 @@ pub enum Error {
     /// A passing fault (network, throttling, 5xx, a lease race): retry with jittered backoff.
     #[error("transient: {0}")]
     Transient(String),
+    /// The service asked us to slow down (503 SlowDown, 429, throttling): transient, and a
+    /// signal to lower concurrency.
+    #[error("throttled: {0}")]
+    Throttled(String),
     /// This object (or this one operation) cannot succeed: record it, go on with the rest.
     #[error("{0}")]
     Permanent(String),
@@ -25,6 +29,24 @@ pub enum Error {
     /// Bad input or configuration: stop with this message; retrying cannot help.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// What happens to the work an error interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again later: with backoff in place, or by letting the message come back.
+    Retry,
+    /// Someone else already did it: carry on as if this call had succeeded.
+    Done,
+    /// This one object (or key range) cannot be done: record a finding naming it, then go on
+    /// with the rest of the page. The job ends `mismatch`, never `verified`.
+    Finding,
+    /// The unit of work itself is broken (a malformed message, an invariant refused by the
+    /// job store): leave it unacknowledged, so the queue's redrive moves it to the
+    /// dead-letter queue after its receive limit, where status shows it.
+    DeadLetter,
+    /// The request is unusable as given: refuse it with this message (a failed job).
+    Refuse,
 }
 
 /// `Result` with [`Error`] as the default error.
@@ -45,12 +67,24 @@ impl Error {
     }
     /// True when retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Transient(_))
+        matches!(self, Error::Transient(_) | Error::Throttled(_))
+    }
+    /// What to do with the work this error interrupted, for an error about one object or
+    /// one range (a listing, a HEAD, a copy). Errors about a queue message or the job store
+    /// are decided by their caller: there, anything but `Retry` and `Done` is `DeadLetter`.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Error::Transient(_) | Error::Throttled(_) => Disposition::Retry,
+            Error::Conflict(_) => Disposition::Done,
+            Error::Permanent(_) | Error::NotFound(_) | Error::AccessDenied(_) => Disposition::Finding,
+            Error::Invalid(_) => Disposition::Refuse,
+        }
     }
     /// Adds context in front of the message, keeping the classification.
     pub fn context(self, what: impl fmt::Display) -> Self {
         match self {
             Error::Transient(m) => Error::Transient(format!("{what}: {m}")),
+            Error::Throttled(m) => Error::Throttled(format!("{what}: {m}")),
             Error::Permanent(m) => Error::Permanent(format!("{what}: {m}")),
             Error::NotFound(m) => Error::NotFound(format!("{what}: {m}")),
             Error::AccessDenied(m) => Error::AccessDenied(format!("{what}: {m}")),

@@ -9,6 +9,10 @@
 //!   tallies). A repeat finds the segment done and returns [`Recorded::Already`], changing
 //!   nothing, so counters are never doubled.
 //! - Counters change once per segment, never once per object.
+//! - A completion whose children do not tile the rest of its range
+//!   ([`crate::keyrange::check_children`]) is refused with `Invalid` and changes nothing.
+//! - `issues` reports only the findings of completions that were recorded: findings written
+//!   by an attempt whose atomic write then failed (a crash, a lost race) never show.
 
 use async_trait::async_trait;
 
@@ -40,8 +44,20 @@ pub trait JobStore: Send + Sync {
     /// The job, if it exists. Strongly consistent: reflects every completed write.
     async fn job(&self, id: &str) -> Result<Option<JobRecord>>;
 
+    /// Records `spec` as a job that is `Failed` from the start with `message` (a refused
+    /// request), in ONE write: no reader ever sees it running. Idempotent on `spec.id`: an
+    /// existing job is never changed, and `Already` is returned.
+    async fn create_failed(&self, spec: &JobSpec, message: &str) -> Result<Recorded>;
+
     /// Every job, newest first, at most `limit`.
     async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>>;
+
+    /// Every running job, however many and however old: what a supervisor watches.
+    async fn running(&self) -> Result<Vec<JobRecord>>;
+
+    /// Sets (or with `None` clears) the `message` of a running job: why it is stuck, say.
+    /// Changes nothing else; a no-op on a terminal or unknown job.
+    async fn note(&self, job: &str, message: Option<&str>) -> Result<()>;
 
     /// The segment with this range, if recorded.
     async fn segment(&self, job: &str, range: &KeyRange) -> Result<Option<SegmentRecord>>;
@@ -51,7 +67,8 @@ pub trait JobStore: Send + Sync {
 
     /// Applies one segment's work exactly once (see the module invariants). The issues are
     /// stored idempotently by (job, key, kind), before or with the atomic write.
-    /// Fails with `NotFound` if the segment was never created.
+    /// Fails with `NotFound` if the segment was never created, and `Invalid` (changing
+    /// nothing) when the children break [`crate::keyrange::check_children`].
     async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded>;
 
     /// Moves a running job whose `outstanding` is 0 to its final state (from its counters:

@@ -20,6 +20,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::error::{Error, Result};
 use crate::model::KeyRange;
 
 /// Digits kept for the arithmetic: far more than any useful boundary needs.
@@ -30,11 +31,12 @@ const MAX_DIGITS: usize = 1100;
 ///
 /// Guarantee: the returned ranges are disjoint, in key order, and their union is exactly
 /// `(last, range.end]` where `last` is the page's last key. At most `fanout` children are
-/// returned (at least one).
-pub fn children_after_page(range: &KeyRange, page: &[&str], fanout: usize) -> Vec<KeyRange> {
-    let (Some(first), Some(last)) = (page.first(), page.last()) else {
-        return vec![range.clone()];
-    };
+/// returned (at least one). They always pass [`check_children`].
+///
+/// `None` for an empty page: a truncated page with no key says nothing about where the rest
+/// of the range starts, so the caller must list again, never complete the segment.
+pub fn children_after_page(range: &KeyRange, page: &[&str], fanout: usize) -> Option<Vec<KeyRange>> {
+    let (first, last) = (page.first()?, page.last()?);
     let mut bounds: Vec<String> = Vec::new();
     let mut lower = last.to_string();
     for point in extrapolate(page, first, last, fanout.saturating_sub(1)) {
@@ -51,7 +53,37 @@ pub fn children_after_page(range: &KeyRange, page: &[&str], fanout: usize) -> Ve
         start = b;
     }
     out.push(KeyRange { start_after: start, end: range.end.clone() });
-    out
+    Some(out)
+}
+
+/// The completion invariant, checked by every job store before it records a segment done:
+/// the children tile `(x, range.end]` exactly, for some `x` strictly inside the range (the
+/// page's last key), in key order with no gap, overlap or empty child. So the rest of a
+/// range is never dropped (no children while keys remain is a different, explicit
+/// completion: none at all), and a segment never hands on itself (a child equal to its
+/// parent would be "already recorded" and the rest of its range lost).
+///
+/// No children is valid: the page covered the whole range.
+pub fn check_children(range: &KeyRange, children: &[KeyRange]) -> Result<()> {
+    let (Some(first), Some(last)) = (children.first(), children.last()) else {
+        return Ok(());
+    };
+    let bad = |why: &str| {
+        Err(Error::invalid(format!("children of segment ({:?}, {:?}] refused: {why}", range.start_after, range.end)))
+    };
+    if !range.contains(&first.start_after) {
+        return bad("the first child must start strictly inside the parent (after the page's last key)");
+    }
+    if last.end != range.end {
+        return bad("the last child must end where the parent ends");
+    }
+    if children.windows(2).any(|w| w[0].end.as_deref() != Some(w[1].start_after.as_str())) {
+        return bad("children must be adjacent, in key order");
+    }
+    if children.iter().any(|c| c.end.as_deref().is_some_and(|e| e <= c.start_after.as_str())) {
+        return bad("a child is empty");
+    }
+    Ok(())
 }
 
 /// The page's keys read as numbers over the page's own alphabet.
@@ -165,8 +197,9 @@ mod tests {
             listed.extend(pg.iter().map(|k| k.to_string()));
             if in_range.len() > page {
                 let page_keys: Vec<&str> = pg.iter().map(|k| k.as_str()).collect();
-                let kids = children_after_page(&r, &page_keys, fanout);
+                let kids = children_after_page(&r, &page_keys, fanout).expect("a page with keys");
                 assert!(kids.len() <= fanout.max(1));
+                check_children(&r, &kids).expect("children pass the completion invariant");
                 work.extend(kids.into_iter().map(|k| (k, depth + 1)));
             }
         }
@@ -200,12 +233,35 @@ mod tests {
             let (first, last) = if a <= b { (a, b) } else { (b, a) };
             let range = KeyRange { start_after: String::new(), end: end.clone() };
             prop_assume!(end.as_deref().is_none_or(|e| last.as_str() <= e));
-            let kids = children_after_page(&range, &[first.as_str(), last.as_str()], fanout);
+            let kids = children_after_page(&range, &[first.as_str(), last.as_str()], fanout).unwrap();
+            if range.contains(&last) {
+                prop_assert!(check_children(&range, &kids).is_ok(), "{:?}", kids);
+            }
             for k in probes {
                 let n = kids.iter().filter(|c| c.contains(&k)).count();
                 let want = usize::from(k > last && end.as_deref().is_none_or(|e| k.as_str() <= e));
                 prop_assert_eq!(n, want, "key {:?} in {} children of {:?}", k, n, kids);
             }
+        }
+    }
+
+    #[test]
+    fn an_empty_page_has_no_children_and_bad_tilings_are_refused() {
+        let r = KeyRange { start_after: "a".into(), end: Some("m".into()) };
+        assert_eq!(children_after_page(&r, &[], 5), None, "an empty page must be listed again");
+        let k = |s: &str, e: Option<&str>| KeyRange { start_after: s.into(), end: e.map(Into::into) };
+        assert!(check_children(&r, &[]).is_ok(), "the page covered the range");
+        assert!(check_children(&r, &[k("c", Some("f")), k("f", Some("m"))]).is_ok());
+        for bad in [
+            vec![r.clone()],                            // the parent itself: the rest would be lost
+            vec![k("c", Some("f"))],                    // stops short of the end
+            vec![k("c", Some("f")), k("g", Some("m"))], // a gap
+            vec![k("c", Some("h")), k("f", Some("m"))], // an overlap
+            vec![k("c", Some("c")), k("c", Some("m"))], // an empty child
+            vec![k("n", Some("m"))],                    // starts outside the parent
+            vec![k("c", None)],                         // runs past the parent
+        ] {
+            assert!(matches!(check_children(&r, &bad), Err(Error::Invalid(_))), "{bad:?}");
         }
     }
 
@@ -235,7 +291,8 @@ mod tests {
     fn boundaries_are_valid_and_ordered_even_near_surrogates_and_the_top() {
         let r = KeyRange::all();
         for (first, last) in [("\u{D7FE}", "\u{E000}"), ("\u{10FFFE}", "\u{10FFFF}"), ("a", "a\u{0}"), ("a", "z")] {
-            let kids = children_after_page(&r, &[first, last], 5);
+            let kids = children_after_page(&r, &[first, last], 5).unwrap();
+            check_children(&r, &kids).unwrap();
             assert_eq!(kids[0].start_after, last);
             assert!(kids.windows(2).all(|w| w[0].end.as_deref() == Some(w[1].start_after.as_str())));
             assert!(kids.windows(2).all(|w| w[0].start_after < w[1].start_after));

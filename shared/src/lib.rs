@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod conformance;
 pub mod error;
+pub mod faults;
 pub mod jobstore;
 pub mod keyrange;
 pub mod model;

@@ -44,11 +44,15 @@ pub struct JobOptions {
     pub page_size: u32,
     /// Compare by size alone when a listing has no ETag, instead of one HEAD per object.
     pub size_only: bool,
+    /// Source entries that cannot be copied at all (a local file whose name is not UTF-8, a
+    /// symlinked directory) are reported skips instead of differences: the job can end
+    /// "verified, N skipped". Off by default: then such an entry makes the job a mismatch.
+    pub skip_uncopyable: bool,
 }
 
 impl Default for JobOptions {
     fn default() -> Self {
-        JobOptions { mode: Mode::Clone, page_size: 1000, size_only: false }
+        JobOptions { mode: Mode::Clone, page_size: 1000, size_only: false, skip_uncopyable: false }
     }
 }
 
@@ -211,12 +215,16 @@ counters! {
     deleted_objects, deleted_bytes, kept_changed,
     /// Segments whose range could not be worked at all (its listing failed for good).
     segments_failed,
+    /// Source entries that cannot be copied at all (see [`JobOptions::skip_uncopyable`]).
+    uncopyable,
 }
 
 impl Counters {
-    /// True when nothing failed, differs or is unproven.
-    pub fn all_verified(&self) -> bool {
-        self.failed_objects == 0
+    /// True when nothing failed, differs or is unproven. Uncopyable source entries count
+    /// against it unless the job asked to skip them (`skip_uncopyable`).
+    pub fn all_verified(&self, skip_uncopyable: bool) -> bool {
+        (self.uncopyable == 0 || skip_uncopyable)
+            && self.failed_objects == 0
             && self.missing == 0
             && self.extra == 0
             && self.size_differs == 0
@@ -226,8 +234,8 @@ impl Counters {
             && self.segments_failed == 0
     }
     /// The terminal state these counters earn once nothing is outstanding.
-    pub fn final_state(&self) -> JobState {
-        if self.all_verified() { JobState::Verified } else { JobState::Mismatch }
+    pub fn final_state(&self, skip_uncopyable: bool) -> JobState {
+        if self.all_verified(skip_uncopyable) { JobState::Verified } else { JobState::Mismatch }
     }
 }
 
@@ -242,6 +250,13 @@ pub struct JobRecord {
     /// Unix milliseconds.
     pub created_ms: i64,
     pub updated_ms: i64,
+}
+
+impl JobRecord {
+    /// The terminal state the job's counters earn once nothing is outstanding.
+    pub fn final_state(&self) -> JobState {
+        self.counters.final_state(self.spec.options.skip_uncopyable)
+    }
 }
 
 /// The kind of a difference or failure found for one key.
@@ -263,6 +278,12 @@ pub enum IssueKind {
     ChangedInSource,
     /// A whole range could not be worked (its listing failed for good).
     SegmentFailed,
+    /// A source entry that cannot be an object (a file name that is not UTF-8, a symlinked
+    /// directory, a reserved name): not copied. See `detail` for why.
+    Uncopyable,
+    /// The comparison itself failed for this key (a HEAD or checksum call refused): the key
+    /// is not proven either way. See `detail`.
+    CheckFailed,
 }
 
 /// One key's difference or failure, reported by key relative to the job's prefixes.
@@ -333,9 +354,12 @@ mod tests {
     #[test]
     fn final_state_needs_every_object_proven() {
         let mut c = Counters { verified_objects: 5, ..Default::default() };
-        assert_eq!(c.final_state(), JobState::Verified);
+        assert_eq!(c.final_state(false), JobState::Verified);
+        c.uncopyable = 2;
+        assert_eq!(c.final_state(false), JobState::Mismatch, "an uncopyable entry is a difference");
+        assert_eq!(c.final_state(true), JobState::Verified, "unless the job asked to skip them");
         c.unverifiable = 1;
-        assert_eq!(c.final_state(), JobState::Mismatch);
+        assert_eq!(c.final_state(true), JobState::Mismatch);
         assert_eq!(Counters::from_values(&c.values()), c);
     }
 }

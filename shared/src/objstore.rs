@@ -25,11 +25,38 @@ pub struct ListRequest {
 }
 
 /// A listed page, in key order.
+///
+/// `entries` and `skipped` together are the page: both are in key order, both count toward
+/// `max_keys`, and `truncated` speaks of what lies after the last of either. A truncated
+/// page always holds at least one of them (a store that cannot make progress fails instead).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListPage {
     pub entries: Vec<ObjectEntry>,
+    /// Entries in the range that cannot be objects (see [`Uncopyable`]). Never silently
+    /// dropped: the engine reports each one.
+    pub skipped: Vec<Uncopyable>,
     /// True when keys may remain in the requested range after the last entry.
     pub truncated: bool,
+}
+
+impl ListPage {
+    /// The last key of the page, of an entry or of a skipped one.
+    pub fn last_key(&self) -> Option<&str> {
+        let a = self.entries.last().map(|e| e.key.as_str());
+        let b = self.skipped.last().map(|u| u.key.as_str());
+        a.max(b)
+    }
+}
+
+/// Something a store holds in a listed range that it cannot serve as an object: a local
+/// file whose name is not UTF-8, a symlink to a directory, a name the store reserves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncopyable {
+    /// Where it sorts among the keys: its full key, with any bytes that are not UTF-8
+    /// replaced by U+FFFD (so it names the entry for a person, and places it in one range).
+    pub key: String,
+    /// Why it cannot be copied, for the finding.
+    pub reason: String,
 }
 
 /// Where a server-side copy can read from: stores that can copy from each other compare
@@ -87,8 +114,10 @@ pub trait ObjectStore: Send + Sync {
     /// the copy's ETag equals the source's and verification can compare them.
     async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry>;
 
-    /// Opens the object for reading. `NotFound` if it does not exist.
-    async fn get(&self, key: &str) -> Result<Body>;
+    /// Opens the object for reading. `NotFound` if it does not exist; `Conflict` when
+    /// `if_etag` is given and the object's ETag is no longer that one (it changed since it
+    /// was listed: a stale copy must never be written).
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body>;
 
     /// Writes `size` bytes from `body` to `key`, replacing any object there, and returns the
     /// new object. The object appears whole or not at all.

@@ -31,6 +31,8 @@ pub struct QueueDepth {
     pub visible: u64,
     /// Pulled and under lease.
     pub in_flight: u64,
+    /// In the dead-letter queue: delivered too often without being acknowledged.
+    pub dead_letters: u64,
 }
 
 /// A durable queue with leases. All methods may be called concurrently.
@@ -58,4 +60,8 @@ pub trait WorkQueue: Send + Sync {
 
     /// Approximate counts.
     async fn depth(&self) -> Result<QueueDepth>;
+
+    /// Up to `max` bodies from the dead-letter queue, without taking them out of it (a
+    /// peek: status uses it to say which jobs have dead segments). No order promised.
+    async fn dead_letters(&self, max: usize) -> Result<Vec<String>>;
 }

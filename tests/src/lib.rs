@@ -176,9 +176,9 @@ impl ObjectStore for CountingStore {
         Self::bump(&self.requests.copy);
         self.inner.copy_from(source, src, dst_key).await
     }
-    async fn get(&self, key: &str) -> shared::Result<Body> {
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> shared::Result<Body> {
         Self::bump(&self.requests.get);
-        let body = self.inner.get(key).await;
+        let body = self.inner.get(key, if_etag).await;
         if let Some(hook) = &self.after_get {
             hook(key);
         }

@@ -31,6 +31,18 @@ impl JobStore for OneAtATime {
         let _turn = self.turn.lock().await;
         self.inner.create_job(spec, first).await
     }
+    async fn create_failed(&self, spec: &JobSpec, message: &str) -> Result<Recorded> {
+        let _turn = self.turn.lock().await;
+        self.inner.create_failed(spec, message).await
+    }
+    async fn running(&self) -> Result<Vec<JobRecord>> {
+        let _turn = self.turn.lock().await;
+        self.inner.running().await
+    }
+    async fn note(&self, job: &str, message: Option<&str>) -> Result<()> {
+        let _turn = self.turn.lock().await;
+        self.inner.note(job, message).await
+    }
     async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
         let _turn = self.turn.lock().await;
         self.inner.job(id).await

@@ -31,7 +31,12 @@ async fn a_flat_prefix_of_50k_keys_is_worked_by_several_workers_at_once() {
         destination: Location::local(&dst).unwrap(),
         options: JobOptions::default(),
     };
-    let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: stores.clone() };
+    let intake = Intake {
+        jobs: jobs.clone(),
+        segments: queue.clone(),
+        stores: stores.clone(),
+        local: coordinator::LocalPaths::Any,
+    };
     intake.accept(&spec).await.unwrap();
 
     let (stop, stop_rx) = watch::channel(false);

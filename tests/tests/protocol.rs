@@ -34,7 +34,12 @@ fn bed(files: usize) -> Bed {
     let state = dir.path().join("s.sqlite");
     let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&state).unwrap());
     let queue = Arc::new(SqliteQueue::open(&state, "segments").unwrap());
-    let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: Arc::new(StoreFactory::new()) };
+    let intake = Intake {
+        jobs: jobs.clone(),
+        segments: queue.clone(),
+        stores: Arc::new(StoreFactory::new()),
+        local: coordinator::LocalPaths::Any,
+    };
     let spec = JobSpec {
         id: "j".into(),
         source: Location::local(&src).unwrap(),

@@ -1,6 +1,9 @@
 //! Copying one object: server-side when both stores are on the same S3 endpoint, streamed
-//! (get, then put) otherwise. Transient failures are retried with jittered backoff; a
-//! repeated copy gives the same result, so retries and redeliveries are safe.
+//! (get, then put) otherwise. Both are conditional on the ETag the source was listed with
+//! (CopySourceIfMatch, GET If-Match), so a copy never writes a version other than the one
+//! listed and verified: a worker whose lease expired cannot put an old version over a newer
+//! copy. Transient failures are retried with jittered backoff; a repeated copy gives the
+//! same result, so retries and redeliveries are safe.
 
 use shared::Result;
 use shared::error::retry;
@@ -25,7 +28,7 @@ pub async fn copy_object(
         match &server_side {
             Some(s) => dst.copy_from(s, entry, dst_key).await,
             None => {
-                let body = src.get(&entry.key).await?;
+                let body = src.get(&entry.key, entry.etag.as_deref()).await?;
                 dst.put(dst_key, body, entry.size).await
             }
         }

@@ -11,6 +11,8 @@
 //! A crash before 3 redoes the page (copies are idempotent); after 3, the redelivered
 //! message finds the segment done and re-enqueues its children, so nothing is stranded
 //! and nothing is counted twice. The lease is renewed by a heartbeat while a page is worked.
+//! A message is acknowledged only once its segment is recorded done; whatever else goes
+//! wrong leaves it to come back, and after the queue's receive limit to the dead letters.
 
 pub mod compare;
 pub mod copy;
@@ -21,9 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use shared::backend::StoreFactory;
+use shared::error::Disposition;
+use shared::faults::{AFTER_RECORD, BEFORE_ACK, crash_point};
 use shared::jobstore::{JobStore, Recorded};
 use shared::model::{Counters, IssueKind, JobSpec, KeyRange, ObjectIssue, SegmentCompletion, now_ms};
 use shared::objstore::ObjectStore;
@@ -175,38 +179,53 @@ impl Worker {
         }
     }
 
-    /// Works one delivery to the end: ack on success or poison, delayed redelivery on a
-    /// transient failure. Never panics the worker.
+    /// Works one delivery to the end, settling its message by what happened:
+    /// - done (or already done): ack;
+    /// - a transient failure: the message comes back after `retry_delay`;
+    /// - anything else (a malformed message, a completion the job store refuses, a panic):
+    ///   the message is left unacknowledged and comes back after `retry_delay` too, so the
+    ///   queue's receive limit moves it to the dead-letter queue, where status shows it. A
+    ///   message is never acknowledged unless its segment is recorded done.
+    ///
+    /// The lease is renewed while the page is worked, by the same task: when the work ends,
+    /// fails or panics, renewal ends with it.
     async fn handle(self: &Arc<Self>, d: Delivery) {
-        let heartbeat = {
-            let (queue, lease, every) = (self.queue.clone(), d.lease.clone(), self.cfg.lease / 3);
-            let lease_for = self.cfg.lease;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    if let Err(e) = queue.renew(&lease, lease_for).await {
-                        warn!(error = %e, "lease renewal failed");
-                    }
-                }
-            })
+        use futures::FutureExt;
+        let work = std::panic::AssertUnwindSafe(self.process(&d)).catch_unwind();
+        let result = tokio::select! {
+            r = work => r.unwrap_or_else(|_| Err(Error::invalid("panicked while working the segment"))),
+            never = self.heartbeat(&d.lease) => match never {},
         };
-        let result = self.process(&d).await;
-        heartbeat.abort();
         let done = match result {
-            Ok(()) => self.queue.ack(&d.lease).await,
+            Ok(()) => {
+                crash_point(BEFORE_ACK);
+                self.queue.ack(&d.lease).await
+            }
             Err(e) if e.is_transient() => {
                 warn!(error = %e, deliveries = d.deliveries, "segment failed for now; it will be retried");
                 self.queue.renew(&d.lease, self.cfg.retry_delay).await
             }
             Err(e) => {
-                warn!(error = %e, body = %d.body, "dropping a message that can never be worked");
-                self.queue.ack(&d.lease).await
+                error!(error = %e, deliveries = d.deliveries, body = %d.body,
+                    "segment cannot be worked; leaving it to the dead-letter queue after its receive limit");
+                self.queue.renew(&d.lease, self.cfg.retry_delay).await
             }
         };
         if let Err(e) = done {
             warn!(error = %e, "could not settle a message; it will be redelivered");
         }
         self.held.lock().expect("lease set lock").remove(&d.lease);
+    }
+
+    /// Renews `lease` every third of the lease time, forever; runs inside the delivery's
+    /// own task, so it stops exactly when the work does.
+    async fn heartbeat(&self, lease: &LeaseId) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(self.cfg.lease / 3).await;
+            if let Err(e) = self.queue.renew(lease, self.cfg.lease).await {
+                warn!(error = %e, "lease renewal failed");
+            }
+        }
     }
 
     async fn process(&self, d: &Delivery) -> Result<()> {
@@ -216,7 +235,17 @@ impl Worker {
             return Ok(());
         };
         let span = info_span!("segment", job = %msg.job, id = %msg.range.id(), worker = %self.cfg.id);
-        self.process_segment(&job, &msg.range).instrument(span).await
+        let r = self.process_segment(&job, &msg.range).instrument(span).await;
+        if let Err(e) = &r
+            && !e.is_transient()
+        {
+            // Say why in the job's status: the message is headed for the dead letters.
+            let why = format!("segment after {:?} failed (delivery {}): {e}", msg.range.start_after, d.deliveries);
+            if let Err(e2) = self.jobs.note(&msg.job, Some(&why)).await {
+                warn!(error = %e2, "could not note the failure on the job");
+            }
+        }
+        r
     }
 
     async fn process_segment(&self, job: &OpenJob, range: &KeyRange) -> Result<()> {
@@ -244,8 +273,9 @@ impl Worker {
         };
         let (delta, children, issues) = match page::work_page(&ctx, range).await {
             Ok(p) => (p.delta, p.children, p.issues),
-            Err(e) if e.is_transient() => return Err(e),
-            Err(e) => segment_failed(range, &e),
+            // The range cannot be listed for good: a finding naming it, and no children.
+            Err(e) if e.disposition() == Disposition::Finding => segment_failed(range, &e),
+            Err(e) => return Err(e),
         };
         let completion = SegmentCompletion {
             job: id.clone(),
@@ -258,7 +288,10 @@ impl Worker {
             finished_ms: now_ms(),
         };
         match self.jobs.complete_segment(&completion).await? {
-            Recorded::Now => self.push_children(id, &children).await?,
+            Recorded::Now => {
+                crash_point(AFTER_RECORD);
+                self.push_children(id, &children).await?
+            }
             Recorded::Already => {
                 let rec = self.jobs.segment(id, range).await?;
                 self.enqueue_pending(id, &rec.map(|r| r.children).unwrap_or_default()).await?;

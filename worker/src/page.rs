@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Semaphore;
 
-use shared::Result;
 use shared::error::retry;
+use shared::faults::{AFTER_COPY, AFTER_LISTING, MID_COPY, crash_point};
 use shared::keyrange::children_after_page;
 use shared::model::{Counters, IssueKind, JobSpec, KeyRange, Mode, ObjectEntry, ObjectIssue};
-use shared::objstore::{Deleted, ListRequest, ObjectStore};
+use shared::objstore::{Deleted, ListPage, ListRequest, ObjectStore};
+use shared::{Error, Result};
 
 use crate::compare::{Verdict, compare, compare_checksums};
 use crate::copy::copy_object;
@@ -57,53 +58,97 @@ pub struct PageResult {
 }
 
 /// Works one page of `range`. Errors are listing failures (the page is redone later, or the
-/// segment recorded as failed); per-object failures are in the result.
+/// segment recorded as failed); per-object failures are findings in the result, and the
+/// rest of the page goes on.
 pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult> {
     RunStats::bump(&ctx.stats.pages);
     let src_loc = &ctx.spec.source;
-    let req = ListRequest {
-        prefix: src_loc.prefix.clone(),
-        start_after: src_loc.full_key(&range.start_after),
-        end: range.end.as_deref().map(|e| src_loc.full_key(e)),
-        max_keys: ctx.spec.options.page_size as usize,
-    };
-    RunStats::bump(&ctx.stats.list_calls);
-    let page = retry(CALL_ATTEMPTS, || ctx.src.list(&req)).await?;
-    let mut src: Vec<(String, ObjectEntry)> = page
-        .entries
-        .into_iter()
-        .filter_map(|e| src_loc.rel_key(&e.key).map(str::to_string).map(|k| (k, e)))
-        .filter(|(k, _)| !k.is_empty())
-        .collect();
+    let page = list_source(ctx, range).await?;
+    let mut out = PageResult::default();
+    let rel = |full: &str| src_loc.rel_key(full).map(str::to_string);
+    for u in &page.skipped {
+        let key = rel(&u.key).unwrap_or_else(|| u.key.clone());
+        out.delta.uncopyable += 1;
+        out.issues.push(issue(&key, IssueKind::Uncopyable, None, None, Some(u.reason.clone())));
+    }
+    let mut src: Vec<(String, ObjectEntry)> =
+        page.entries.into_iter().filter_map(|e| rel(&e.key).map(|k| (k, e))).filter(|(k, _)| !k.is_empty()).collect();
     // The keys this page answers for: up to its last key when truncated, else the range.
-    let covered = match (page.truncated, src.last()) {
-        (true, Some((last, _))) => KeyRange { start_after: range.start_after.clone(), end: Some(last.clone()) },
-        _ => range.clone(),
+    let last = match page.truncated {
+        true => Some(rel(page.last_key.as_deref().unwrap_or_default()).ok_or_else(|| {
+            Error::transient(format!("listing returned a key outside {src_loc}: {:?}", page.last_key))
+        })?),
+        false => None,
+    };
+    let covered = match &last {
+        Some(l) => KeyRange { start_after: range.start_after.clone(), end: Some(l.clone()) },
+        None => range.clone(),
     };
     let mut dst = list_dest(ctx, &covered).await?;
+    crash_point(AFTER_LISTING);
 
-    let mut out = PageResult::default();
     for (_, e) in &src {
         out.delta.source_objects += 1;
         out.delta.source_bytes += e.size as i64;
     }
     let mut copied = HashSet::new();
     if ctx.spec.options.mode != Mode::VerifyOnly {
-        let todo = plan_copies(ctx, &mut src, &mut dst).await?;
+        let todo = plan_copies(ctx, &mut src, &mut dst).await;
         copied = copy_all(ctx, &todo, &mut out).await;
         if !copied.is_empty() {
             dst = list_dest(ctx, &covered).await?;
         }
     }
-    let verified = classify(ctx, &src, &mut dst, &copied, &mut out).await?;
+    let verified = classify(ctx, &src, &mut dst, &copied, &mut out).await;
     if ctx.spec.options.mode == Mode::Move {
         delete_verified(ctx, &verified, &mut out).await;
     }
-    if page.truncated {
-        let keys: Vec<&str> = src.iter().map(|(k, _)| k.as_str()).collect();
-        out.children = children_after_page(range, &keys, ctx.fanout);
+    if last.is_some() {
+        // The page's own keys, copyable or not, in key order: they place the split points.
+        let mut keys: Vec<&str> = src.iter().map(|(k, _)| k.as_str()).collect();
+        keys.extend(page.skipped.iter().filter_map(|u| src_loc.rel_key(&u.key)));
+        keys.sort_unstable();
+        // Never empty: `last` itself is one of them.
+        out.children = children_after_page(range, &keys, ctx.fanout)
+            .ok_or_else(|| Error::transient("a truncated page with no keys; listing again"))?;
     }
+    crash_point(AFTER_COPY);
     Ok(out)
+}
+
+/// A source page with the entries' keys in range, as listed, plus its last key.
+struct SourcePage {
+    entries: Vec<ObjectEntry>,
+    skipped: Vec<shared::objstore::Uncopyable>,
+    truncated: bool,
+    last_key: Option<String>,
+}
+
+/// Lists one page of the source range. A page that says "truncated" but holds no key gives
+/// no place to continue from: it is listed again (with backoff), never taken as the end.
+async fn list_source(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<SourcePage> {
+    let loc = &ctx.spec.source;
+    let req = ListRequest {
+        prefix: loc.prefix.clone(),
+        start_after: loc.full_key(&range.start_after),
+        end: range.end.as_deref().map(|e| loc.full_key(e)),
+        max_keys: ctx.spec.options.page_size as usize,
+    };
+    let page: ListPage = retry(CALL_ATTEMPTS, || async {
+        RunStats::bump(&ctx.stats.list_calls);
+        let page = ctx.src.list(&req).await?;
+        if page.truncated && page.last_key().is_none() {
+            return Err(Error::transient(format!(
+                "{} returned an empty page marked truncated after {:?}",
+                ctx.src.describe(),
+                req.start_after
+            )));
+        }
+        Ok(page)
+    })
+    .await?;
+    let last_key = page.last_key().map(str::to_string);
+    Ok(SourcePage { entries: page.entries, skipped: page.skipped, truncated: page.truncated, last_key })
 }
 
 /// Every destination object in `range` (relative keys), however many pages that takes.
@@ -163,29 +208,30 @@ async fn verdict(ctx: &PageCtx<'_>, s: &mut ObjectEntry, d: &mut ObjectEntry) ->
 
 /// The source entries to copy: missing or different in the destination. An unverifiable
 /// pair is copied again only server-side, where the copy keeps the source's ETag form.
-/// Source entries keep what a HEAD learnt about them, so they are not asked twice.
+/// Source entries keep what a HEAD learnt about them, so they are not asked twice. A pair
+/// whose comparison fails (a HEAD refused) is left alone here: verification reports it.
 async fn plan_copies(
     ctx: &PageCtx<'_>,
     src: &mut [(String, ObjectEntry)],
     dst: &mut BTreeMap<String, ObjectEntry>,
-) -> Result<Vec<(String, ObjectEntry)>> {
+) -> Vec<(String, ObjectEntry)> {
     let server_side =
         matches!((ctx.src.copy_source(), ctx.dst.copy_source()), (Some(a), Some(b)) if a.endpoint == b.endpoint);
     let mut todo = Vec::new();
     for (k, s) in src.iter_mut() {
         let copy = match dst.get_mut(k.as_str()) {
             None => true,
-            Some(d) => match verdict(ctx, s, d).await? {
-                Verdict::Equal => false,
-                Verdict::Unverifiable(_) => server_side,
-                _ => true,
+            Some(d) => match verdict(ctx, s, d).await {
+                Ok(Verdict::Equal) | Err(_) => false,
+                Ok(Verdict::Unverifiable(_)) => server_side,
+                Ok(_) => true,
             },
         };
         if copy {
             todo.push((k.clone(), s.clone()));
         }
     }
-    Ok(todo)
+    todo
 }
 
 /// Copies every entry with at most the shared limit in flight. Returns the keys copied.
@@ -196,7 +242,11 @@ async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut P
         running.push(async move {
             let _permit = ctx.copies.acquire().await.expect("the copy semaphore is never closed");
             RunStats::bump(&ctx.stats.copies);
-            (k, e, copy_object(ctx.src, ctx.dst, e, &dst_loc.full_key(k)).await)
+            let r = copy_object(ctx.src, ctx.dst, e, &dst_loc.full_key(k)).await;
+            if r.is_ok() {
+                crash_point(MID_COPY);
+            }
+            (k, e, r)
         });
     }
     let results: Vec<_> = running.collect().await;
@@ -226,7 +276,7 @@ async fn classify(
     dst: &mut BTreeMap<String, ObjectEntry>,
     copied: &HashSet<String>,
     out: &mut PageResult,
-) -> Result<Vec<ObjectEntry>> {
+) -> Vec<ObjectEntry> {
     let copied_failed: HashSet<String> =
         out.issues.iter().filter(|i| i.kind == IssueKind::CopyFailed).map(|i| i.key.clone()).collect();
     let mut verified = Vec::new();
@@ -241,8 +291,14 @@ async fn classify(
         out.delta.dest_objects += 1;
         out.delta.dest_bytes += d.size as i64;
         let mut s = s.clone();
-        let kind = match verdict(ctx, &mut s, &mut d).await? {
-            Verdict::Equal => {
+        let mut detail = None;
+        let kind = match verdict(ctx, &mut s, &mut d).await {
+            Err(e) => {
+                tracing::warn!(key = %k, error = %e, "comparison failed");
+                detail = Some(format!("could not compare: {e}"));
+                IssueKind::CheckFailed
+            }
+            Ok(Verdict::Equal) => {
                 out.delta.verified_objects += 1;
                 if !copied.contains(k) {
                     out.delta.skipped_objects += 1;
@@ -251,9 +307,9 @@ async fn classify(
                 verified.push(s);
                 continue;
             }
-            Verdict::SizeDiffers => IssueKind::SizeDiffers,
-            Verdict::ContentDiffers => IssueKind::ContentDiffers,
-            Verdict::Unverifiable(_) | Verdict::NeedsHead => IssueKind::Unverifiable,
+            Ok(Verdict::SizeDiffers) => IssueKind::SizeDiffers,
+            Ok(Verdict::ContentDiffers) => IssueKind::ContentDiffers,
+            Ok(Verdict::Unverifiable(_) | Verdict::NeedsHead) => IssueKind::Unverifiable,
         };
         if copied_failed.contains(k) {
             continue;
@@ -263,7 +319,7 @@ async fn classify(
             IssueKind::ContentDiffers => out.delta.content_differs += 1,
             _ => out.delta.unverifiable += 1,
         }
-        out.issues.push(issue(k, kind, Some(s), Some(d), None));
+        out.issues.push(issue(k, kind, Some(s), Some(d), detail));
     }
     // What is left exists only in the destination.
     for (k, d) in std::mem::take(dst) {
@@ -274,7 +330,7 @@ async fn classify(
             out.issues.push(issue(&k, IssueKind::Extra, None, Some(d), None));
         }
     }
-    Ok(verified)
+    verified
 }
 
 /// Move: deletes each verified source object, conditionally on the ETag it was verified

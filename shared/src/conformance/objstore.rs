@@ -106,6 +106,7 @@ where
     objects::put_replaces(new_store().await).await;
     objects::bad_bodies_write_nothing(new_store().await).await;
     objects::conditional_delete(new_store().await).await;
+    objects::conditional_get(new_store().await).await;
     objects::concurrent_puts(new_store().await).await;
     objects::check_store(new_store().await, &caps).await;
     listing::tricky_keys_list_in_byte_order(new_store().await, &caps).await;
@@ -157,7 +158,7 @@ pub(crate) async fn put(store: &dyn ObjectStore, key: &str, bytes: &[u8]) -> Obj
 
 /// Reads the whole object at `key`.
 pub async fn read_all(store: &dyn ObjectStore, key: &str) -> Vec<u8> {
-    let mut r = store.get(key).await.unwrap_or_else(|e| panic!("get {key:?} failed: {e}"));
+    let mut r = store.get(key, None).await.unwrap_or_else(|e| panic!("get {key:?} failed: {e}"));
     let mut out = Vec::new();
     r.read_to_end(&mut out).await.unwrap_or_else(|e| panic!("reading {key:?} failed: {e}"));
     out

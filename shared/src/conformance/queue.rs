@@ -107,8 +107,8 @@ async fn push_many(q: Arc<dyn WorkQueue>) {
     q.push(&sent).await.expect("push 25");
     let got = gather(&*q, 25, LONG, Duration::from_secs(15)).await;
     assert_eq!(bodies(&got), sent, "25 pushed, pulled back something else");
-    let depth = settled_depth(&*q, QueueDepth { visible: 0, in_flight: 25 }).await;
-    assert_eq!(depth, QueueDepth { visible: 0, in_flight: 25 });
+    let depth = settled_depth(&*q, QueueDepth { visible: 0, in_flight: 25, dead_letters: 0 }).await;
+    assert_eq!(depth, QueueDepth { visible: 0, in_flight: 25, dead_letters: 0 });
 }
 
 async fn lease_hides(q: Arc<dyn WorkQueue>) {
@@ -195,11 +195,11 @@ async fn pull_wakes(q: Arc<dyn WorkQueue>) {
 
 async fn depth_counts(q: Arc<dyn WorkQueue>) {
     q.push(&numbered("depth", 3)).await.expect("push");
-    let want = QueueDepth { visible: 3, in_flight: 0 };
+    let want = QueueDepth { visible: 3, in_flight: 0, dead_letters: 0 };
     assert_eq!(settled_depth(&*q, want).await, want);
     let got = gather(&*q, 1, LONG, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1);
-    let want = QueueDepth { visible: 2, in_flight: 1 };
+    let want = QueueDepth { visible: 2, in_flight: 1, dead_letters: 0 };
     assert_eq!(settled_depth(&*q, want).await, want);
 }
 

@@ -136,6 +136,52 @@ impl JobStore for DynamoJobStore {
         retry(WRITE_ATTEMPTS, || self.create_once(spec, &first)).await
     }
 
+    async fn create_failed(&self, spec: &JobSpec, message: &str) -> Result<Recorded> {
+        validate_job_id(&spec.id)?;
+        let mut item = items::job_item(spec, 0, now_ms())?;
+        item.insert("state".into(), s(JobState::Failed.as_str()));
+        item.insert("message".into(), s(message));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put.map_err(|e| sdk_error("recording a refused job", e)) {
+            Ok(_) => Ok(Recorded::Now),
+            Err(Error::Conflict(_)) => Ok(Recorded::Already),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pages through the whole jobs index (keys only: thousands of jobs per call) and keeps
+    /// the running ones.
+    async fn running(&self) -> Result<Vec<JobRecord>> {
+        Ok(self.jobs(usize::MAX).await?.into_iter().filter(|j| j.state == JobState::Running).collect())
+    }
+
+    async fn note(&self, job: &str, message: Option<&str>) -> Result<()> {
+        let b = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&job_pk(job), JOB_SK)))
+            .condition_expression("#state = :running")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#message", "message")
+            .expression_attribute_values(":running", s(JobState::Running.as_str()));
+        let b = match message {
+            Some(m) => b.update_expression("SET #message = :m").expression_attribute_values(":m", s(m)),
+            None => b.update_expression("REMOVE #message"),
+        };
+        match b.send().await.map_err(|e| sdk_error("noting on a job", e)) {
+            Ok(_) | Err(Error::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
         self.get(&job_pk(id), JOB_SK).await?.map(|item| job_from(&item)).transpose()
     }
@@ -199,6 +245,7 @@ impl JobStore for DynamoJobStore {
 
     async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded> {
         let children = items::distinct(&c.children, "children")?;
+        crate::keyrange::check_children(&c.range, &children)?;
         retry(WRITE_ATTEMPTS, || self.complete_once(c, &children)).await
     }
 
@@ -209,7 +256,7 @@ impl JobStore for DynamoJobStore {
         if rec.state.is_terminal() || rec.counters.outstanding > 0 {
             return Ok(Some(rec.state));
         }
-        let state = rec.counters.final_state();
+        let state = rec.final_state();
         let updated = self
             .client
             .update_item()

@@ -76,8 +76,9 @@ impl AwsContext {
 /// Classifies an SDK error by its HTTP status and service error code.
 ///
 /// 404/NoSuchBucket/NoSuchKey -> `NotFound`; 403/AccessDenied -> `AccessDenied`; 409 and
-/// conditional-check failures -> `Conflict`; 5xx, 429, SlowDown, throttling, timeouts and
-/// I/O -> `Transient`; other 4xx -> `Permanent`.
+/// conditional-check failures -> `Conflict`; 429, 503, SlowDown and throttling ->
+/// `Throttled`; other 5xx, transaction conflicts, timeouts and I/O -> `Transient`; other
+/// 4xx -> `Permanent`.
 pub fn classify(status: Option<u16>, code: Option<&str>, message: String) -> Error {
     let code = code.unwrap_or("");
     match (status, code) {
@@ -103,14 +104,21 @@ pub fn classify(status: Option<u16>, code: Option<&str>, message: String) -> Err
             | "ThrottlingException"
             | "ProvisionedThroughputExceededException"
             | "RequestLimitExceeded"
-            | "InternalError"
+            | "TooManyRequestsException",
+        ) => Error::Throttled(message),
+        (
+            _,
+            "InternalError"
             | "ServiceUnavailable"
-            | "TransactionInProgressException",
+            | "TransactionInProgressException"
+            | "TransactionConflictException"
+            | "TransactionConflict",
         ) => Error::Transient(message),
         (Some(404), _) => Error::NotFound(message),
         (Some(403), _) => Error::AccessDenied(message),
         (Some(409 | 412), _) => Error::Conflict(message),
-        (Some(s), _) if s >= 500 || s == 429 => Error::Transient(message),
+        (Some(429 | 503), _) => Error::Throttled(message),
+        (Some(s), _) if s >= 500 => Error::Transient(message),
         (Some(_), _) => Error::Permanent(message),
         // No response at all: dispatch failure, timeout, connection reset.
         (None, _) => Error::Transient(message),

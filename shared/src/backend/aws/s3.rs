@@ -153,7 +153,7 @@ impl ObjectStore for S3Store {
                 truncated = false;
             }
         }
-        Ok(ListPage { entries, truncated })
+        Ok(ListPage { entries, skipped: Vec::new(), truncated })
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
@@ -230,12 +230,13 @@ impl ObjectStore for S3Store {
         Ok(ObjectEntry { key: dst_key.to_string(), size: src.size, etag })
     }
 
-    async fn get(&self, key: &str) -> Result<Body> {
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_if_match(if_etag.map(quote))
             .send()
             .await
             .map_err(|e| sdk_error(&format!("get {}", self.url(key)), e))?;

@@ -34,12 +34,64 @@ const SEND_ATTEMPTS: u32 = 4;
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
+    /// The dead-letter queue's URL, from the redrive policy, once looked up (`None`: none).
+    dlq: std::sync::Arc<tokio::sync::OnceCell<Option<String>>>,
 }
 
 impl SqsQueue {
     /// The queue at `queue_url`; nothing is checked until the first call.
     pub fn new(ctx: &AwsContext, queue_url: String) -> Self {
-        SqsQueue { client: ctx.sqs(), url: queue_url }
+        SqsQueue::from_parts(ctx.sqs(), queue_url)
+    }
+
+    fn from_parts(client: aws_sdk_sqs::Client, url: String) -> Self {
+        SqsQueue { client, url, dlq: Default::default() }
+    }
+
+    /// The URL of the queue's dead-letter queue, read from its redrive policy once.
+    async fn dlq_url(&self) -> Result<Option<&str>> {
+        let url = self
+            .dlq
+            .get_or_try_init(|| async {
+                let out = self
+                    .client
+                    .get_queue_attributes()
+                    .queue_url(&self.url)
+                    .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&format!("reading the redrive policy of {}", self.url), e))?;
+                let Some(policy) = out.attributes().and_then(|a| a.get(&QueueAttributeName::RedrivePolicy)) else {
+                    return Ok(None);
+                };
+                let v: serde_json::Value = serde_json::from_str(policy)?;
+                let Some(name) = v["deadLetterTargetArn"].as_str().and_then(|arn| arn.rsplit(':').next()) else {
+                    return Ok(None);
+                };
+                setup::queue_url(&self.client, name).await.map(Some)
+            })
+            .await?;
+        Ok(url.as_deref())
+    }
+
+    /// Approximate (visible, in flight) counts of the queue at `url`.
+    async fn counts(&self, url: &str) -> Result<(u64, u64)> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("counting {url}"), e))?;
+        let count = |k: QueueAttributeName| -> u64 {
+            out.attributes().and_then(|a| a.get(&k)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        Ok((
+            count(QueueAttributeName::ApproximateNumberOfMessages),
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        ))
     }
 
     /// The queue's URL.
@@ -206,22 +258,46 @@ impl WorkQueue for SqsQueue {
     }
 
     async fn depth(&self) -> Result<QueueDepth> {
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("counting {}", self.url), e))?;
-        let count = |k: QueueAttributeName| -> u64 {
-            out.attributes().and_then(|a| a.get(&k)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        let (visible, in_flight) = self.counts(&self.url).await?;
+        let dead_letters = match self.dlq_url().await? {
+            Some(dlq) => {
+                let (v, f) = self.counts(dlq).await?;
+                v + f
+            }
+            None => 0,
         };
-        Ok(QueueDepth {
-            visible: count(QueueAttributeName::ApproximateNumberOfMessages),
-            in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        })
+        Ok(QueueDepth { visible, in_flight, dead_letters })
+    }
+
+    /// Receives from the dead-letter queue with a visibility timeout of 0, so the messages
+    /// stay there, visible; stops at `max` distinct messages or when a receive brings none new.
+    async fn dead_letters(&self, max: usize) -> Result<Vec<String>> {
+        let Some(dlq) = self.dlq_url().await? else { return Ok(Vec::new()) };
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let got = self
+                .client
+                .receive_message()
+                .queue_url(dlq)
+                .max_number_of_messages(max.saturating_sub(out.len()).clamp(1, BATCH) as i32)
+                .visibility_timeout(0)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&format!("peeking at {dlq}"), e))?;
+            let mut new = 0;
+            for m in got.messages() {
+                if seen.insert(m.message_id().unwrap_or_default().to_string()) {
+                    out.push(m.body().unwrap_or_default().to_string());
+                    new += 1;
+                }
+            }
+            if new == 0 {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -124,7 +124,7 @@ impl Inner {
             }
         }
         // The walk never passes `end`, so the lookahead makes `truncated` exact.
-        Ok(ListPage { entries, truncated })
+        Ok(ListPage { entries, skipped: Vec::new(), truncated })
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
@@ -207,10 +207,21 @@ impl ObjectStore for LocalDirStore {
         )))
     }
 
-    async fn get(&self, key: &str) -> Result<Body> {
+    /// With `if_etag`, the file's MD5 (from the cache while its size and mtime are
+    /// unchanged) must match: checked right after opening, so a file replaced before the
+    /// open is refused; one rewritten in place while it is read is caught by verification.
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
         let not_found = || Error::NotFound(format!("{key:?} in {}", self.describe()));
         let path = key_path(&self.inner.root, key).map_err(|_| not_found())?;
-        let file = match tokio::fs::File::open(&path).await {
+        let opened = tokio::fs::File::open(&path).await;
+        if let (Some(want), Ok(_)) = (if_etag, &opened) {
+            let k = key.to_string();
+            let now = self.blocking(move |s| s.head(&k)).await?;
+            if now.as_ref().and_then(|e| e.etag.as_deref()) != Some(want) {
+                return Err(Error::Conflict(format!("{key:?} in {} changed since it was listed", self.describe())));
+            }
+        }
+        let file = match opened {
             Ok(f) => f,
             Err(e) if walk::vanished(&e) => return Err(not_found()),
             Err(e) => return Err(io_err(e, key)),

@@ -192,6 +192,49 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
+    async fn create_failed(&self, spec: &JobSpec, message: &str) -> Result<Recorded> {
+        validate_job_id(&spec.id)?;
+        let (id, spec_json, message) = (spec.id.clone(), serde_json::to_string(spec)?, message.to_string());
+        self.call(move |conn, _| {
+            let now = now_ms();
+            let inserted = conn
+                .execute(
+                    "INSERT OR IGNORE INTO jobstore_job (id, spec, state, message, created_ms, updated_ms) VALUES (?1, ?2, 'failed', ?3, ?4, ?4)",
+                    params![id, spec_json, message, now],
+                )
+                .map_err(db_err)?;
+            Ok(if inserted == 0 { Recorded::Already } else { Recorded::Now })
+        })
+        .await
+    }
+
+    async fn running(&self) -> Result<Vec<JobRecord>> {
+        self.call(move |conn, sql| {
+            let q = format!("{} WHERE state = 'running' ORDER BY created_ms DESC, rowid DESC", sql.select_job);
+            let mut st = conn.prepare_cached(&q).map_err(db_err)?;
+            let mut rows = st.query([]).map_err(db_err)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(db_err)? {
+                out.push(job_from_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn note(&self, job: &str, message: Option<&str>) -> Result<()> {
+        let (job, message) = (job.to_string(), message.map(str::to_string));
+        self.call(move |conn, _| {
+            conn.execute(
+                "UPDATE jobstore_job SET message = ?2 WHERE id = ?1 AND state = 'running' AND message IS NOT ?2",
+                params![job, message],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
         let id = id.to_string();
         self.call(move |conn, sql| read_job(conn, sql, &id)).await
@@ -240,6 +283,7 @@ impl JobStore for SqliteJobStore {
 
     async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded> {
         let children = distinct(&c.children, "children")?;
+        crate::keyrange::check_children(&c.range, &children)?;
         let c = c.clone();
         self.call(move |conn, sql| {
             let tx = immediate(conn)?;
@@ -262,7 +306,7 @@ impl JobStore for SqliteJobStore {
             if rec.state.is_terminal() || rec.counters.outstanding > 0 {
                 return Ok(Some(rec.state));
             }
-            let state = rec.counters.final_state();
+            let state = rec.final_state();
             tx.execute(
                 "UPDATE jobstore_job SET state = ?2, updated_ms = ?3 WHERE id = ?1",
                 params![job, state.as_str(), now_ms()],

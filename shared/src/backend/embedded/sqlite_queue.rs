@@ -90,16 +90,6 @@ impl SqliteQueue {
         self
     }
 
-    /// The bodies moved to the dead-letter table, oldest first.
-    pub async fn dead_letters(&self) -> Result<Vec<String>> {
-        self.with_conn("listing dead letters", |conn, queue| {
-            let mut stmt = conn.prepare("SELECT body FROM queue_dead_letters WHERE queue = ?1 ORDER BY id")?;
-            let rows = stmt.query_map([queue], |r| r.get(0))?;
-            rows.collect()
-        })
-        .await
-    }
-
     /// Makes every leased message of this queue visible now and invalidates its lease;
     /// returns how many. For a single-process owner restarting: nobody holds a lease then.
     pub async fn release_all(&self) -> Result<u64> {
@@ -115,6 +105,28 @@ impl SqliteQueue {
             .await?;
         self.pushed.notify_waiters();
         tracing::info!(queue = %self.queue, released = n, "released every lease");
+        Ok(n as u64)
+    }
+
+    /// Moves every dead letter of this queue back onto it, visible now, with its delivery
+    /// count reset; returns how many. What a user's rerun of a local job does: whatever made
+    /// them fail (a full disk, a bad permission) may be fixed now.
+    pub async fn requeue_dead_letters(&self) -> Result<u64> {
+        let n = self
+            .with_conn("requeueing dead letters", |conn, queue| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now = now_ms();
+                let n = tx.execute(
+                    "INSERT INTO queue_messages (queue, body, enqueued_ms, visible_ms)
+                     SELECT queue, body, ?2, ?2 FROM queue_dead_letters WHERE queue = ?1 ORDER BY id",
+                    params![queue, now],
+                )?;
+                tx.execute("DELETE FROM queue_dead_letters WHERE queue = ?1", [queue])?;
+                tx.commit()?;
+                Ok(n)
+            })
+            .await?;
+        self.pushed.notify_waiters();
         Ok(n as u64)
     }
 
@@ -324,14 +336,26 @@ impl WorkQueue for SqliteQueue {
         Ok(())
     }
 
-    /// Exact counts (dead letters excluded).
+    /// The bodies moved to the dead-letter table, oldest first.
+    async fn dead_letters(&self, max: usize) -> Result<Vec<String>> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.with_conn("listing dead letters", move |conn, queue| {
+            let mut stmt = conn.prepare("SELECT body FROM queue_dead_letters WHERE queue = ?1 ORDER BY id LIMIT ?2")?;
+            let rows = stmt.query_map(params![queue, max], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Exact counts.
     async fn depth(&self) -> Result<QueueDepth> {
         self.with_conn("counting", |conn, queue| {
             conn.query_row(
-                "SELECT COALESCE(SUM(visible_ms <= ?2), 0), COALESCE(SUM(visible_ms > ?2), 0)
+                "SELECT COALESCE(SUM(visible_ms <= ?2), 0), COALESCE(SUM(visible_ms > ?2), 0),
+                        (SELECT COUNT(*) FROM queue_dead_letters WHERE queue = ?1)
                  FROM queue_messages WHERE queue = ?1",
                 params![queue, now_ms()],
-                |r| Ok(QueueDepth { visible: r.get(0)?, in_flight: r.get(1)? }),
+                |r| Ok(QueueDepth { visible: r.get(0)?, in_flight: r.get(1)?, dead_letters: r.get(2)? }),
             )
         })
         .await

@@ -93,7 +93,7 @@ pub(super) async fn unknown_segment_or_job_is_not_found(store: Arc<dyn JobStore>
 
 pub(super) async fn existing_child_is_not_reset_nor_recounted(store: Arc<dyn JobStore>) {
     let id = job_id("existing");
-    let (a, b) = (range("", Some("m")), range("m", Some("t")));
+    let (a, b) = (range("", None), range("m", Some("t")));
     create(&store, &id, &[a.clone(), b.clone()]).await;
     let db = page_delta(2, 20);
     let done_b = completion(&id, &b, db, vec![]);
@@ -118,23 +118,33 @@ pub(super) async fn existing_child_is_not_reset_nor_recounted(store: Arc<dyn Job
     assert_eq!(got.copied_bytes, 30);
 }
 
+/// `n` adjacent ranges after `base000` that end where the whole key space ends: the
+/// children of a page of `("", None)` whose last key was `base000`.
+fn tiling(base: &str, n: usize) -> Vec<KeyRange> {
+    let mut v = ranges(base, n);
+    if let Some(last) = v.last_mut() {
+        last.end = None;
+    }
+    v
+}
+
 pub(super) async fn too_many_children_is_invalid_and_changes_nothing(store: Arc<dyn JobStore>) {
     let id = job_id("limit");
-    let first = ranges("", 3);
+    let first = vec![range("", None), range("zz0", Some("zz1")), range("zz1", Some("zz2"))];
     match store.create_job(&spec(&id), &ranges("f", MAX_CHILDREN + 1)).await {
         Err(Error::Invalid(_)) => {}
         other => panic!("create_job with too many first segments gave {other:?}"),
     }
     assert_eq!(store.job(&id).await.unwrap(), None, "no job after a refusal");
     create(&store, &id, &first).await;
-    let too_many = completion(&id, &first[0], page_delta(1, 1), ranges("x", MAX_CHILDREN + 1));
+    let too_many = completion(&id, &first[0], page_delta(1, 1), tiling("x", MAX_CHILDREN + 1));
     match store.complete_segment(&too_many).await {
         Err(Error::Invalid(_)) => {}
         other => panic!("{} children gave {other:?}, want Invalid", MAX_CHILDREN + 1),
     }
     assert!(!store.segment(&id, &first[0]).await.unwrap().unwrap().done);
     assert_eq!(counters(&store, &id).await.outstanding, 3);
-    let most = completion(&id, &first[0], page_delta(1, 1), ranges("x", MAX_CHILDREN));
+    let most = completion(&id, &first[0], page_delta(1, 1), tiling("x", MAX_CHILDREN));
     assert_eq!(store.complete_segment(&most).await.unwrap(), Recorded::Now);
     let got = counters(&store, &id).await;
     assert_eq!(got.outstanding, 3 + MAX_CHILDREN as i64 - 1, "{got:?}");
@@ -173,7 +183,7 @@ pub(super) async fn concurrent_distinct_completions_are_exact(store: Arc<dyn Job
 
 pub(super) async fn concurrent_duplicate_completions_count_once(store: Arc<dyn JobStore>) {
     let id = job_id("dupes");
-    let seg = range("", Some("k"));
+    let seg = range("", None);
     create(&store, &id, std::slice::from_ref(&seg)).await;
     let c = completion(&id, &seg, page_delta(7, 70), vec![range("k", None)]);
     let tasks: Vec<_> = (0..20)

@@ -26,7 +26,7 @@ pub(super) async fn missing_objects(store: Arc<dyn ObjectStore>) {
     for key in ["absent", "presen", "present/child", "present2"] {
         let head = store.head(key).await.expect("head of a missing key");
         assert_eq!(head, None, "missing_objects: head of {key:?}");
-        assert_not_found(&format!("missing_objects: get {key:?}"), store.get(key).await.map(|_| ()));
+        assert_not_found(&format!("missing_objects: get {key:?}"), store.get(key, None).await.map(|_| ()));
         let del = store.delete(key, None).await.expect("delete of a missing key");
         assert_eq!(del, Deleted::Absent, "missing_objects: delete {key:?}");
     }
@@ -75,6 +75,24 @@ pub(super) async fn conditional_delete(store: Arc<dyn ObjectStore>) {
     put(&*store, "d/x", b"now a file").await;
     assert_eq!(store.delete("d/x", None).await.unwrap(), Deleted::Yes);
     assert_eq!(list_all(&*store, "", "", None, 10).await, vec![sibling]);
+}
+
+/// A get conditional on the listed ETag reads that version, and refuses (`Conflict`) once
+/// the object has changed: a stale copy is never written.
+pub(super) async fn conditional_get(store: Arc<dyn ObjectStore>) {
+    let old = put(&*store, "g/obj", b"version one").await;
+    let etag = old.etag.clone().expect("put returns an ETag");
+    let mut r = store.get("g/obj", Some(&etag)).await.expect("get with the current ETag");
+    let mut got = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut got).await.unwrap();
+    assert_eq!(got, b"version one", "conditional_get: right ETag");
+    put(&*store, "g/obj", b"version two, longer").await;
+    match store.get("g/obj", Some(&etag)).await {
+        Err(Error::Conflict(_)) => {}
+        Err(e) => panic!("conditional_get: stale ETag must be Conflict, got {e:?}"),
+        Ok(_) => panic!("conditional_get: stale ETag must be refused, got a body"),
+    }
+    assert_eq!(read_all(&*store, "g/obj").await, b"version two, longer", "unconditional get");
 }
 
 /// Puts running at once all land; racing puts to one key leave one of them, whole.

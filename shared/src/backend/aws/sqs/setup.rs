@@ -52,7 +52,7 @@ impl SqsQueue {
     pub async fn open(ctx: &AwsContext, name: &str) -> Result<Self> {
         let client = ctx.sqs();
         let url = queue_url(&client, name).await?;
-        Ok(SqsQueue { client, url })
+        Ok(SqsQueue::from_parts(client, url))
     }
 
     /// Creates or updates the queue `name` and its dead-letter queue `name-dlq` so that they
@@ -72,7 +72,7 @@ impl SqsQueue {
         let dlq_name = format!("{name}-dlq");
         let dlq_attrs = [(QueueAttributeName::MessageRetentionPeriod, DLQ_RETENTION_SECS.to_string())];
         let dlq_url = create_or_update(&client, &dlq_name, &dlq_attrs).await?;
-        let dlq = SqsQueue { client: client.clone(), url: dlq_url };
+        let dlq = SqsQueue::from_parts(client.clone(), dlq_url);
         let dlq_arn = dlq
             .attributes()
             .await?
@@ -90,7 +90,7 @@ impl SqsQueue {
         ];
         let url = create_or_update(&client, name, &attrs).await?;
         tracing::info!(queue = %name, url = %url, dlq = %dlq_name, "queue ensured");
-        Ok(SqsQueue { client, url })
+        Ok(SqsQueue::from_parts(client, url))
     }
 
     /// Every attribute of the queue, by its SQS name (`QueueArn`, `RedrivePolicy`, ...).
@@ -108,7 +108,7 @@ impl SqsQueue {
     }
 }
 
-async fn queue_url(client: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
+pub(super) async fn queue_url(client: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
     let out = client
         .get_queue_url()
         .queue_name(name)

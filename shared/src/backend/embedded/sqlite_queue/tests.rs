@@ -41,7 +41,7 @@ async fn messages_and_leases_survive_reopening_the_file() {
     drop(q);
 
     let q = SqliteQueue::open(&path, "segments").unwrap();
-    assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 1, in_flight: 1 });
+    assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 1, in_flight: 1, dead_letters: 0 });
     assert_eq!(q.release_all().await.unwrap(), 1);
     let mut got = q.pull(10, Duration::from_secs(600), Duration::ZERO).await.unwrap();
     got.sort_by(|x, y| x.body.cmp(&y.body));
@@ -66,11 +66,11 @@ async fn exhausted_messages_go_to_the_dead_letters() {
         }
         tokio::time::sleep(MS(5)).await;
     }
-    assert!(q.dead_letters().await.unwrap().is_empty(), "dead-lettered too early");
+    assert!(q.dead_letters(100).await.unwrap().is_empty(), "dead-lettered too early");
     let third = q.pull(10, MS(1), Duration::ZERO).await.unwrap();
     assert!(third.is_empty(), "delivered a third time: {third:?}");
-    assert_eq!(q.dead_letters().await.unwrap(), ["poison"]);
-    assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
+    assert_eq!(q.dead_letters(100).await.unwrap(), ["poison"]);
+    assert_eq!(q.depth().await.unwrap(), QueueDepth { dead_letters: 1, ..Default::default() });
 }
 
 #[tokio::test]
@@ -88,7 +88,7 @@ async fn a_stale_lease_cannot_touch_the_new_delivery() {
     assert!(matches!(q.renew(&old.lease, MS(500)).await, Err(Error::Conflict(_))));
     q.ack(&old.lease).await.expect("a stale ack is Ok");
     q.release(&old.lease).await.expect("a stale release is Ok");
-    assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 1 });
+    assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 1, dead_letters: 0 });
 
     q.renew(&new.lease, Duration::from_secs(60)).await.expect("the holder renews");
     q.ack(&new.lease).await.unwrap();
@@ -105,7 +105,7 @@ async fn a_released_lease_is_dead() {
     q.release(&d.lease).await.unwrap();
     assert!(matches!(q.renew(&d.lease, MS(500)).await, Err(Error::Conflict(_))));
     q.ack(&d.lease).await.unwrap();
-    assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 1, in_flight: 0 });
+    assert_eq!(q.depth().await.unwrap(), QueueDepth { visible: 1, in_flight: 0, dead_letters: 0 });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +123,7 @@ async fn connections_to_one_file_share_queues_but_not_across_names() {
     assert_eq!(got[0].body, "seg-1");
     assert_eq!(other.depth().await.unwrap(), QueueDepth::default());
     assert!(other.pull(10, MS(100), Duration::ZERO).await.unwrap().is_empty());
-    assert_eq!(producer.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 1 });
+    assert_eq!(producer.depth().await.unwrap(), QueueDepth { visible: 0, in_flight: 1, dead_letters: 0 });
 }
 
 #[tokio::test]
