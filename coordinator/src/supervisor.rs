@@ -136,11 +136,12 @@ impl Supervisor {
     async fn watch(&self, job: &JobRecord, dead: &HashSet<KeyRange>, idle: bool) -> Result<Option<JobHealth>> {
         let id = &job.spec.id;
         let c = &job.counters;
-        if c.outstanding <= 0 && c.segments_done > 0 {
-            if let Some(state) = self.intake.jobs.finalize(id).await?.filter(|s| s.is_terminal()) {
-                info!(job = %id, state = state.as_str(), "job finished");
-                return Ok(None);
-            }
+        if c.outstanding <= 0
+            && c.segments_done > 0
+            && let Some(state) = self.intake.jobs.finalize(id).await?.filter(|s| s.is_terminal())
+        {
+            info!(job = %id, state = state.as_str(), "job finished");
+            return Ok(None);
         }
         let (stalled, last_redrive, mut health) = self.progress(job, dead.len());
         let quiet = last_redrive.map_or(stalled, |t| t.elapsed());

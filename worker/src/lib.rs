@@ -208,6 +208,7 @@ impl Worker {
             Err(e) => {
                 error!(error = %e, deliveries = d.deliveries, body = %d.body,
                     "segment cannot be worked; leaving it to the dead-letter queue after its receive limit");
+                self.note_failure(&d, &e).await;
                 self.queue.renew(&d.lease, self.cfg.retry_delay).await
             }
         };
@@ -235,17 +236,17 @@ impl Worker {
             return Ok(());
         };
         let span = info_span!("segment", job = %msg.job, id = %msg.range.id(), worker = %self.cfg.id);
-        let r = self.process_segment(&job, &msg.range).instrument(span).await;
-        if let Err(e) = &r
-            && !e.is_transient()
-        {
-            // Say why in the job's status: the message is headed for the dead letters.
-            let why = format!("segment after {:?} failed (delivery {}): {e}", msg.range.start_after, d.deliveries);
-            if let Err(e2) = self.jobs.note(&msg.job, Some(&why)).await {
-                warn!(error = %e2, "could not note the failure on the job");
-            }
+        self.process_segment(&job, &msg.range).instrument(span).await
+    }
+
+    /// Says why in the job's status when a segment fails for good: its message is headed
+    /// for the dead letters, and status is where people look. Best effort.
+    async fn note_failure(&self, d: &Delivery, e: &Error) {
+        let Ok(msg) = SegmentMessage::parse(&d.body) else { return };
+        let why = format!("segment after {:?} failed (delivery {}): {e}", msg.range.start_after, d.deliveries);
+        if let Err(e2) = self.jobs.note(&msg.job, Some(&why)).await {
+            warn!(error = %e2, "could not note the failure on the job");
         }
-        r
     }
 
     async fn process_segment(&self, job: &OpenJob, range: &KeyRange) -> Result<()> {
