@@ -294,3 +294,34 @@ async fn the_supervisor_redrives_a_stranded_job_among_many_while_the_queue_is_bu
     let root = shared::wire::SegmentMessage::new("j", KeyRange::all()).to_json();
     assert!(bodies.contains(&root), "its segment is back on the queue: {bodies:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_refuses_local_paths_unless_its_configuration_names_their_root() {
+    let b = Bed::new(3, 10);
+    let request = |id: &str, src: &std::path::Path, dst: &std::path::Path| {
+        serde_json::json!({"id": id, "source": {"path": src}, "destination": {"path": dst}}).to_string()
+    };
+    let mut intake = b.intake();
+    intake.local = coordinator::LocalPaths::Under(vec![]);
+    coordinator::service::handle_request(&intake, &request("no-roots", &b.src, &b.dst)).await.unwrap();
+    let job = b.jobs.job("no-roots").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Failed, "refused in one write: {job:?}");
+    assert!(job.message.unwrap_or_default().contains("does not accept local paths"));
+
+    // Allowed under a configured root; refused outside it, `..` and symlinks resolved.
+    let root = b.dir.path().join("shared-fs");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(&b.src, root.join("link-to-src")).unwrap();
+    intake.local = coordinator::LocalPaths::Under(vec![root.clone()]);
+    let (inside_src, inside_dst) = (root.join("a"), root.join("b"));
+    std::fs::create_dir_all(&inside_src).unwrap();
+    coordinator::service::handle_request(&intake, &request("inside", &inside_src, &inside_dst)).await.unwrap();
+    assert_eq!(b.jobs.job("inside").await.unwrap().unwrap().state, JobState::Running);
+    for (id, src) in [("dotdot", root.join("a/../../src")), ("symlink", root.join("link-to-src"))] {
+        coordinator::service::handle_request(&intake, &request(id, &src, &inside_dst)).await.unwrap();
+        let job = b.jobs.job(id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Failed, "{id}: {job:?}");
+    }
+    let depth = b.queue.depth().await.unwrap();
+    assert_eq!(depth.visible, 1, "only the accepted job has a segment on the queue");
+}
