@@ -120,9 +120,13 @@ mod tests {
     fn defaults_then_file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "name = \"from-file\"\n[worker]\nconcurrency = 7\n").unwrap();
+        std::fs::write(&f, "name = \"from-file\"\nlocal_roots = [\"/mnt/shared\"]\n[worker]\nconcurrency = 7\n")
+            .unwrap();
         let s = Settings::load(&Overrides { config: Some(f.clone()), ..Default::default() }).unwrap();
         assert_eq!((s.name.as_str(), s.worker.concurrency, s.worker.lease_secs), ("from-file", 7, 60));
+        assert_eq!(s.local_roots, [PathBuf::from("/mnt/shared")]);
+        let defaults = Settings::load(&Overrides::default()).unwrap();
+        assert!(defaults.local_roots.is_empty(), "the service refuses local paths by default");
         assert_eq!(s.segments_queue(), "from-file-segments");
         let o = Overrides { config: Some(f), name: Some("flag".into()), concurrency: Some(3), ..Default::default() };
         let s = Settings::load(&o).unwrap();
