@@ -189,7 +189,8 @@ fn human(j: &JobRecord) -> String {
         crate::report::human_bytes(c.dest_bytes)
     );
     if let Some(m) = &j.message {
-        s += &format!("\n  error: {m}");
+        let label = if j.state == shared::model::JobState::Failed { "error" } else { "note" };
+        s += &format!("\n  {label}: {m}");
     }
     s
 }

@@ -21,6 +21,8 @@ use crate::supervisor::Health;
 pub struct Api {
     pub intake: Intake,
     pub health: Arc<Mutex<Health>>,
+    /// The request queue, whose depth (dead letters included) `/metrics` shows too.
+    pub requests: Option<Arc<dyn shared::queue::WorkQueue>>,
 }
 
 impl Api {
@@ -80,7 +82,16 @@ async fn metrics(State(api): State<Api>) -> Response {
         Err(e) => return failure(e),
     };
     let depth = api.intake.segments.depth().await.unwrap_or_default();
-    ([("content-type", "text/plain; version=0.0.4")], prometheus(&jobs, &depth, &api.health())).into_response()
+    let mut text = prometheus(&jobs, &depth, &api.health());
+    if let Some(q) = &api.requests {
+        let d = q.depth().await.unwrap_or_default();
+        text += "# HELP bucketclone_request_queue_messages Clone requests by state.\n";
+        text += "# TYPE bucketclone_request_queue_messages gauge\n";
+        for (state, n) in [("visible", d.visible), ("in_flight", d.in_flight), ("dead_letter", d.dead_letters)] {
+            text += &format!("bucketclone_request_queue_messages{{state=\"{state}\"}} {n}\n");
+        }
+    }
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The statistics documents of a job's source and destination, side by side (computed now,

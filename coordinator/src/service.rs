@@ -62,7 +62,7 @@ pub async fn run(
         let _ = b.send(addr);
     }
     let health = Arc::new(std::sync::Mutex::new(Health::default()));
-    let api = http::Api { intake: intake.clone(), health: health.clone() };
+    let api = http::Api { intake: intake.clone(), health: health.clone(), requests: Some(requests.clone()) };
     let server = tokio::spawn(http::serve(listener, api, stop.clone()));
     let supervisor = Supervisor::new(intake.clone(), cfg.supervisor.clone());
     let watcher = tokio::spawn(supervise(supervisor, health, cfg.watch_every, stop.clone()));
