@@ -15,7 +15,8 @@ pub const POINTS: &[&str] = &[AFTER_LISTING, MID_COPY, AFTER_COPY, AFTER_RECORD,
 pub const AFTER_LISTING: &str = "after-listing";
 /// One object of the page is copied, others may be in flight.
 pub const MID_COPY: &str = "mid-copy";
-/// Every copy of the page is done and verified; the completion is not recorded.
+/// Every copy of the page is done and verified (a move's deletes done too); the
+/// completion is not recorded.
 pub const AFTER_COPY: &str = "after-copy";
 /// The completion is recorded; its children are not enqueued.
 pub const AFTER_RECORD: &str = "after-record";

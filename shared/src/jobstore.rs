@@ -71,6 +71,12 @@ pub trait JobStore: Send + Sync {
     /// nothing) when the children break [`crate::keyrange::check_children`].
     async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded>;
 
+    /// Move: adds `marks` ([`crate::model::move_mark`]) to the segment's record of source
+    /// objects about to be deleted. Called BEFORE the deletes, so a page redone after a crash
+    /// that came after them still counts those objects exactly once. A set union: repeats and
+    /// concurrent calls lose nothing. `NotFound` for a segment never created.
+    async fn mark_moved(&self, job: &str, range: &KeyRange, marks: &[String]) -> Result<()>;
+
     /// Moves a running job whose `outstanding` is 0 to its final state (from its counters:
     /// `Verified` or `Mismatch`). Returns the job's state after the call; a job still running
     /// with segments outstanding is left alone. Idempotent.

@@ -313,6 +313,22 @@ pub struct SegmentRecord {
     pub worker: Option<String>,
     pub started_ms: i64,
     pub finished_ms: i64,
+    /// Move: the [`move_mark`]s of the source objects an attempt at this segment was about
+    /// to delete (recorded before deleting), so a redone page still counts them.
+    #[serde(default)]
+    pub moved: Vec<String>,
+}
+
+/// The mark a move records before deleting a source object whose copy was verified: a
+/// digest of its relative key and its destination copy's ETag. A page redone after the
+/// delete finds the key only in the destination; the mark says it was moved by this
+/// segment (and not an unrelated extra object), with that very content.
+pub fn move_mark(rel_key: &str, dest_etag: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(rel_key.as_bytes());
+    h.update([0u8]);
+    h.update(dest_etag.as_bytes());
+    hex::encode(&h.finalize()[..12])
 }
 
 /// Everything one segment's work changes, applied by [`crate::jobstore::JobStore::complete_segment`]

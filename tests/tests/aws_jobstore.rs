@@ -63,6 +63,10 @@ impl JobStore for OneAtATime {
         let _turn = self.turn.lock().await;
         self.inner.complete_segment(c).await
     }
+    async fn mark_moved(&self, job: &str, range: &KeyRange, marks: &[String]) -> Result<()> {
+        let _turn = self.turn.lock().await;
+        self.inner.mark_moved(job, range, marks).await
+    }
     async fn finalize(&self, job: &str) -> Result<Option<JobState>> {
         let _turn = self.turn.lock().await;
         self.inner.finalize(job).await

@@ -182,6 +182,9 @@ impl JobStore for Refusing {
         }
         self.inner.complete_segment(c).await
     }
+    async fn mark_moved(&self, job: &str, range: &KeyRange, marks: &[String]) -> Result<()> {
+        self.inner.mark_moved(job, range, marks).await
+    }
     async fn finalize(&self, job: &str) -> Result<Option<JobState>> {
         self.inner.finalize(job).await
     }
@@ -324,4 +327,22 @@ async fn the_service_refuses_local_paths_unless_its_configuration_names_their_ro
     }
     let depth = b.queue.depth().await.unwrap();
     assert_eq!(depth.visible, 1, "only the accepted job has a segment on the queue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_page_redone_after_its_deletes_still_counts_every_object_once() {
+    let mut b = Bed::new(60, 20);
+    b.spec.options.mode = shared::model::Mode::Move;
+    // Every page's first completion fails after its deletes, as if the worker died then.
+    b.jobs = Arc::new(Refusing { inner: b.jobs.clone(), refusals: AtomicU32::new(3) });
+    let before = tree(&b.src);
+    b.intake().accept(&b.spec).await.unwrap();
+    let job = b.work(1, LIMIT, Bed::worker_config).await;
+    assert_eq!(job.state, JobState::Verified, "{job:?}");
+    let c = &job.counters;
+    assert_eq!((c.source_objects, c.verified_objects, c.deleted_objects), (60, 60, 60), "{c:?}");
+    assert_eq!(c.copied_objects + c.skipped_objects, 60, "{c:?}");
+    assert_eq!(c.extra, 0);
+    assert_eq!(tree(&b.dst), before, "everything moved");
+    assert!(tree(&b.src).is_empty(), "and nothing left behind");
 }

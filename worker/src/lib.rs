@@ -27,7 +27,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use shared::backend::StoreFactory;
 use shared::error::Disposition;
-use shared::faults::{AFTER_RECORD, BEFORE_ACK, crash_point};
+use shared::faults::{AFTER_COPY, AFTER_RECORD, BEFORE_ACK, crash_point};
 use shared::jobstore::{JobStore, Recorded};
 use shared::model::{Counters, IssueKind, JobSpec, KeyRange, ObjectIssue, SegmentCompletion, now_ms};
 use shared::objstore::ObjectStore;
@@ -271,9 +271,20 @@ impl Worker {
             copies: &self.copies,
             fanout: self.cfg.fanout,
             stats: &self.stats,
+            jobs: self.jobs.as_ref(),
         };
         let (delta, children, issues) = match page::work_page(&ctx, range).await {
-            Ok(p) => (p.delta, p.children, p.issues),
+            Ok(mut p) => {
+                if !p.to_delete.is_empty() {
+                    // Marks first: a crash after the deletes leaves them to count by.
+                    let marks: Vec<String> = p.to_delete.iter().map(|(_, m)| m.clone()).collect();
+                    self.jobs.mark_moved(id, range, &marks).await?;
+                    let to_delete = std::mem::take(&mut p.to_delete);
+                    page::delete_verified(&ctx, &to_delete, &mut p).await;
+                }
+                crash_point(AFTER_COPY);
+                (p.delta, p.children, p.issues)
+            }
             // The range cannot be listed for good: a finding naming it, and no children.
             Err(e) if e.disposition() == Disposition::Finding => segment_failed(range, &e),
             Err(e) => return Err(e),

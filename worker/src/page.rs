@@ -1,7 +1,8 @@
 //! One segment's work: list one page of the source range and the same keys in the
-//! destination, copy what is missing or different, verify the page, delete verified sources
-//! (move), and work out the children. Pure with respect to the job store: it returns what
-//! the page changes, and the caller records it atomically.
+//! destination, copy what is missing or different, verify the page, and work out the
+//! children. It never writes to the job store: it returns what the page changes, and for a
+//! move what to delete, which the caller deletes ([`delete_verified`]) once it has recorded
+//! their marks, then records the page atomically.
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -10,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Semaphore;
 
 use shared::error::retry;
-use shared::faults::{AFTER_COPY, AFTER_LISTING, MID_COPY, crash_point};
+use shared::faults::{AFTER_LISTING, MID_COPY, crash_point};
 use shared::keyrange::children_after_page;
-use shared::model::{Counters, IssueKind, JobSpec, KeyRange, Mode, ObjectEntry, ObjectIssue};
+use shared::model::{Counters, IssueKind, JobSpec, KeyRange, Mode, ObjectEntry, ObjectIssue, move_mark};
 use shared::objstore::{Deleted, ListPage, ListRequest, ObjectStore};
 use shared::{Error, Result};
 
@@ -47,6 +48,11 @@ pub struct PageCtx<'a> {
     pub copies: &'a Semaphore,
     pub fanout: usize,
     pub stats: &'a RunStats,
+    /// Move: where to read the marks earlier attempts at this segment recorded before
+    /// deleting sources (see [`shared::model::move_mark`]). Read after the listing, so an
+    /// attempt running at the same time that deleted a key before this one listed has
+    /// marked it before: the marks are written before the deletes.
+    pub jobs: &'a dyn shared::jobstore::JobStore,
 }
 
 /// What one page changes: the job's tallies, the children, the findings.
@@ -55,6 +61,9 @@ pub struct PageResult {
     pub delta: Counters,
     pub children: Vec<KeyRange>,
     pub issues: Vec<ObjectIssue>,
+    /// Move: the verified source entries to delete, with their marks. The caller records
+    /// the marks, then deletes ([`delete_verified`]), then records the page.
+    pub to_delete: Vec<(ObjectEntry, String)>,
 }
 
 /// Works one page of `range`. Errors are listing failures (the page is redone later, or the
@@ -86,6 +95,11 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
     };
     let mut dst = list_dest(ctx, &covered).await?;
     crash_point(AFTER_LISTING);
+    let moved = match ctx.spec.options.mode {
+        Mode::Move => ctx.jobs.segment(&ctx.spec.id, range).await?.map(|r| r.moved).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let moved: HashSet<String> = moved.into_iter().collect();
 
     for (_, e) in &src {
         out.delta.source_objects += 1;
@@ -99,9 +113,9 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
             dst = list_dest(ctx, &covered).await?;
         }
     }
-    let verified = classify(ctx, &src, &mut dst, &copied, &mut out).await;
+    let verified = classify(ctx, &src, &mut dst, &copied, &moved, &mut out).await;
     if ctx.spec.options.mode == Mode::Move {
-        delete_verified(ctx, &verified, &mut out).await;
+        out.to_delete = verified;
     }
     if last.is_some() {
         // The page's own keys, copyable or not, in key order: they place the split points.
@@ -112,7 +126,6 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
         out.children = children_after_page(range, &keys, ctx.fanout)
             .ok_or_else(|| Error::transient("a truncated page with no keys; listing again"))?;
     }
-    crash_point(AFTER_COPY);
     Ok(out)
 }
 
@@ -269,14 +282,15 @@ async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut P
 }
 
 /// Classifies every key of the page after the work and tallies it. Returns the source
-/// entries proven identical in the destination.
+/// entries proven identical in the destination, each with its [`move_mark`].
 async fn classify(
     ctx: &PageCtx<'_>,
     src: &[(String, ObjectEntry)],
     dst: &mut BTreeMap<String, ObjectEntry>,
     copied: &HashSet<String>,
+    moved: &HashSet<String>,
     out: &mut PageResult,
-) -> Vec<ObjectEntry> {
+) -> Vec<(ObjectEntry, String)> {
     let copied_failed: HashSet<String> =
         out.issues.iter().filter(|i| i.kind == IssueKind::CopyFailed).map(|i| i.key.clone()).collect();
     let mut verified = Vec::new();
@@ -304,7 +318,8 @@ async fn classify(
                     out.delta.skipped_objects += 1;
                     out.delta.skipped_bytes += s.size as i64;
                 }
-                verified.push(s);
+                let mark = move_mark(k, d.etag.as_deref().unwrap_or_default());
+                verified.push((s, mark));
                 continue;
             }
             Ok(Verdict::SizeDiffers) => IssueKind::SizeDiffers,
@@ -321,23 +336,42 @@ async fn classify(
         }
         out.issues.push(issue(k, kind, Some(s), Some(d), detail));
     }
-    // What is left exists only in the destination.
-    for (k, d) in std::mem::take(dst) {
+    tally_destination_only(ctx, std::mem::take(dst), moved, out);
+    verified
+}
+
+/// Keys that exist only in the destination: extra, except in a move, where a key an
+/// earlier attempt at this segment marked before deleting its source was moved by this job
+/// (the attempt crashed before recording the page) and counts as a source object verified,
+/// skipped and deleted, exactly once, as if that attempt had recorded it.
+fn tally_destination_only(
+    ctx: &PageCtx<'_>,
+    dst: BTreeMap<String, ObjectEntry>,
+    moved: &HashSet<String>,
+    out: &mut PageResult,
+) {
+    for (k, d) in dst {
         out.delta.dest_objects += 1;
         out.delta.dest_bytes += d.size as i64;
         if ctx.spec.options.mode != Mode::Move {
             out.delta.extra += 1;
             out.issues.push(issue(&k, IssueKind::Extra, None, Some(d), None));
+        } else if d.etag.as_deref().is_some_and(|e| moved.contains(&move_mark(&k, e))) {
+            let size = d.size as i64;
+            let c = &mut out.delta;
+            (c.source_objects, c.source_bytes, c.verified_objects) =
+                (c.source_objects + 1, c.source_bytes + size, c.verified_objects + 1);
+            (c.skipped_objects, c.skipped_bytes) = (c.skipped_objects + 1, c.skipped_bytes + size);
+            (c.deleted_objects, c.deleted_bytes) = (c.deleted_objects + 1, c.deleted_bytes + size);
         }
     }
-    verified
 }
 
 /// Move: deletes each verified source object, conditionally on the ETag it was verified
 /// with, so a source changed since is kept and reported.
-async fn delete_verified(ctx: &PageCtx<'_>, verified: &[ObjectEntry], out: &mut PageResult) {
+pub async fn delete_verified(ctx: &PageCtx<'_>, verified: &[(ObjectEntry, String)], out: &mut PageResult) {
     let running = FuturesUnordered::new();
-    for e in verified {
+    for (e, _) in verified {
         running.push(async move {
             let _permit = ctx.copies.acquire().await.expect("the copy semaphore is never closed");
             let Some(etag) = e.etag.as_deref() else {

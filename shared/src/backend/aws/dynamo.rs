@@ -249,6 +249,29 @@ impl JobStore for DynamoJobStore {
         retry(WRITE_ATTEMPTS, || self.complete_once(c, &children)).await
     }
 
+    /// `ADD` to a string set: DynamoDB's own union, so concurrent marks lose nothing.
+    async fn mark_moved(&self, job: &str, range: &KeyRange, marks: &[String]) -> Result<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let sent = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&job_pk(job), &seg_sk(range))))
+            .update_expression("ADD #moved :marks")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#moved", "moved")
+            .expression_attribute_values(":marks", AttributeValue::Ss(marks.to_vec()))
+            .send()
+            .await;
+        match sent.map_err(|e| sdk_error("marking moved objects", e)) {
+            Ok(_) => Ok(()),
+            Err(Error::Conflict(_)) => Err(Error::NotFound(format!("job {job} has no segment {}", range.id()))),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn finalize(&self, job: &str) -> Result<Option<JobState>> {
         let Some(rec) = self.job(job).await? else {
             return Ok(None);

@@ -296,6 +296,31 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
+    async fn mark_moved(&self, job: &str, range: &KeyRange, marks: &[String]) -> Result<()> {
+        let (job, id, marks) = (job.to_string(), range.id(), marks.to_vec());
+        self.call(move |conn, _| {
+            let tx = immediate(conn)?;
+            let moved: Option<String> = tx
+                .query_row("SELECT moved FROM jobstore_segment WHERE job = ?1 AND id = ?2", params![job, id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db_err)?;
+            let Some(moved) = moved else {
+                return Err(Error::NotFound(format!("job {job} has no segment {id}")));
+            };
+            let mut set: std::collections::BTreeSet<String> = serde_json::from_str(&moved)?;
+            set.extend(marks);
+            tx.execute(
+                "UPDATE jobstore_segment SET moved = ?3 WHERE job = ?1 AND id = ?2",
+                params![job, id, serde_json::to_string(&set)?],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)
+        })
+        .await
+    }
+
     async fn finalize(&self, job: &str) -> Result<Option<JobState>> {
         let job = job.to_string();
         self.call(move |conn, sql| {

@@ -168,6 +168,10 @@ pub(super) fn segment_from(item: &Item) -> Result<SegmentRecord> {
         worker: json_or_default("worker"),
         started_ms: get_n(item, "started_ms")?,
         finished_ms: get_n(item, "finished_ms")?,
+        moved: match item.get("moved") {
+            Some(AttributeValue::Ss(v)) => v.clone(),
+            _ => Vec::new(),
+        },
     })
 }
 

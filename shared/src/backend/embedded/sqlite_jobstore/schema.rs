@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS jobstore_issue (
 ";
 
 pub(super) const SEGMENT_COLUMNS: &str =
-    "id, start_after, end_key, done, children, outcome, worker, started_ms, finished_ms";
+    "id, start_after, end_key, done, children, outcome, worker, started_ms, finished_ms, moved";
 
 /// Statements generated from [`Counters::NAMES`].
 pub(super) struct Sql {
@@ -85,6 +85,12 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
             tx.execute(&ddl, []).map_err(db_err)?;
         }
     }
+    let seg_has_moved: bool = tx
+        .query_row("SELECT COUNT(*) FROM pragma_table_info('jobstore_segment') WHERE name = 'moved'", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if !seg_has_moved {
+        tx.execute("ALTER TABLE jobstore_segment ADD COLUMN moved TEXT NOT NULL DEFAULT '[]'", []).map_err(db_err)?;
+    }
     tx.commit().map_err(db_err)
 }
 
@@ -127,6 +133,7 @@ pub(super) fn segment_from_row(r: &Row) -> Result<SegmentRecord> {
         worker: r.get(6).map_err(db_err)?,
         started_ms: r.get(7).map_err(db_err)?,
         finished_ms: r.get(8).map_err(db_err)?,
+        moved: serde_json::from_str(&r.get::<_, String>(9).map_err(db_err)?)?,
     })
 }
 
