@@ -132,6 +132,7 @@ pub async fn submit(s: &Settings, src: &str, dst: &str, id: Option<String>, mode
 pub async fn status(s: &Settings, job: Option<&str>, json: bool, watch: bool) -> Result<std::process::ExitCode> {
     let stores = StoreFactory::new();
     let jobs = DynamoJobStore::new(stores.aws().await, s.table());
+    let segments = SqsQueue::open(stores.aws().await, &s.segments_queue()).await.ok();
     loop {
         let list: Vec<JobRecord> = match job {
             Some(id) => {
@@ -139,13 +140,30 @@ pub async fn status(s: &Settings, job: Option<&str>, json: bool, watch: bool) ->
             }
             None => jobs.jobs(100).await?,
         };
-        let docs: Vec<_> = list.iter().map(coordinator::status::document).collect();
+        let dead = match &segments {
+            Some(q) if q.depth().await.is_ok_and(|d| d.dead_letters > 0) => {
+                coordinator::supervisor::dead_segments_by_job(q, 1000).await
+            }
+            _ => Default::default(),
+        };
+        let dead_of = |j: &JobRecord| dead.get(&j.spec.id).map_or(0, |d| d.len());
+        let docs: Vec<_> = list
+            .iter()
+            .map(|j| {
+                let mut d = coordinator::status::document(j);
+                d["dead_letter_segments"] = serde_json::json!(dead_of(j));
+                d
+            })
+            .collect();
         if json {
             let v = if job.is_some() { docs[0].clone() } else { serde_json::Value::Array(docs) };
             println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             for j in &list {
                 println!("{}", human(j));
+                if dead_of(j) > 0 {
+                    println!("  dead letters: {} segment(s) of this job (README: Dead letters)", dead_of(j));
+                }
             }
         }
         let done = list.iter().all(|j| j.state.is_terminal());

@@ -195,19 +195,28 @@ impl Supervisor {
 
     /// The segments in the dead-letter queue, by job (from a sample of its bodies).
     async fn dead_by_job(&self) -> HashMap<String, HashSet<KeyRange>> {
-        let mut out: HashMap<String, HashSet<KeyRange>> = HashMap::new();
-        match self.intake.segments.dead_letters(self.cfg.dead_letter_sample).await {
-            Ok(bodies) => {
-                for b in bodies {
-                    if let Ok(m) = SegmentMessage::parse(&b) {
-                        out.entry(m.job).or_default().insert(m.range);
-                    }
+        dead_segments_by_job(self.intake.segments.as_ref(), self.cfg.dead_letter_sample).await
+    }
+}
+
+/// The segments sitting in `queue`'s dead-letter queue, by job, from a sample of up to
+/// `sample` bodies (a peek: they stay there). A failure to read is logged and gives none.
+pub async fn dead_segments_by_job(
+    queue: &dyn shared::queue::WorkQueue,
+    sample: usize,
+) -> HashMap<String, HashSet<KeyRange>> {
+    let mut out: HashMap<String, HashSet<KeyRange>> = HashMap::new();
+    match queue.dead_letters(sample).await {
+        Ok(bodies) => {
+            for b in bodies {
+                if let Ok(m) = SegmentMessage::parse(&b) {
+                    out.entry(m.job).or_default().insert(m.range);
                 }
             }
-            Err(e) => warn!(error = %e, "reading the dead-letter queue failed"),
         }
-        out
+        Err(e) => warn!(error = %e, "reading the dead-letter queue failed"),
     }
+    out
 }
 
 fn stuck_note(job: &JobRecord, stalled: Duration, dead: usize) -> String {

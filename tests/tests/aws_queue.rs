@@ -69,7 +69,7 @@ async fn a_message_received_too_often_moves_to_the_dlq() {
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     let again = q.pull(10, Duration::from_secs(1), Duration::from_secs(1)).await.unwrap();
     assert!(again.is_empty(), "delivered past max_receives: {again:?}");
-    assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
+    assert_eq!(q.depth().await.unwrap(), QueueDepth { dead_letters: 1, ..Default::default() });
 
     let dlq = SqsQueue::open(&ctx, &format!("{name}-dlq")).await.unwrap();
     let dead = dlq.pull(10, Duration::from_secs(30), Duration::from_secs(2)).await.unwrap();
