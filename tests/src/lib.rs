@@ -4,6 +4,8 @@
 //! `http://127.0.0.1:5000`); `.ci/run` and `scripts/test.sh` start it. A test that needs it
 //! fails with a clear message when it is not running: it is never silently skipped.
 
+pub mod faulty;
+
 use shared::backend::aws::AwsContext;
 
 /// The emulator's URL.
