@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use shared::error::with_retries;
 use shared::model::{JobOptions, JobState, Location, Mode};
 use shared::{Error, Result};
 
@@ -216,6 +217,8 @@ fn init_logs(default: &str) {
 }
 
 async fn dispatch(cmd: Command) -> Result<ExitCode> {
+    // Invalid AWS_MAX_ATTEMPTS or AWS_RETRY_MODE stop every command here, before any work.
+    shared::error::RetryPolicy::init()?;
     match cmd {
         Command::Clone(a) => run_job(a, Mode::Clone).await,
         Command::Verify(a) => run_job(a, Mode::VerifyOnly).await,
@@ -301,7 +304,7 @@ async fn run_demo(d: DemoArgs) -> Result<ExitCode> {
 async fn stats(a: &StatsArgs) -> Result<ExitCode> {
     let loc = Location::parse(&a.location)?;
     let store = shared::backend::StoreFactory::new().open(&loc).await?;
-    store.check().await?;
+    with_retries(|| store.check()).await?;
     let doc = shared::stats::collect(store.as_ref(), &loc, a.depth).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -325,7 +328,7 @@ async fn stats(a: &StatsArgs) -> Result<ExitCode> {
 async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
     let src = Location::parse(&a.src)?;
     let store = shared::backend::StoreFactory::new().open(&src).await?;
-    store.check().await?;
+    with_retries(|| store.check()).await?;
     let mut req = shared::objstore::ListRequest {
         prefix: src.prefix.clone(),
         start_after: src.prefix.clone(),
@@ -334,7 +337,7 @@ async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
     };
     let (mut n, mut bytes) = (0u64, 0u64);
     loop {
-        let page = store.list(&req).await?;
+        let page = with_retries(|| store.list(&req)).await?;
         for e in &page.entries {
             println!("would delete after verified copy: {}", src.rel_key(&e.key).unwrap_or(&e.key));
             n += 1;

@@ -124,7 +124,8 @@ pub async fn submit(s: &Settings, src: &str, dst: &str, id: Option<String>, mode
         Error::NotFound(m) => Error::invalid(format!("{m} (run `bucketclone init --name {}` first)", s.name)),
         other => other,
     })?;
-    q.push(&[serde_json::to_string(&CloneRequest::from_spec(&spec))?]).await?;
+    let body = [serde_json::to_string(&CloneRequest::from_spec(&spec))?];
+    shared::error::with_retries(|| q.push(&body)).await?;
     Ok(id)
 }
 

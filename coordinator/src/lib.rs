@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shared::backend::StoreFactory;
+use shared::error::with_retries;
 use shared::jobstore::{JobStore, Recorded};
 use shared::model::{JobSpec, KeyRange, Location, Mode, Scheme};
 use shared::queue::WorkQueue;
@@ -123,7 +124,7 @@ impl Intake {
 
     async fn check_stores(&self, spec: &JobSpec) -> Result<()> {
         let src = self.stores.open(&spec.source).await.map_err(|e| input_error("source", &spec.source, e))?;
-        src.check().await.map_err(|e| input_error("source", &spec.source, e))?;
+        with_retries(|| src.check()).await.map_err(|e| input_error("source", &spec.source, e))?;
         // Only a job that writes may create its destination directory; verify never creates.
         if spec.destination.scheme == Scheme::Local && spec.options.mode != Mode::VerifyOnly {
             std::fs::create_dir_all(&spec.destination.root)
@@ -131,7 +132,7 @@ impl Intake {
         }
         let dst =
             self.stores.open(&spec.destination).await.map_err(|e| input_error("destination", &spec.destination, e))?;
-        dst.check().await.map_err(|e| input_error("destination", &spec.destination, e))
+        with_retries(|| dst.check()).await.map_err(|e| input_error("destination", &spec.destination, e))
     }
 }
 

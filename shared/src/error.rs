@@ -1,6 +1,11 @@
 //! The one error type of bucketclone. Each variant says what happened *and* what the caller
 //! should do about it ([`Error::disposition`]), so retry, record-and-continue, dead-letter
-//! and refuse decisions are made by matching, never by parsing messages.
+//! and refuse decisions are made by matching, never by parsing messages. Transient errors
+//! are retried in one layer, the engine's, by [`RetryPolicy`] (which says why there).
+
+mod retries;
+
+pub use retries::{RetryMode, RetryPolicy, retry, with_retries};
 
 use std::fmt;
 
@@ -109,66 +114,5 @@ impl From<std::io::Error> for Error {
             Interrupted | TimedOut | WouldBlock => Error::Transient(e.to_string()),
             _ => Error::Permanent(e.to_string()),
         }
-    }
-}
-
-/// Retries `op` while it fails with [`Error::Transient`], with full-jitter exponential
-/// backoff (base 100 ms, cap 5 s), at most `attempts` times in all.
-pub async fn retry<T, F, Fut>(attempts: u32, mut op: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut n = 0;
-    loop {
-        n += 1;
-        match op().await {
-            Err(e) if e.is_transient() && n < attempts => {
-                let cap = (100u64 << n.min(6)).min(5_000);
-                let ms = rand::random_range(0..=cap);
-                tracing::debug!(attempt = n, error = %e, backoff_ms = ms, "transient error, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    #[tokio::test(start_paused = true)]
-    async fn retry_stops_on_success_and_on_permanent_errors() {
-        let calls = AtomicU32::new(0);
-        let r: Result<u32> = retry(5, || async {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            if n < 2 { Err(Error::transient("busy")) } else { Ok(n) }
-        })
-        .await;
-        assert_eq!(r, Ok(2));
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-
-        let calls = AtomicU32::new(0);
-        let r: Result<u32> = retry(5, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(Error::permanent("no"))
-        })
-        .await;
-        assert_eq!(r, Err(Error::Permanent("no".into())));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retry_gives_up_after_the_attempt_budget() {
-        let calls = AtomicU32::new(0);
-        let r: Result<()> = retry(3, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(Error::transient("still busy"))
-        })
-        .await;
-        assert!(r.unwrap_err().is_transient());
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 }

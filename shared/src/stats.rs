@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 use crate::Result;
-use crate::error::retry;
+use crate::error::with_retries;
 use crate::model::{Location, ObjectEntry};
 use crate::objstore::{ListRequest, ObjectStore};
 
@@ -117,7 +117,7 @@ pub async fn collect(store: &dyn ObjectStore, loc: &Location, depth: usize) -> R
     let mut req =
         ListRequest { prefix: loc.prefix.clone(), start_after: loc.prefix.clone(), end: None, max_keys: 1000 };
     loop {
-        let page = retry(6, || store.list(&req)).await?;
+        let page = with_retries(|| store.list(&req)).await?;
         for ObjectEntry { key, size, etag } in &page.entries {
             if let Some(rel) = loc.rel_key(key).filter(|k| !k.is_empty()) {
                 b.add(rel, *size, etag.as_deref());

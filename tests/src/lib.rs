@@ -5,6 +5,7 @@
 //! fails with a clear message when it is not running: it is never silently skipped.
 
 pub mod bed;
+pub mod faulty;
 
 use shared::backend::aws::AwsContext;
 

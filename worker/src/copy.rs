@@ -2,36 +2,41 @@
 //! (get, then put) otherwise. Both are conditional on the ETag the source was listed with
 //! (CopySourceIfMatch, GET If-Match), so a copy never writes a version other than the one
 //! listed and verified: a worker whose lease expired cannot put an old version over a newer
-//! copy. Transient failures are retried with jittered backoff; a repeated copy gives the
-//! same result, so retries and redeliveries are safe.
+//! copy. Transient failures (`Throttled` included) are retried under the process's
+//! [`RetryPolicy`] (`AWS_MAX_ATTEMPTS` attempts in all, jittered backoff); each attempt runs
+//! in a slot of the worker's [`CopyLimit`] and reports to it, and the backoff holds no slot.
+//! A streamed attempt re-opens the source: a body cannot be replayed. A repeated copy gives
+//! the same result, so retries and redeliveries are safe.
 
 use shared::Result;
-use shared::error::retry;
+use shared::error::RetryPolicy;
 use shared::model::ObjectEntry;
 use shared::objstore::ObjectStore;
 
-/// Attempts per object before a copy is recorded as failed.
-pub const COPY_ATTEMPTS: u32 = 5;
+use crate::limit::CopyLimit;
 
 /// Copies `src` (a source entry, full key) to `dst_key` in `dst`; returns the new object.
+/// At most `limit` attempts of the worker's copies run at once.
 pub async fn copy_object(
     src: &dyn ObjectStore,
     dst: &dyn ObjectStore,
     entry: &ObjectEntry,
     dst_key: &str,
+    limit: &CopyLimit,
 ) -> Result<ObjectEntry> {
     let server_side = match (src.copy_source(), dst.copy_source()) {
         (Some(s), Some(d)) if s.endpoint == d.endpoint => Some(s),
         _ => None,
     };
-    retry(COPY_ATTEMPTS, || async {
-        match &server_side {
-            Some(s) => dst.copy_from(s, entry, dst_key).await,
-            None => {
-                let body = src.get(&entry.key, entry.etag.as_deref()).await?;
-                dst.put(dst_key, body, entry.size).await
+    limit
+        .run(&RetryPolicy::current(), || async {
+            match &server_side {
+                Some(s) => dst.copy_from(s, entry, dst_key).await,
+                None => {
+                    let body = src.get(&entry.key, entry.etag.as_deref()).await?;
+                    dst.put(dst_key, body, entry.size).await
+                }
             }
-        }
-    })
-    .await
+        })
+        .await
 }

@@ -16,6 +16,7 @@
 
 pub mod compare;
 pub mod copy;
+pub mod limit;
 pub mod page;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ use shared::queue::{Delivery, LeaseId, WorkQueue};
 use shared::wire::SegmentMessage;
 use shared::{Error, Result};
 
+pub use limit::{CopyLimit, LimitStats};
 pub use page::RunStats;
 
 /// How a worker runs. Defaults suit one machine; the service reads them from config.
@@ -86,7 +88,8 @@ pub struct Worker {
     queue: Arc<dyn WorkQueue>,
     jobs: Arc<dyn JobStore>,
     stores: Arc<StoreFactory>,
-    copies: Semaphore,
+    /// Copies and deletes in flight, adapted to throttling (at most `copy_concurrency`).
+    copies: CopyLimit,
     open: Mutex<HashMap<String, Arc<OpenJob>>>,
     held: std::sync::Mutex<HashMap<LeaseId, ()>>,
     /// What this worker did since it started.
@@ -100,7 +103,7 @@ impl Worker {
         jobs: Arc<dyn JobStore>,
         stores: Arc<StoreFactory>,
     ) -> Arc<Self> {
-        let copies = Semaphore::new(cfg.copy_concurrency.max(1));
+        let copies = CopyLimit::new(cfg.copy_concurrency);
         Arc::new(Worker {
             cfg,
             queue,
@@ -115,6 +118,11 @@ impl Worker {
 
     pub fn id(&self) -> &str {
         &self.cfg.id
+    }
+
+    /// The adaptive limit on this worker's copies and deletes, shared by its segments.
+    pub fn copy_limit(&self) -> &CopyLimit {
+        &self.copies
     }
 
     /// Leases and works segments until `stop` turns true, then drains: segments in progress

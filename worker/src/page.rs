@@ -8,9 +8,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::Semaphore;
 
-use shared::error::retry;
+use shared::error::{RetryPolicy, with_retries};
 use shared::faults::{AFTER_LISTING, MID_COPY, crash_point};
 use shared::keyrange::children_after_page;
 use shared::model::{Counters, IssueKind, JobSpec, KeyRange, Mode, ObjectEntry, ObjectIssue, move_mark};
@@ -19,9 +18,8 @@ use shared::{Error, Result};
 
 use crate::compare::{Verdict, compare, compare_checksums};
 use crate::copy::copy_object;
+use crate::limit::CopyLimit;
 
-/// Attempts for list, head and delete calls before the page fails.
-const CALL_ATTEMPTS: u32 = 6;
 /// Destination listing page size (the service maximum).
 const DEST_PAGE: usize = 1000;
 
@@ -40,12 +38,12 @@ impl RunStats {
     }
 }
 
-/// What one page needs: the job, its two stores, the shared copy limit.
+/// What one page needs: the job, its two stores, the worker's adaptive copy limit.
 pub struct PageCtx<'a> {
     pub spec: &'a JobSpec,
     pub src: &'a dyn ObjectStore,
     pub dst: &'a dyn ObjectStore,
-    pub copies: &'a Semaphore,
+    pub copies: &'a CopyLimit,
     pub fanout: usize,
     pub stats: &'a RunStats,
     /// Move: where to read the marks earlier attempts at this segment recorded before
@@ -147,7 +145,7 @@ async fn list_source(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<SourcePage> 
         end: range.end.as_deref().map(|e| loc.full_key(e)),
         max_keys: ctx.spec.options.page_size as usize,
     };
-    let page: ListPage = retry(CALL_ATTEMPTS, || async {
+    let page: ListPage = with_retries(|| async {
         RunStats::bump(&ctx.stats.list_calls);
         let page = ctx.src.list(&req).await?;
         if page.truncated && page.last_key().is_none() {
@@ -176,7 +174,7 @@ async fn list_dest(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<BTreeMap<Strin
     let mut out = BTreeMap::new();
     loop {
         RunStats::bump(&ctx.stats.list_calls);
-        let page = retry(CALL_ATTEMPTS, || ctx.dst.list(&req)).await?;
+        let page = with_retries(|| ctx.dst.list(&req)).await?;
         let last = page.entries.last().map(|e| e.key.clone());
         for e in page.entries {
             if let Some(k) = loc.rel_key(&e.key).filter(|k| !k.is_empty()) {
@@ -199,7 +197,7 @@ async fn verdict(ctx: &PageCtx<'_>, s: &mut ObjectEntry, d: &mut ObjectEntry) ->
             for (store, e) in [(ctx.src, &mut *s), (ctx.dst, &mut *d)] {
                 if e.etag.is_none() {
                     RunStats::bump(&ctx.stats.head_calls);
-                    if let Some(h) = retry(CALL_ATTEMPTS, || store.head(&e.key)).await? {
+                    if let Some(h) = with_retries(|| store.head(&e.key)).await? {
                         *e = h;
                     }
                 }
@@ -211,8 +209,8 @@ async fn verdict(ctx: &PageCtx<'_>, s: &mut ObjectEntry, d: &mut ObjectEntry) ->
         }
         Verdict::Unverifiable(why) => {
             RunStats::bump(&ctx.stats.head_calls);
-            let a = retry(CALL_ATTEMPTS, || ctx.src.checksums(&s.key)).await?;
-            let b = retry(CALL_ATTEMPTS, || ctx.dst.checksums(&d.key)).await?;
+            let a = with_retries(|| ctx.src.checksums(&s.key)).await?;
+            let b = with_retries(|| ctx.dst.checksums(&d.key)).await?;
             Ok(compare_checksums(&a, &b).unwrap_or(Verdict::Unverifiable(why)))
         }
         v => Ok(v),
@@ -247,15 +245,15 @@ async fn plan_copies(
     todo
 }
 
-/// Copies every entry with at most the shared limit in flight. Returns the keys copied.
+/// Copies every entry, its attempts within the worker's adaptive copy limit (throttled
+/// ones retried). Returns the keys copied.
 async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut PageResult) -> HashSet<String> {
     let dst_loc = &ctx.spec.destination;
     let running = FuturesUnordered::new();
     for (k, e) in todo {
         running.push(async move {
-            let _permit = ctx.copies.acquire().await.expect("the copy semaphore is never closed");
             RunStats::bump(&ctx.stats.copies);
-            let r = copy_object(ctx.src, ctx.dst, e, &dst_loc.full_key(k)).await;
+            let r = copy_object(ctx.src, ctx.dst, e, &dst_loc.full_key(k), ctx.copies).await;
             if r.is_ok() {
                 crash_point(MID_COPY);
             }
@@ -368,17 +366,17 @@ fn tally_destination_only(
 }
 
 /// Move: deletes each verified source object, conditionally on the ETag it was verified
-/// with, so a source changed since is kept and reported.
+/// with, so a source changed since is kept and reported. The deletes share the copy limit.
 pub async fn delete_verified(ctx: &PageCtx<'_>, verified: &[(ObjectEntry, String)], out: &mut PageResult) {
     let running = FuturesUnordered::new();
+    let policy = RetryPolicy::current();
     for (e, _) in verified {
         running.push(async move {
-            let _permit = ctx.copies.acquire().await.expect("the copy semaphore is never closed");
             let Some(etag) = e.etag.as_deref() else {
                 // Verified by size alone: never delete what was not proven identical.
                 return (e, Err(shared::Error::Invalid("no ETag to delete on; kept".into())));
             };
-            (e, retry(CALL_ATTEMPTS, || ctx.src.delete(&e.key, Some(etag))).await)
+            (e, ctx.copies.run(&policy, || ctx.src.delete(&e.key, Some(etag))).await)
         });
     }
     let results: Vec<_> = running.collect().await;

@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{AwsContext, sdk_error};
-use crate::error::{Error, Result, retry};
+use crate::error::{Error, Result, retry, with_retries};
 use crate::jobstore::{JobStore, MAX_CHILDREN, Recorded};
 use crate::model::{
     JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms, validate_job_id,
@@ -77,15 +77,8 @@ impl DynamoJobStore {
     }
 
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<items::Item>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(pk, sk)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| sdk_error("reading item", e))?;
+        let get = self.client.get_item().table_name(&self.table).set_key(Some(key(pk, sk))).consistent_read(true);
+        let out = with_retries(|| async { get.clone().send().await.map_err(|e| sdk_error("reading item", e)) }).await?;
         Ok(out.item)
     }
 
@@ -101,7 +94,7 @@ impl DynamoJobStore {
     ) -> Result<()> {
         let mut start = None;
         loop {
-            let out = self
+            let query = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -111,10 +104,10 @@ impl DynamoJobStore {
                 .expression_attribute_values(":hi", s(hi))
                 .consistent_read(true)
                 .limit(page.clamp(1, 1_000) as i32)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error("querying job items", e))?;
+                .set_exclusive_start_key(start);
+            let out =
+                with_retries(|| async { query.clone().send().await.map_err(|e| sdk_error("querying job items", e)) })
+                    .await?;
             for item in out.items() {
                 if !visit(item)? {
                     return Ok(());
@@ -146,10 +139,11 @@ impl JobStore for DynamoJobStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put.map_err(|e| sdk_error("recording a refused job", e)) {
+            .condition_expression("attribute_not_exists(pk)");
+        // A retry after a put that landed meets its own condition: `Already`, as it should.
+        match with_retries(|| async { put.clone().send().await.map_err(|e| sdk_error("recording a refused job", e)) })
+            .await
+        {
             Ok(_) => Ok(Recorded::Now),
             Err(Error::Conflict(_)) => Ok(Recorded::Already),
             Err(e) => Err(e),
@@ -176,7 +170,7 @@ impl JobStore for DynamoJobStore {
             Some(m) => b.update_expression("SET #message = :m").expression_attribute_values(":m", s(m)),
             None => b.update_expression("REMOVE #message"),
         };
-        match b.send().await.map_err(|e| sdk_error("noting on a job", e)) {
+        match with_retries(|| async { b.clone().send().await.map_err(|e| sdk_error("noting on a job", e)) }).await {
             Ok(_) | Err(Error::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -190,7 +184,7 @@ impl JobStore for DynamoJobStore {
         let mut pks: Vec<String> = Vec::new();
         let mut start = None;
         while pks.len() < limit {
-            let out = self
+            let query = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -199,10 +193,9 @@ impl JobStore for DynamoJobStore {
                 .expression_attribute_values(":jobs", s(JOBS_GSI_PK))
                 .scan_index_forward(false)
                 .limit((limit - pks.len()).min(1_000) as i32)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error("listing jobs", e))?;
+                .set_exclusive_start_key(start);
+            let out =
+                with_retries(|| async { query.clone().send().await.map_err(|e| sdk_error("listing jobs", e)) }).await?;
             for item in out.items() {
                 if let Some(AttributeValue::S(pk)) = item.get("pk") {
                     pks.push(pk.clone());
@@ -214,7 +207,8 @@ impl JobStore for DynamoJobStore {
             }
         }
         pks.truncate(limit);
-        let found = self.batch_get(pks.iter().map(|pk| key(pk, JOB_SK)).collect()).await?;
+        let keys: Vec<_> = pks.iter().map(|pk| key(pk, JOB_SK)).collect();
+        let found = with_retries(|| self.batch_get(keys.clone())).await?;
         let mut out = Vec::with_capacity(pks.len());
         for pk in pks {
             // A job deleted since the index was read is skipped.
@@ -293,10 +287,9 @@ impl JobStore for DynamoJobStore {
             .expression_attribute_values(":final", s(state.as_str()))
             .expression_attribute_values(":running", s(JobState::Running.as_str()))
             .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":now", n(now_ms()))
-            .send()
-            .await;
-        match updated.map_err(|e| sdk_error("finalizing job", e)) {
+            .expression_attribute_values(":now", n(now_ms()));
+        match with_retries(|| async { updated.clone().send().await.map_err(|e| sdk_error("finalizing job", e)) }).await
+        {
             Ok(_) => Ok(Some(state)),
             // Someone else settled it (or failed it) first: report what it is now.
             Err(Error::Conflict(_)) => Ok(self.job(job).await?.map(|j| j.state)),
@@ -318,10 +311,8 @@ impl JobStore for DynamoJobStore {
             .expression_attribute_values(":failed", s(JobState::Failed.as_str()))
             .expression_attribute_values(":running", s(JobState::Running.as_str()))
             .expression_attribute_values(":m", s(message))
-            .expression_attribute_values(":now", n(now_ms()))
-            .send()
-            .await;
-        match updated.map_err(|e| sdk_error("failing job", e)) {
+            .expression_attribute_values(":now", n(now_ms()));
+        match with_retries(|| async { updated.clone().send().await.map_err(|e| sdk_error("failing job", e)) }).await {
             Ok(_) => Ok(()),
             Err(Error::Conflict(_)) => match self.job(job).await? {
                 Some(_) => Ok(()), // terminal already: a no-op

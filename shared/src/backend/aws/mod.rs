@@ -4,6 +4,12 @@
 //! Region, credentials and endpoint come from the standard AWS chain (`AWS_PROFILE`,
 //! `AWS_REGION`, `AWS_ENDPOINT_URL`, ...), so pointing at an emulator needs no code path of
 //! its own; with a custom endpoint S3 uses path-style addressing.
+//!
+//! Every SDK client makes ONE attempt per call: retries are the engine's alone
+//! ([`crate::error::RetryPolicy`], which reads `AWS_MAX_ATTEMPTS` and `AWS_RETRY_MODE`), so
+//! an attempt budget is never multiplied by the SDK's. Each adapter call is therefore
+//! retried by its caller or inside the adapter, never both: the engine wraps object-store
+//! calls; the DynamoDB and SQS adapters wrap their reads and single writes themselves.
 
 pub mod dynamo;
 pub mod s3;
@@ -12,6 +18,12 @@ pub mod sqs;
 use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig};
 
 use crate::error::Error;
+
+/// The SDK's own retries: none (one attempt per call; see the module docs). Set explicitly,
+/// this also keeps the SDK from reading `AWS_MAX_ATTEMPTS` itself and multiplying it.
+fn sdk_retries() -> RetryConfig {
+    RetryConfig::disabled()
+}
 
 /// The loaded AWS configuration, shared by every client.
 #[derive(Clone, Debug)]
@@ -22,10 +34,7 @@ pub struct AwsContext {
 impl AwsContext {
     /// Loads the standard chain. Never fails: missing credentials surface on first use.
     pub async fn load() -> Self {
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(5))
-            .load()
-            .await;
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).retry_config(sdk_retries()).load().await;
         AwsContext { sdk }
     }
 
@@ -34,7 +43,7 @@ impl AwsContext {
     pub async fn for_emulator(url: &str) -> Self {
         let creds = aws_sdk_s3::config::Credentials::new("test", "test", None, None, "emulator");
         let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .retry_config(sdk_retries())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(url)
             .credentials_provider(creds)

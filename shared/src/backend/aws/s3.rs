@@ -22,7 +22,7 @@ use crate::objstore::{
 
 /// The largest object a single PutObject or CopyObject may write.
 const SINGLE_MAX: u64 = 5 << 30;
-/// Bodies up to this size are read into memory, so the SDK can retry and checksum them.
+/// Bodies up to this size are read into memory, so the SDK can checksum them.
 const INLINE_MAX: u64 = 8 << 20;
 /// Part size of multipart uploads (grown when the object needs more than 10,000 parts).
 const PART_SIZE: u64 = 64 << 20;

@@ -18,7 +18,7 @@ mod setup;
 pub use setup::QueueSettings;
 
 use super::{AwsContext, sdk_error};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, with_retries};
 use crate::queue::{Delivery, LeaseId, QueueDepth, WorkQueue};
 
 /// SQS's limits: entries per batch call, bytes per batch, seconds per long poll, lease.
@@ -53,14 +53,18 @@ impl SqsQueue {
         let url = self
             .dlq
             .get_or_try_init(|| async {
-                let out = self
+                let get = self
                     .client
                     .get_queue_attributes()
                     .queue_url(&self.url)
-                    .attribute_names(QueueAttributeName::RedrivePolicy)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&format!("reading the redrive policy of {}", self.url), e))?;
+                    .attribute_names(QueueAttributeName::RedrivePolicy);
+                let out = with_retries(|| async {
+                    get.clone()
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(&format!("reading the redrive policy of {}", self.url), e))
+                })
+                .await?;
                 let Some(policy) = out.attributes().and_then(|a| a.get(&QueueAttributeName::RedrivePolicy)) else {
                     return Ok(None);
                 };
@@ -76,15 +80,15 @@ impl SqsQueue {
 
     /// Approximate (visible, in flight) counts of the queue at `url`.
     async fn counts(&self, url: &str) -> Result<(u64, u64)> {
-        let out = self
+        let get = self
             .client
             .get_queue_attributes()
             .queue_url(url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("counting {url}"), e))?;
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+        let out =
+            with_retries(|| async { get.clone().send().await.map_err(|e| sdk_error(&format!("counting {url}"), e)) })
+                .await?;
         let count = |k: QueueAttributeName| -> u64 {
             out.attributes().and_then(|a| a.get(&k)).and_then(|v| v.parse().ok()).unwrap_or(0)
         };
@@ -178,15 +182,14 @@ impl SqsQueue {
     }
 
     async fn set_visibility(&self, lease: &LeaseId, secs: i32) -> Result<()> {
-        self.client
+        let change = self
+            .client
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(&lease.0)
-            .visibility_timeout(secs)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| match lease_lost(&e) {
+            .visibility_timeout(secs);
+        with_retries(|| async {
+            change.clone().send().await.map(|_| ()).map_err(|e| match lease_lost(&e) {
                 true => Error::Conflict(format!(
                     "lease on {} was lost: {}",
                     self.url,
@@ -194,6 +197,8 @@ impl SqsQueue {
                 )),
                 false => sdk_error(&format!("changing visibility on {}", self.url), e),
             })
+        })
+        .await
     }
 }
 
@@ -241,12 +246,15 @@ impl WorkQueue for SqsQueue {
 
     /// Deletes the message; an unknown or expired receipt handle is Ok.
     async fn ack(&self, lease: &LeaseId) -> Result<()> {
-        let sent = self.client.delete_message().queue_url(&self.url).receipt_handle(&lease.0).send().await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(e) if lease_lost(&e) => Ok(()),
-            Err(e) => Err(sdk_error(&format!("deleting from {}", self.url), e)),
-        }
+        let delete = self.client.delete_message().queue_url(&self.url).receipt_handle(&lease.0);
+        with_retries(|| async {
+            match delete.clone().send().await {
+                Ok(_) => Ok(()),
+                Err(e) if lease_lost(&e) => Ok(()),
+                Err(e) => Err(sdk_error(&format!("deleting from {}", self.url), e)),
+            }
+        })
+        .await
     }
 
     /// Visibility 0; a lost lease has nothing to give back, so that is Ok too.
@@ -276,16 +284,17 @@ impl WorkQueue for SqsQueue {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         while out.len() < max {
-            let got = self
+            let peek = self
                 .client
                 .receive_message()
                 .queue_url(dlq)
                 .max_number_of_messages(max.saturating_sub(out.len()).clamp(1, BATCH) as i32)
                 .visibility_timeout(0)
-                .wait_time_seconds(0)
-                .send()
-                .await
-                .map_err(|e| sdk_error(&format!("peeking at {dlq}"), e))?;
+                .wait_time_seconds(0);
+            let got = with_retries(|| async {
+                peek.clone().send().await.map_err(|e| sdk_error(&format!("peeking at {dlq}"), e))
+            })
+            .await?;
             let mut new = 0;
             for m in got.messages() {
                 if seen.insert(m.message_id().unwrap_or_default().to_string()) {

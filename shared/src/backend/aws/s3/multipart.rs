@@ -5,6 +5,12 @@
 //! them. Every part copy is conditional on the source ETag, so a source replaced mid-copy
 //! fails the copy instead of mixing versions. A failed upload is aborted (best effort: a
 //! bucket lifecycle rule for incomplete uploads catches the rest).
+//!
+//! Each part request is retried in place under the process's [`RetryPolicy`]: the SDK makes
+//! one attempt, and a part failing must not restart an upload of thousands of parts. Other
+//! requests here fail the whole operation, which the engine retries.
+//!
+//! [`RetryPolicy`]: crate::error::RetryPolicy
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
@@ -14,7 +20,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::{S3Store, body, quote};
 use crate::backend::aws::sdk_error;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, with_retries};
 use crate::model::ObjectEntry;
 use crate::objstore::{Body, CopySource, ObjectStore, unquote_etag};
 
@@ -109,7 +115,10 @@ pub(super) async fn copy(
                 .copy_source_range(format!("bytes={start}-{end}"))
                 .set_copy_source_if_match(if_match.clone());
             async move {
-                let out = req.send().await.map_err(|e| copy_error(source, src, dst_key, e))?;
+                let out = with_retries(|| async {
+                    req.clone().send().await.map_err(|e| copy_error(source, src, dst_key, e))
+                })
+                .await?;
                 let etag = out.copy_part_result().and_then(|r| r.e_tag());
                 Ok(completed(i as i32 + 1, etag))
             }
@@ -173,7 +182,7 @@ fn uniform(size: u64, part: u64) -> impl Iterator<Item = u64> {
 }
 
 /// Uploads `size` bytes of `body` to `key` in parts of at least `min_part`, each read into
-/// memory (so each part can be retried by the SDK).
+/// memory (so each part can be retried).
 pub(super) async fn upload(
     store: &S3Store,
     key: &str,
@@ -186,19 +195,22 @@ pub(super) async fn upload(
     let uploaded: Result<Vec<CompletedPart>> = async {
         let mut parts = Vec::new();
         for (i, len) in uniform(size, part).enumerate() {
-            let data = body::read_exact(&mut body, len).await?;
-            let out = store
-                .client
-                .upload_part()
-                .bucket(&store.bucket)
-                .key(key)
-                .upload_id(&id)
-                .part_number(i as i32 + 1)
-                .content_length(len as i64)
-                .body(ByteStream::from(data))
-                .send()
-                .await
-                .map_err(|e| sdk_error(&format!("upload part {} of {}", i + 1, store.url(key)), e))?;
+            let data = bytes::Bytes::from(body::read_exact(&mut body, len).await?);
+            let out = with_retries(|| async {
+                store
+                    .client
+                    .upload_part()
+                    .bucket(&store.bucket)
+                    .key(key)
+                    .upload_id(&id)
+                    .part_number(i as i32 + 1)
+                    .content_length(len as i64)
+                    .body(ByteStream::from(data.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&format!("upload part {} of {}", i + 1, store.url(key)), e))
+            })
+            .await?;
             parts.push(completed(i as i32 + 1, out.e_tag()));
         }
         body::expect_end(&mut body, size).await?;

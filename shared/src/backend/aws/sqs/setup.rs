@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 
 use super::{MAX_VISIBILITY_SECS, MAX_WAIT_SECS, SqsQueue};
 use crate::backend::aws::{AwsContext, sdk_error};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, with_retries};
 
 /// The dead-letter queue keeps messages as long as SQS allows, for a human to look at.
 const DLQ_RETENTION_SECS: u32 = 14 * 24 * 3600;
@@ -109,12 +109,11 @@ impl SqsQueue {
 }
 
 pub(super) async fn queue_url(client: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
-    let out = client
-        .get_queue_url()
-        .queue_name(name)
-        .send()
-        .await
-        .map_err(|e| sdk_error(&format!("looking up queue {name}"), e))?;
+    let get = client.get_queue_url().queue_name(name);
+    let out = with_retries(|| async {
+        get.clone().send().await.map_err(|e| sdk_error(&format!("looking up queue {name}"), e))
+    })
+    .await?;
     out.queue_url().map(str::to_string).ok_or_else(|| Error::NotFound(format!("queue {name}: no URL returned")))
 }
 

@@ -1,0 +1,188 @@
+//! Fault injection for tests: [`ThrottlingStore`], an object store that answers
+//! `Throttled` like S3's per-prefix request limit, and [`FailingEndpoint`], an HTTP server
+//! that fails every request with one status and counts them (to count what an SDK client
+//! really sends).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use shared::model::ObjectEntry;
+use shared::objstore::{Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore};
+use shared::{Error, Result};
+
+/// Wraps a store; while throttling is on, a copy or put arriving when `max_in_flight` of
+/// them are already running is refused at once with `Throttled` (503 SlowDown). Admitted
+/// writes take `latency` more, so concurrency is visible; everything else passes through.
+pub struct ThrottlingStore {
+    inner: Arc<dyn ObjectStore>,
+    max_in_flight: usize,
+    latency: Duration,
+    on: AtomicBool,
+    in_flight: AtomicUsize,
+    throttled: AtomicU64,
+    written: AtomicU64,
+    peak: AtomicUsize,
+}
+
+/// Decrements a counter when dropped.
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+impl ThrottlingStore {
+    /// Throttling is on from the start.
+    pub fn new(inner: Arc<dyn ObjectStore>, max_in_flight: usize, latency: Duration) -> Self {
+        ThrottlingStore {
+            inner,
+            max_in_flight,
+            latency,
+            on: AtomicBool::new(true),
+            in_flight: AtomicUsize::new(0),
+            throttled: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            peak: AtomicUsize::new(0),
+        }
+    }
+    /// Turns throttling on or off (writes still take `latency`).
+    pub fn set_throttling(&self, on: bool) {
+        self.on.store(on, SeqCst);
+    }
+    /// Writes refused with `Throttled` so far.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(SeqCst)
+    }
+    /// Writes passed on that succeeded.
+    pub fn written(&self) -> u64 {
+        self.written.load(SeqCst)
+    }
+    /// The most writes admitted at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak.load(SeqCst)
+    }
+
+    async fn write<T>(&self, what: &str, key: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
+        let n = self.in_flight.fetch_add(1, SeqCst) + 1;
+        let _running = Running(&self.in_flight);
+        if self.on.load(SeqCst) && n > self.max_in_flight {
+            self.throttled.fetch_add(1, SeqCst);
+            return Err(Error::Throttled(format!("{what} {key}: 503 SlowDown (injected: {n} in flight)")));
+        }
+        self.peak.fetch_max(n, SeqCst);
+        tokio::time::sleep(self.latency).await;
+        let r = op.await;
+        if r.is_ok() {
+            self.written.fetch_add(1, SeqCst);
+        }
+        r
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for ThrottlingStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn copy_source(&self) -> Option<CopySource> {
+        self.inner.copy_source()
+    }
+    async fn check(&self) -> Result<()> {
+        self.inner.check().await
+    }
+    async fn list(&self, req: &ListRequest) -> Result<ListPage> {
+        self.inner.list(req).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
+        self.inner.head(key).await
+    }
+    async fn checksums(&self, key: &str) -> Result<Checksums> {
+        self.inner.checksums(key).await
+    }
+    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry> {
+        self.write("copy", dst_key, self.inner.copy_from(source, src, dst_key)).await
+    }
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
+        self.inner.get(key, if_etag).await
+    }
+    async fn put(&self, key: &str, body: Body, size: u64) -> Result<ObjectEntry> {
+        self.write("put", key, self.inner.put(key, body, size)).await
+    }
+    async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
+        self.inner.delete(key, if_etag).await
+    }
+}
+
+/// An HTTP endpoint on 127.0.0.1 answering every request with `status` and an empty body,
+/// one request per connection. Stops when dropped.
+pub struct FailingEndpoint {
+    addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FailingEndpoint {
+    pub async fn start(status: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
+        let addr = listener.local_addr().expect("local address");
+        let requests = Arc::new(AtomicU64::new(0));
+        let counted = requests.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let _ = answer(conn, status, &counted).await;
+                });
+            }
+        });
+        FailingEndpoint { addr, requests, server }
+    }
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(SeqCst)
+    }
+}
+
+impl Drop for FailingEndpoint {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Reads one request (head and body), counts it, answers `status`, closes.
+async fn answer(conn: tokio::net::TcpStream, status: u16, counted: &AtomicU64) -> std::io::Result<()> {
+    let mut conn = BufReader::new(conn);
+    let mut length = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if conn.read_line(&mut line).await? == 0 {
+            return Ok(()); // closed before a whole request
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).await?;
+    counted.fetch_add(1, SeqCst);
+    let reply = format!("HTTP/1.1 {status} Injected\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    conn.get_mut().write_all(reply.as_bytes()).await?;
+    conn.get_mut().shutdown().await
+}

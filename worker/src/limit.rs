@@ -1,0 +1,202 @@
+//! The worker's adaptive copy limit (AIMD): how many copies (and move's deletes) may be in
+//! flight at once, lowered when the store answers `Throttled` (503 SlowDown, 429) and
+//! raised again while it does not.
+//!
+//! - It starts at the ceiling (`copy_concurrency`) and stays within [1, ceiling].
+//! - Multiplicative decrease: a throttled attempt halves the limit, once per burst: only
+//!   an attempt admitted after the last decrease (it saw the lowered limit and was still
+//!   throttled), or any attempt once the last decrease is `cooldown` old, lowers it again.
+//!   The throttles of attempts already in flight when it fell are the same burst.
+//! - Additive increase: +1 after `limit` successes in a row without a decrease.
+//! - In flight never exceeds the limit for new admissions: a decrease takes back free
+//!   slots at once and busy ones as they are released.
+//! - Each attempt holds a slot only while it runs ([`CopyLimit::run`]): the backoff before
+//!   a retry holds none, so a throttled copy does not keep its slot while it waits.
+
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+
+use shared::error::RetryPolicy;
+use shared::{Error, Result};
+
+/// What the limit has done, for tests and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LimitStats {
+    /// The configured maximum.
+    pub ceiling: usize,
+    /// The limit now.
+    pub limit: usize,
+    /// The lowest the limit has been.
+    pub lowest: usize,
+    /// Attempts that came back `Throttled`.
+    pub throttles: u64,
+    /// Times the limit was halved.
+    pub decreases: u64,
+    /// Times the limit was raised by one.
+    pub increases: u64,
+    /// Slots held now.
+    pub in_flight: usize,
+}
+
+/// An adaptive concurrency limit. Share it by reference; all methods take `&self`.
+#[derive(Debug)]
+pub struct CopyLimit {
+    /// Free slots. Invariant: free + held - `debt` == `limit`.
+    slots: Semaphore,
+    cooldown: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    stats: LimitStats,
+    /// Slots to take back as they are released (a decrease while they were busy).
+    debt: usize,
+    /// Successes since the last change of the limit.
+    successes: usize,
+    /// Bumped by every decrease; an attempt remembers the one it was admitted in.
+    epoch: u64,
+    last_decrease: Option<Instant>,
+}
+
+/// One admitted attempt's slot; released on drop. Report the attempt's outcome with
+/// [`Permit::observe`].
+#[derive(Debug)]
+pub struct Permit<'a> {
+    limit: &'a CopyLimit,
+    slot: Option<SemaphorePermit<'a>>,
+    epoch: u64,
+}
+
+impl CopyLimit {
+    /// Default for [`CopyLimit::with_cooldown`].
+    pub const COOLDOWN: Duration = Duration::from_secs(1);
+
+    /// A limit starting at, and never above, `ceiling` (at least 1).
+    pub fn new(ceiling: usize) -> Self {
+        let ceiling = ceiling.max(1);
+        let stats = LimitStats { ceiling, limit: ceiling, lowest: ceiling, ..Default::default() };
+        CopyLimit {
+            slots: Semaphore::new(ceiling),
+            cooldown: Self::COOLDOWN,
+            state: Mutex::new(State { stats, debt: 0, successes: 0, epoch: 0, last_decrease: None }),
+        }
+    }
+
+    /// After a decrease, how long throttles of attempts admitted before it are ignored.
+    pub fn with_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// Waits for a slot (first come, first served).
+    pub async fn acquire(&self) -> Permit<'_> {
+        let slot = self.slots.acquire().await.expect("the copy limit's semaphore is never closed");
+        let mut s = self.lock();
+        s.stats.in_flight += 1;
+        Permit { limit: self, slot: Some(slot), epoch: s.epoch }
+    }
+
+    /// Runs `op` under `policy`, each attempt in a slot of its own, reporting each
+    /// attempt's outcome; `Throttled` attempts are retried like any transient failure.
+    pub async fn run<T, F, Fut>(&self, policy: &RetryPolicy, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        policy
+            .run(|| {
+                let attempt = op();
+                async move {
+                    let permit = self.acquire().await;
+                    let r = attempt.await;
+                    permit.observe(&r);
+                    r
+                }
+            })
+            .await
+    }
+
+    /// The limit now.
+    pub fn limit(&self) -> usize {
+        self.lock().stats.limit
+    }
+
+    /// A snapshot of what the limit has done.
+    pub fn stats(&self) -> LimitStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn on_success(&self) {
+        let mut s = self.lock();
+        s.successes += 1;
+        if s.successes < s.stats.limit || s.stats.limit >= s.stats.ceiling {
+            return;
+        }
+        s.successes = 0;
+        s.stats.limit += 1;
+        s.stats.increases += 1;
+        if s.debt > 0 {
+            s.debt -= 1;
+        } else {
+            self.slots.add_permits(1);
+        }
+        tracing::debug!(limit = s.stats.limit, ceiling = s.stats.ceiling, "copy limit raised");
+    }
+
+    fn on_throttle(&self, epoch: u64) {
+        let mut s = self.lock();
+        s.stats.throttles += 1;
+        let now = Instant::now();
+        let fresh = epoch == s.epoch || s.last_decrease.is_none_or(|t| now.duration_since(t) >= self.cooldown);
+        if !fresh || s.stats.limit == 1 {
+            return;
+        }
+        let from = s.stats.limit;
+        let to = (from / 2).max(1);
+        let taken = self.slots.forget_permits(from - to);
+        s.debt += from - to - taken;
+        s.stats.limit = to;
+        s.stats.lowest = s.stats.lowest.min(to);
+        s.stats.decreases += 1;
+        s.successes = 0;
+        s.epoch += 1;
+        s.last_decrease = Some(now);
+        tracing::info!(from, to, throttles = s.stats.throttles, "throttled: copy limit halved");
+    }
+}
+
+impl Permit<'_> {
+    /// Reports the attempt's outcome: a success counts toward an increase, `Throttled`
+    /// may halve the limit; other errors say nothing about load and change nothing.
+    pub fn observe<T>(&self, r: &Result<T>) {
+        match r {
+            Ok(_) => self.limit.on_success(),
+            Err(Error::Throttled(_)) => self.limit.on_throttle(self.epoch),
+            Err(_) => {}
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else { return };
+        let mut s = self.limit.lock();
+        s.stats.in_flight -= 1;
+        if s.debt > 0 {
+            s.debt -= 1;
+            slot.forget();
+        }
+        // Else `slot` drops here and the slot is free again.
+    }
+}
+
+#[cfg(test)]
+#[path = "limit/tests.rs"]
+mod tests;
