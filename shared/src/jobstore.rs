@@ -66,7 +66,9 @@ pub trait JobStore: Send + Sync {
     async fn segments(&self, job: &str, limit: usize) -> Result<Vec<SegmentRecord>>;
 
     /// Applies one segment's work exactly once (see the module invariants). The issues are
-    /// stored idempotently by (job, key, kind), before or with the atomic write.
+    /// stored idempotently by (job, key, kind), before or with the atomic write; `issues()`
+    /// only ever returns those of the completion that was recorded, never those of one that
+    /// lost to a duplicate or crashed before recording.
     /// Fails with `NotFound` if the segment was never created, and `Invalid` (changing
     /// nothing) when the children break [`crate::keyrange::check_children`].
     async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded>;

@@ -124,3 +124,54 @@ async fn a_store_on_a_missing_table_reports_not_found() {
         other => panic!("reading from a missing table gave {other:?}, want NotFound"),
     }
 }
+
+/// Duplicate deliveries of one segment racing on DynamoDB itself (no `OneAtATime`: the
+/// testbed's moto serialises requests, not calls): every delivery writes its findings
+/// before its transaction, all but one transaction lose, and the report must hold only the
+/// winner's finding. Before findings were tagged by attempt, the losers' stayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn findings_of_completions_that_lost_the_race_are_not_reported() {
+    use shared::model::{Counters, IssueKind};
+    let ctx = moto().await;
+    let store = Arc::new(DynamoJobStore::ensure_table(&ctx, unique("jobs")).await.expect("ensure_table"));
+    let spec = JobSpec {
+        id: "race".into(),
+        source: Location::s3("src-bkt", "").unwrap(),
+        destination: Location::s3("dst-bkt", "").unwrap(),
+        options: Default::default(),
+    };
+    store.create_job(&spec, &[KeyRange::all()]).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let c = SegmentCompletion {
+                job: "race".into(),
+                range: KeyRange::all(),
+                delta: Counters { failed_objects: 1, ..Default::default() },
+                children: Vec::new(),
+                issues: vec![ObjectIssue {
+                    key: format!("k{i}"),
+                    kind: IssueKind::CopyFailed,
+                    source: None,
+                    destination: None,
+                    detail: Some(format!("delivery {i}")),
+                }],
+                worker: format!("w{i}"),
+                started_ms: 1,
+                finished_ms: 2,
+            };
+            tokio::spawn(async move { store.complete_segment(&c).await.unwrap() })
+        })
+        .collect();
+    let mut recorded = Vec::new();
+    for t in futures::future::join_all(tasks).await {
+        recorded.push(t.unwrap());
+    }
+    assert_eq!(recorded.iter().filter(|r| **r == Recorded::Now).count(), 1, "{recorded:?}");
+    let job = store.job("race").await.unwrap().unwrap();
+    assert_eq!(job.counters.failed_objects, 1);
+    let seg = store.segment("race", &KeyRange::all()).await.unwrap().unwrap();
+    let found = store.issues("race", None, 100).await.unwrap();
+    assert_eq!(found.len(), 1, "only the recorded delivery's finding: {found:?}");
+    assert_eq!(Some(found[0].detail.clone().unwrap().replace("delivery ", "w")), seg.worker, "and it is the winner's");
+}

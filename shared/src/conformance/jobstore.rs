@@ -17,6 +17,7 @@
 
 mod cases;
 mod issues;
+mod trust;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +50,11 @@ where
     case!(cases::segments_lists_done_and_pending_of_its_job_only);
     case!(cases::jobs_lists_newest_first);
     case!(issues::issues_page_in_key_kind_order_and_store_repeats_once);
+    case!(trust::completions_that_break_the_tiling_are_invalid);
+    case!(trust::create_failed_is_one_terminal_write);
+    case!(trust::running_lists_running_jobs_only_and_notes_touch_only_them);
+    case!(trust::move_marks_are_a_union);
+    case!(trust::losing_duplicate_completions_leave_no_findings);
 }
 
 /// A job id unused anywhere: `case` plus a random suffix.

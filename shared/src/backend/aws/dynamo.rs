@@ -5,8 +5,8 @@
 //! | item    | `pk`       | `sk`                        | other attributes                                    |
 //! |---------|------------|-----------------------------|-----------------------------------------------------|
 //! | job     | `JOB#<id>` | `JOB`                       | `spec` (JSON), `state`, `message`, `created_ms`, `updated_ms`, one number per counter named as in `Counters::NAMES`, `gsi1pk = "JOBS"` |
-//! | segment | `JOB#<id>` | `SEG#<range id>`            | `range` (JSON), `done` (bool), `children` (JSON), `outcome` (JSON counters), `worker`, `started_ms`, `finished_ms` |
-//! | issue   | `JOB#<id>` | `ISSUE#<hex(key)>#<kind>`   | `key`, `kind`, `issue` (JSON)                       |
+//! | segment | `JOB#<id>` | `SEG#<range id>`            | `range` (JSON), `done` (bool), `children` (JSON), `outcome` (JSON counters), `worker`, `started_ms`, `finished_ms`, `attempt`, `moved` (string set) |
+//! | issue   | `JOB#<id>` | `ISSUE#<hex(key)>#<kind>#<attempt>` | `key`, `kind`, `issue` (JSON), `seg` (its segment's sort key), `attempt` |
 //!
 //! - **Jobs, newest first**: the global secondary index `jobs-by-created` (partition
 //!   `gsi1pk`, sort `created_ms`) is sparse (only job items carry `gsi1pk`) and projects
@@ -22,13 +22,16 @@
 //!   digits plus `#<hash of the key>`; `issues()` sorts such shared-prefix groups by the
 //!   full key (stored in `issue`) before paging.
 //! - **Completions, exactly once**: issues are written first (BatchWriteItem, idempotent
-//!   puts), then ONE TransactWriteItems: segment update (condition: exists and
+//!   puts, tagged with a random id of this completion attempt), then ONE TransactWriteItems: segment update (condition: exists and
 //!   `done = false`), job update (ADD the counters, condition: exists) and a put per child
 //!   not yet recorded (condition: `attribute_not_exists(pk)`; which children exist is read
 //!   first with a consistent BatchGetItem, and a child that appears meanwhile cancels the
 //!   transaction, which is then re-read and retried). `outstanding` grows by the children
 //!   created, minus one. The segment's failed condition means `Already` (or `NotFound`);
 //!   a conflict with a concurrent transaction on the job item is retried with backoff.
+//!   The segment update records the attempt id, and `issues()` returns only issues whose
+//!   attempt completed their segment: an attempt that crashed, or lost to a duplicate,
+//!   after writing its issues leaves items nobody reads.
 //!   At most [`MAX_CHILDREN`] children: 2 + 90 actions fit the 100-action limit.
 
 mod items;
@@ -45,8 +48,8 @@ use crate::model::{
     JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms, validate_job_id,
 };
 use items::{
-    ISSUE_END, ISSUE_PREFIX, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, SEG_PREFIX, issue_from, issue_group, job_from, job_pk,
-    key, kind_name, n, s, seg_sk, segment_from,
+    ISSUE_END, ISSUE_PREFIX, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, SEG_PREFIX, issue_attempt, issue_from, issue_group,
+    job_from, job_pk, key, kind_name, n, s, seg_sk, segment_attempt, segment_from,
 };
 
 const _: () = assert!(MAX_CHILDREN + 2 <= 100, "a completion must fit one transaction");
@@ -240,7 +243,9 @@ impl JobStore for DynamoJobStore {
     async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded> {
         let children = items::distinct(&c.children, "children")?;
         crate::keyrange::check_children(&c.range, &children)?;
-        retry(WRITE_ATTEMPTS, || self.complete_once(c, &children)).await
+        // One id for every retry of this call: its issue puts stay idempotent.
+        let attempt = uuid::Uuid::new_v4().simple().to_string()[..items::ATTEMPT_HEX].to_string();
+        retry(WRITE_ATTEMPTS, || self.complete_once(c, &children, &attempt)).await
     }
 
     /// `ADD` to a string set: DynamoDB's own union, so concurrent marks lose nothing.
@@ -323,21 +328,55 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>> {
+        // Past every attempt of the cursor's (key, kind): '~' sorts after every hex digit.
+        let mut cursor = match after {
+            Some(a) => Some((a.key.clone(), kind_name(a.kind)?, "~".to_string())),
+            None => None,
+        };
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let want = limit - out.len();
+            let batch = self.issue_items(job, cursor.as_ref(), want).await?;
+            let Some(last) = batch.last() else { break };
+            cursor = Some(last.0.clone());
+            let full = batch.len() == want;
+            for issue in self.current_issues(job, batch).await? {
+                // Two segments may report one (key, kind): it is one issue.
+                if out.last().is_none_or(|l: &ObjectIssue| (&l.key, l.kind) != (&issue.key, issue.kind)) {
+                    out.push(issue);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An issue item's order, (key, kind, attempt), with the issue and its writer.
+type IssueRow = ((String, String, String), ObjectIssue, Option<(String, String)>);
+
+impl DynamoJobStore {
+    /// Up to `limit` issue items after `cursor` in (key, kind, attempt) order, whatever
+    /// attempt wrote them.
+    async fn issue_items(
+        &self,
+        job: &str,
+        cursor: Option<&(String, String, String)>,
+        limit: usize,
+    ) -> Result<Vec<IssueRow>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let cursor = match after {
-            Some(a) => Some((a.key.clone(), kind_name(a.kind)?)),
-            None => None,
-        };
         // Start at the cursor's group: earlier groups hold only smaller keys.
-        let lo = match &cursor {
-            Some((k, _)) => format!("{ISSUE_PREFIX}{}", issue_group(k)),
+        let lo = match cursor {
+            Some((k, _, _)) => format!("{ISSUE_PREFIX}{}", issue_group(k)),
             None => ISSUE_PREFIX.to_string(),
         };
-        // Read whole groups until `limit` issues past the cursor are in hand, then sort
+        // Read whole groups until `limit` items past the cursor are in hand, then sort
         // (only groups of long keys can be out of order) and cut.
-        let mut got: Vec<(String, String, ObjectIssue)> = Vec::new();
+        let mut got: Vec<IssueRow> = Vec::new();
         let mut last_group: Option<String> = None;
         self.query_range(job, &lo, ISSUE_END, limit.saturating_add(1), |item| {
             let issue = issue_from(item)?;
@@ -345,15 +384,36 @@ impl JobStore for DynamoJobStore {
             if got.len() >= limit && last_group.as_ref() != Some(&group) {
                 return Ok(false);
             }
-            let sort = (issue.key.clone(), kind_name(issue.kind)?);
-            if cursor.as_ref().is_none_or(|c| sort > *c) {
-                got.push((sort.0, sort.1, issue));
+            let writer = issue_attempt(item);
+            let attempt = writer.as_ref().map(|(_, a)| a.clone()).unwrap_or_default();
+            let sort = (issue.key.clone(), kind_name(issue.kind)?, attempt);
+            if cursor.is_none_or(|c| sort > *c) {
+                got.push((sort, issue, writer));
                 last_group = Some(group);
             }
             Ok(true)
         })
         .await?;
-        got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        Ok(got.into_iter().take(limit).map(|(_, _, i)| i).collect())
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        got.truncate(limit);
+        Ok(got)
+    }
+
+    /// The issues written by the attempt that completed their segment: one whose
+    /// transaction lost, or never ran, left items that no reader may see.
+    async fn current_issues(&self, job: &str, rows: Vec<IssueRow>) -> Result<Vec<ObjectIssue>> {
+        let pk = job_pk(job);
+        let segs: Vec<_> = rows.iter().filter_map(|r| r.2.as_ref().map(|(seg, _)| key(&pk, seg))).collect();
+        let found = if segs.is_empty() { Default::default() } else { self.batch_get(segs).await? };
+        Ok(rows
+            .into_iter()
+            .filter(|(_, _, writer)| match writer {
+                None => true,
+                Some((seg, attempt)) => found
+                    .get(&(pk.clone(), seg.clone()))
+                    .is_some_and(|item| items::is_done(item) && segment_attempt(item) == Some(attempt.as_str())),
+            })
+            .map(|(_, issue, _)| issue)
+            .collect())
     }
 }

@@ -23,9 +23,11 @@ pub(super) const ISSUE_END: &str = "ISSUE$";
 /// The sparse index listing jobs: only job items carry `gsi1pk`.
 pub(super) const JOBS_INDEX: &str = "jobs-by-created";
 pub(super) const JOBS_GSI_PK: &str = "JOBS";
-/// Hex digits of a key kept in an issue's sort key: 960 + prefix, hash and kind stay
-/// within DynamoDB's 1,024-byte sort-key limit.
-const ISSUE_HEX_MAX: usize = 960;
+/// Hex digits of a key kept in an issue's sort key: 940 + prefix, hash, kind and attempt
+/// stay within DynamoDB's 1,024-byte sort-key limit.
+const ISSUE_HEX_MAX: usize = 940;
+/// Hex digits of a completion attempt's id.
+pub(super) const ATTEMPT_HEX: usize = 16;
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
@@ -59,16 +61,18 @@ pub(super) fn issue_group(key: &str) -> String {
     h
 }
 
-/// `ISSUE#<group>#<kind>`, or `ISSUE#<group>#<sha256 of key>#<kind>` when the group is
-/// truncated, so (key, kind) always has exactly one sort key.
-pub(super) fn issue_sk(i: &ObjectIssue) -> Result<String> {
+/// `ISSUE#<group>#<kind>#<attempt>`, or `ISSUE#<group>#<sha256 of key>#<kind>#<attempt>`
+/// when the group is truncated, so (key, kind, attempt) always has exactly one sort key.
+/// Each completion attempt writes its own items: one that loses its transaction (or never
+/// sends it) cannot overwrite the winner's, and readers keep only the winner's.
+pub(super) fn issue_sk(i: &ObjectIssue, attempt: &str) -> Result<String> {
     let group = issue_group(&i.key);
     let kind = kind_name(i.kind)?;
     if group.len() == 2 * i.key.len() {
-        return Ok(format!("{ISSUE_PREFIX}{group}#{kind}"));
+        return Ok(format!("{ISSUE_PREFIX}{group}#{kind}#{attempt}"));
     }
     let digest = hex::encode(&Sha256::digest(i.key.as_bytes())[..16]);
-    Ok(format!("{ISSUE_PREFIX}{group}#{digest}#{kind}"))
+    Ok(format!("{ISSUE_PREFIX}{group}#{digest}#{kind}#{attempt}"))
 }
 
 /// The kind's kebab-case name: stored, and the second half of the issue order.
@@ -175,8 +179,11 @@ pub(super) fn segment_from(item: &Item) -> Result<SegmentRecord> {
     })
 }
 
-pub(super) fn issue_item(job: &str, i: &ObjectIssue) -> Result<Item> {
-    let mut item = key(&job_pk(job), &issue_sk(i)?);
+/// An issue written by completion `attempt` of the segment with sort key `seg`.
+pub(super) fn issue_item(job: &str, i: &ObjectIssue, seg: &str, attempt: &str) -> Result<Item> {
+    let mut item = key(&job_pk(job), &issue_sk(i, attempt)?);
+    item.insert("seg".into(), s(seg));
+    item.insert("attempt".into(), s(attempt));
     item.insert("key".into(), s(&i.key));
     item.insert("kind".into(), s(kind_name(i.kind)?));
     item.insert("issue".into(), s(serde_json::to_string(i)?));
@@ -185,6 +192,17 @@ pub(super) fn issue_item(job: &str, i: &ObjectIssue) -> Result<Item> {
 
 pub(super) fn issue_from(item: &Item) -> Result<ObjectIssue> {
     Ok(serde_json::from_str(get_s(item, "issue")?)?)
+}
+
+/// The segment sort key and completion attempt an issue item was written by; `None` for
+/// items written before issues were tagged (always current).
+pub(super) fn issue_attempt(item: &Item) -> Option<(String, String)> {
+    Some((get_s(item, "seg").ok()?.to_string(), get_s(item, "attempt").ok()?.to_string()))
+}
+
+/// The completion attempt recorded on a done segment item.
+pub(super) fn segment_attempt(item: &Item) -> Option<&str> {
+    get_s(item, "attempt").ok()
 }
 
 #[cfg(test)]
@@ -196,7 +214,8 @@ mod tests {
     }
 
     fn sk_of(key: &str, kind: IssueKind) -> String {
-        issue_sk(&ObjectIssue { key: key.into(), kind, source: None, destination: None, detail: None }).unwrap()
+        let issue = ObjectIssue { key: key.into(), kind, source: None, destination: None, detail: None };
+        issue_sk(&issue, &"f".repeat(ATTEMPT_HEX)).unwrap()
     }
 
     #[test]
@@ -213,6 +232,6 @@ mod tests {
         let (a, b) = (format!("{}a", "k".repeat(600)), format!("{}b", "k".repeat(600)));
         assert_ne!(sk(&a), sk(&b), "truncated keys still have distinct sort keys");
         assert_eq!(issue_group(&a), issue_group(&b), "and share a group");
-        assert!(sk("a").ends_with("#missing"));
+        assert!(sk("a").ends_with(&format!("#missing#{}", "f".repeat(ATTEMPT_HEX))));
     }
 }

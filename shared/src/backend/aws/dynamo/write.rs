@@ -116,8 +116,14 @@ impl DynamoJobStore {
         }
     }
 
-    /// One attempt at a completion (see the parent module's doc for the protocol).
-    pub(super) async fn complete_once(&self, c: &SegmentCompletion, children: &[KeyRange]) -> Result<Recorded> {
+    /// One attempt at a completion (see the parent module's doc for the protocol). Issues
+    /// are written tagged with `attempt`, which the transaction records on the segment.
+    pub(super) async fn complete_once(
+        &self,
+        c: &SegmentCompletion,
+        children: &[KeyRange],
+        attempt: &str,
+    ) -> Result<Recorded> {
         let (pk, seg) = (job_pk(&c.job), seg_sk(&c.range));
         let mut issues_written = false;
         for _ in 0..CHILD_RACE_ROUNDS {
@@ -130,13 +136,13 @@ impl DynamoJobStore {
                 Some(_) => {}
             }
             if !issues_written {
-                self.put_issues(&c.job, &c.issues).await?;
+                self.put_issues(&c.job, &seg, attempt, &c.issues).await?;
                 issues_written = true;
             }
             let new: Vec<&KeyRange> =
                 children.iter().filter(|k| !found.contains_key(&(pk.clone(), seg_sk(k)))).collect();
             let outcome = Counters { outstanding: new.len() as i64 - 1, segments_done: 1, ..c.delta };
-            let mut actions = vec![self.segment_done(c, children, &outcome)?, self.job_add(&pk, &outcome)?];
+            let mut actions = vec![self.segment_done(c, children, &outcome, attempt)?, self.job_add(&pk, &outcome)?];
             for k in &new {
                 let child = segment_item(&c.job, k)?;
                 actions.push(self.put(child, Some("attribute_not_exists(pk)"))?);
@@ -179,18 +185,21 @@ impl DynamoJobStore {
         }
     }
 
-    /// Segment pending -> done with its outcome (condition: exists and not done).
+    /// Segment pending -> done with its outcome and the attempt whose issues count
+    /// (condition: exists and not done).
     fn segment_done(
         &self,
         c: &SegmentCompletion,
         children: &[KeyRange],
         outcome: &Counters,
+        attempt: &str,
     ) -> Result<TransactWriteItem> {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&job_pk(&c.job), &seg_sk(&c.range))))
             .update_expression(
-                "SET #done = :t, #children = :ch, #outcome = :oc, #worker = :w, #started = :s, #finished = :f",
+                "SET #done = :t, #children = :ch, #outcome = :oc, #worker = :w, #started = :s, #finished = :f, \
+                 #attempt = :a",
             )
             .condition_expression("attribute_exists(pk) AND #done = :false")
             .set_expression_attribute_names(Some(names(&[
@@ -200,7 +209,9 @@ impl DynamoJobStore {
                 ("#worker", "worker"),
                 ("#started", "started_ms"),
                 ("#finished", "finished_ms"),
+                ("#attempt", "attempt"),
             ])))
+            .expression_attribute_values(":a", s(attempt))
             .expression_attribute_values(":t", AttributeValue::Bool(true))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":ch", s(serde_json::to_string(children)?))
@@ -236,13 +247,14 @@ impl DynamoJobStore {
     }
 
     /// Puts the issues, 25 per BatchWriteItem, resending unprocessed ones. Idempotent: an
-    /// issue's item key is derived from (job, key, kind).
-    async fn put_issues(&self, job: &str, issues: &[ObjectIssue]) -> Result<()> {
+    /// issue's item key is derived from (job, key, kind, attempt).
+    async fn put_issues(&self, job: &str, seg: &str, attempt: &str, issues: &[ObjectIssue]) -> Result<()> {
         let mut seen = HashSet::new();
         let mut requests = Vec::new();
         for i in issues {
-            if seen.insert(issue_sk(i)?) {
-                let put = PutRequest::builder().set_item(Some(issue_item(job, i)?)).build().map_err(build_err)?;
+            if seen.insert(issue_sk(i, attempt)?) {
+                let item = issue_item(job, i, seg, attempt)?;
+                let put = PutRequest::builder().set_item(Some(item)).build().map_err(build_err)?;
                 requests.push(WriteRequest::builder().put_request(put).build());
             }
         }
