@@ -175,3 +175,74 @@ async fn findings_of_completions_that_lost_the_race_are_not_reported() {
     assert_eq!(found.len(), 1, "only the recorded delivery's finding: {found:?}");
     assert_eq!(Some(found[0].detail.clone().unwrap().replace("delivery ", "w")), seg.worker, "and it is the winner's");
 }
+
+/// A table made before the `jobs-running` index: `running()` still finds running jobs (by
+/// reading every job), and `ensure_table` (what `bucketclone init` runs) adds the index and
+/// enters the jobs written before it, so the supervisor keeps seeing them.
+#[tokio::test]
+async fn a_table_from_before_the_running_index_is_upgraded_without_losing_running_jobs() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+        ProjectionType, ScalarAttributeType,
+    };
+    let ctx = moto().await;
+    let table = unique("oldjobs");
+    let client = ctx.dynamodb();
+    let attr = |n: &str, t| AttributeDefinition::builder().attribute_name(n).attribute_type(t).build().unwrap();
+    let key = |n: &str, k| KeySchemaElement::builder().attribute_name(n).key_type(k).build().unwrap();
+    let jobs_index = GlobalSecondaryIndex::builder()
+        .index_name("jobs-by-created")
+        .key_schema(key("gsi1pk", KeyType::Hash))
+        .key_schema(key("created_ms", KeyType::Range))
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .build()
+        .unwrap();
+    client
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk", ScalarAttributeType::S))
+        .attribute_definitions(attr("sk", ScalarAttributeType::S))
+        .attribute_definitions(attr("gsi1pk", ScalarAttributeType::S))
+        .attribute_definitions(attr("created_ms", ScalarAttributeType::N))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(jobs_index)
+        .send()
+        .await
+        .expect("old-style table");
+    let old = DynamoJobStore::new(&ctx, table.clone());
+    let spec = |id: &str| JobSpec {
+        id: id.into(),
+        source: Location::s3("src-bkt", "").unwrap(),
+        destination: Location::s3("dst-bkt", "").unwrap(),
+        options: Default::default(),
+    };
+    for id in ["old-running", "old-failed"] {
+        old.create_job(&spec(id), &[KeyRange::all()]).await.unwrap();
+        // As an earlier version wrote it: no `gsi2pk`.
+        client
+            .update_item()
+            .table_name(&table)
+            .key("pk", AttributeValue::S(format!("JOB#{id}")))
+            .key("sk", AttributeValue::S("JOB".into()))
+            .update_expression("REMOVE gsi2pk")
+            .send()
+            .await
+            .unwrap();
+    }
+    old.fail("old-failed", "broken").await.unwrap();
+    let ids = |jobs: Vec<JobRecord>| jobs.into_iter().map(|j| j.spec.id).collect::<Vec<_>>();
+    assert_eq!(ids(old.running().await.unwrap()), ["old-running"], "without the index: every job read");
+
+    let upgraded = DynamoJobStore::ensure_table(&ctx, table.clone()).await.expect("ensure_table upgrades");
+    let desc = client.describe_table().table_name(&table).send().await.unwrap().table.unwrap();
+    let names: Vec<_> = desc.global_secondary_indexes().iter().filter_map(|i| i.index_name()).collect();
+    assert!(names.contains(&"jobs-running"), "index added: {names:?}");
+    upgraded.create_job(&spec("new-running"), &[KeyRange::all()]).await.unwrap();
+    let mut running = ids(upgraded.running().await.unwrap());
+    running.sort();
+    assert_eq!(running, ["new-running", "old-running"], "old running jobs entered in the index");
+    upgraded.fail("old-running", "stopped").await.unwrap();
+    assert_eq!(ids(upgraded.running().await.unwrap()), ["new-running"], "a settled job leaves the index");
+}

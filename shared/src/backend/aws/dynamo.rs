@@ -4,7 +4,7 @@
 //!
 //! | item    | `pk`       | `sk`                        | other attributes                                    |
 //! |---------|------------|-----------------------------|-----------------------------------------------------|
-//! | job     | `JOB#<id>` | `JOB`                       | `spec` (JSON), `state`, `message`, `created_ms`, `updated_ms`, one number per counter named as in `Counters::NAMES`, `gsi1pk = "JOBS"` |
+//! | job     | `JOB#<id>` | `JOB`                       | `spec` (JSON), `state`, `message`, `created_ms`, `updated_ms`, one number per counter named as in `Counters::NAMES`, `gsi1pk = "JOBS"`, `gsi2pk = "RUNNING"` while running |
 //! | segment | `JOB#<id>` | `SEG#<range id>`            | `range` (JSON), `done` (bool), `children` (JSON), `outcome` (JSON counters), `worker`, `started_ms`, `finished_ms`, `attempt`, `moved` (string set) |
 //! | issue   | `JOB#<id>` | `ISSUE#<hex(key)>#<kind>#<attempt>` | `key`, `kind`, `issue` (JSON), `seg` (its segment's sort key), `attempt` |
 //!
@@ -15,6 +15,11 @@
 //!   `jobs()` queries it backwards, then reads the items with a consistent BatchGetItem.
 //!   The index itself is eventually consistent: a job appears in `jobs()` shortly after
 //!   its creation, while `job()` sees it at once.
+//! - **Running jobs, however many**: the sparse keys-only index `jobs-running` (partition
+//!   `gsi2pk = "RUNNING"`, sort `created_ms`) holds only running jobs: `create_job` sets
+//!   `gsi2pk`, `finalize` and `fail` remove it in the same write that settles the job, and
+//!   `create_failed` never sets it. The supervisor's `running()` reads it, so its cost grows
+//!   with the jobs running, not with every job ever run.
 //! - **Issues in (key, kind) order**: the key is hex-encoded in the sort key, which keeps
 //!   UTF-8 byte order (raw keys would not: `a b` must sort after `a`, but ` ` < `#`), then
 //!   `#` (below every hex digit, so a key sorts before its extensions) and the kind's
@@ -48,8 +53,8 @@ use crate::model::{
     JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms, validate_job_id,
 };
 use items::{
-    ISSUE_END, ISSUE_PREFIX, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, SEG_PREFIX, issue_attempt, issue_from, issue_group,
-    job_from, job_pk, key, kind_name, n, s, seg_sk, segment_attempt, segment_from,
+    ISSUE_END, ISSUE_PREFIX, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, RUNNING_GSI_PK, RUNNING_INDEX, SEG_PREFIX, issue_attempt,
+    issue_from, issue_group, job_from, job_pk, key, kind_name, n, s, seg_sk, segment_attempt, segment_from,
 };
 
 const _: () = assert!(MAX_CHILDREN + 2 <= 100, "a completion must fit one transaction");
@@ -72,11 +77,87 @@ impl DynamoJobStore {
 
     /// Creates `table` if it does not exist (on-demand billing, the key design above),
     /// waits until it is ACTIVE, and returns a store on it. Idempotent; refuses (`Invalid`)
-    /// an existing table that lacks the `jobs-by-created` index.
+    /// an existing table that lacks the `jobs-by-created` index. A table made before the
+    /// `jobs-running` index gets it, and its running jobs are entered in it.
     pub async fn ensure_table(ctx: &AwsContext, table: String) -> Result<Self> {
         let store = DynamoJobStore::new(ctx, table);
-        table::ensure(&store.client, &store.table).await?;
+        if table::ensure(&store.client, &store.table).await? == table::Ensured::AddedRunningIndex {
+            store.backfill_running().await?;
+        }
         Ok(store)
+    }
+
+    /// Enters every running job in the `jobs-running` index (jobs written before it existed).
+    async fn backfill_running(&self) -> Result<()> {
+        let pks = self.index_keys(JOBS_INDEX, JOBS_GSI_PK, usize::MAX).await?;
+        for job in self.read_jobs(pks).await? {
+            if job.state != JobState::Running {
+                continue;
+            }
+            let b = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(&job_pk(&job.spec.id), JOB_SK)))
+                .update_expression("SET gsi2pk = :r")
+                .condition_expression("#state = :running")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":r", s(RUNNING_GSI_PK))
+                .expression_attribute_values(":running", s(JobState::Running.as_str()));
+            match with_retries(|| async { b.clone().send().await.map_err(|e| sdk_error("indexing a running job", e)) })
+                .await
+            {
+                Ok(_) | Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The `pk`s in a sparse keys-only index's partition `value`, newest first, at most `limit`.
+    async fn index_keys(&self, index: &str, value: &str, limit: usize) -> Result<Vec<String>> {
+        let attr = if index == JOBS_INDEX { "gsi1pk" } else { "gsi2pk" };
+        let mut pks: Vec<String> = Vec::new();
+        let mut start = None;
+        while pks.len() < limit {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#p = :v")
+                .expression_attribute_names("#p", attr)
+                .expression_attribute_values(":v", s(value))
+                .scan_index_forward(false)
+                .limit((limit - pks.len()).min(1_000) as i32)
+                .set_exclusive_start_key(start);
+            let out =
+                with_retries(|| async { query.clone().send().await.map_err(|e| sdk_error("listing jobs", e)) }).await?;
+            for item in out.items() {
+                if let Some(AttributeValue::S(pk)) = item.get("pk") {
+                    pks.push(pk.clone());
+                }
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        pks.truncate(limit);
+        Ok(pks)
+    }
+
+    /// The job items of `pks` (consistent reads), in that order; deleted ones are skipped.
+    async fn read_jobs(&self, pks: Vec<String>) -> Result<Vec<JobRecord>> {
+        let keys: Vec<_> = pks.iter().map(|pk| key(pk, JOB_SK)).collect();
+        let found = with_retries(|| self.batch_get(keys.clone())).await?;
+        let mut out = Vec::with_capacity(pks.len());
+        for pk in pks {
+            if let Some(item) = found.get(&(pk, JOB_SK.to_string())) {
+                out.push(job_from(item)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<items::Item>> {
@@ -137,6 +218,7 @@ impl JobStore for DynamoJobStore {
         let mut item = items::job_item(spec, 0, now_ms())?;
         item.insert("state".into(), s(JobState::Failed.as_str()));
         item.insert("message".into(), s(message));
+        item.remove("gsi2pk");
         let put = self
             .client
             .put_item()
@@ -153,10 +235,21 @@ impl JobStore for DynamoJobStore {
         }
     }
 
-    /// Pages through the whole jobs index (keys only: thousands of jobs per call) and keeps
-    /// the running ones.
+    /// Queries the sparse `jobs-running` index (only running jobs are in it), then reads
+    /// the jobs consistently and keeps those still running: the index lags a little.
     async fn running(&self) -> Result<Vec<JobRecord>> {
-        Ok(self.jobs(usize::MAX).await?.into_iter().filter(|j| j.state == JobState::Running).collect())
+        let pks = match self.index_keys(RUNNING_INDEX, RUNNING_GSI_PK, usize::MAX).await {
+            Ok(pks) => pks,
+            // DynamoDB says ValidationException, moto ResourceNotFound. A missing table fails
+            // again below, as NotFound.
+            Err(Error::Invalid(e) | Error::NotFound(e)) => {
+                // A table made before the index existed: `bucketclone init` adds it.
+                tracing::warn!(table = %self.table, error = %e, "no {RUNNING_INDEX} index (rerun `bucketclone init`); reading every job");
+                self.index_keys(JOBS_INDEX, JOBS_GSI_PK, usize::MAX).await?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(self.read_jobs(pks).await?.into_iter().filter(|j| j.state == JobState::Running).collect())
     }
 
     async fn note(&self, job: &str, message: Option<&str>) -> Result<()> {
@@ -184,42 +277,8 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
-        let mut pks: Vec<String> = Vec::new();
-        let mut start = None;
-        while pks.len() < limit {
-            let query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(JOBS_INDEX)
-                .key_condition_expression("gsi1pk = :jobs")
-                .expression_attribute_values(":jobs", s(JOBS_GSI_PK))
-                .scan_index_forward(false)
-                .limit((limit - pks.len()).min(1_000) as i32)
-                .set_exclusive_start_key(start);
-            let out =
-                with_retries(|| async { query.clone().send().await.map_err(|e| sdk_error("listing jobs", e)) }).await?;
-            for item in out.items() {
-                if let Some(AttributeValue::S(pk)) = item.get("pk") {
-                    pks.push(pk.clone());
-                }
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        pks.truncate(limit);
-        let keys: Vec<_> = pks.iter().map(|pk| key(pk, JOB_SK)).collect();
-        let found = with_retries(|| self.batch_get(keys.clone())).await?;
-        let mut out = Vec::with_capacity(pks.len());
-        for pk in pks {
-            // A job deleted since the index was read is skipped.
-            if let Some(item) = found.get(&(pk, JOB_SK.to_string())) {
-                out.push(job_from(item)?);
-            }
-        }
-        Ok(out)
+        let pks = self.index_keys(JOBS_INDEX, JOBS_GSI_PK, limit).await?;
+        self.read_jobs(pks).await
     }
 
     async fn segment(&self, job: &str, range: &KeyRange) -> Result<Option<SegmentRecord>> {
@@ -284,7 +343,7 @@ impl JobStore for DynamoJobStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&job_pk(job), JOB_SK)))
-            .update_expression("SET #state = :final, #updated = :now")
+            .update_expression("SET #state = :final, #updated = :now REMOVE gsi2pk")
             .condition_expression("#state = :running AND #out = :zero")
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#updated", "updated_ms")
@@ -308,7 +367,7 @@ impl JobStore for DynamoJobStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&job_pk(job), JOB_SK)))
-            .update_expression("SET #state = :failed, #message = :m, #updated = :now")
+            .update_expression("SET #state = :failed, #message = :m, #updated = :now REMOVE gsi2pk")
             .condition_expression("attribute_exists(pk) AND #state = :running")
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#message", "message")

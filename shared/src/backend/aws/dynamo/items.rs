@@ -23,6 +23,10 @@ pub(super) const ISSUE_END: &str = "ISSUE$";
 /// The sparse index listing jobs: only job items carry `gsi1pk`.
 pub(super) const JOBS_INDEX: &str = "jobs-by-created";
 pub(super) const JOBS_GSI_PK: &str = "JOBS";
+/// The sparse index of running jobs: only running job items carry `gsi2pk`; settling a job
+/// removes it.
+pub(super) const RUNNING_INDEX: &str = "jobs-running";
+pub(super) const RUNNING_GSI_PK: &str = "RUNNING";
 /// Hex digits of a key kept in an issue's sort key: 940 + prefix, hash, kind and attempt
 /// stay within DynamoDB's 1,024-byte sort-key limit.
 const ISSUE_HEX_MAX: usize = 940;
@@ -116,6 +120,7 @@ fn malformed(name: &str, v: Option<&AttributeValue>) -> Error {
 pub(super) fn job_item(spec: &JobSpec, outstanding: usize, now: i64) -> Result<Item> {
     let mut item = key(&job_pk(&spec.id), JOB_SK);
     item.insert("gsi1pk".into(), s(JOBS_GSI_PK));
+    item.insert("gsi2pk".into(), s(RUNNING_GSI_PK));
     item.insert("spec".into(), s(serde_json::to_string(spec)?));
     item.insert("state".into(), s(JobState::Running.as_str()));
     item.insert("created_ms".into(), n(now));

@@ -3,11 +3,12 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TableStatus,
 };
 
-use super::items::JOBS_INDEX;
+use super::items::{JOBS_INDEX, RUNNING_INDEX};
 use crate::backend::aws::sdk_error;
 use crate::error::{Error, Result};
 
@@ -26,18 +27,33 @@ fn attribute(name: &str, t: ScalarAttributeType) -> Result<AttributeDefinition> 
     AttributeDefinition::builder().attribute_name(name).attribute_type(t).build().map_err(build_err)
 }
 
-/// Creates `table` (on-demand billing, `pk`/`sk` keys, the sparse `jobs-by-created` index)
-/// unless it exists, then waits until it and its index are ACTIVE. An existing table
-/// without the index is refused with `Invalid`: it is not this store's table.
-pub(super) async fn ensure(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<()> {
-    let index = GlobalSecondaryIndex::builder()
-        .index_name(JOBS_INDEX)
-        .key_schema(key_element("gsi1pk", KeyType::Hash)?)
+/// What [`ensure`] did to an existing table.
+#[derive(Debug, PartialEq)]
+pub(super) enum Ensured {
+    /// The table is (now) as this version needs it.
+    Ready,
+    /// The table predates the `jobs-running` index, which was just added: running jobs
+    /// written before must be entered in it.
+    AddedRunningIndex,
+}
+
+/// A sparse, keys-only index on `attr`, sorted by `created_ms`. Keys only: counter updates
+/// then never write the index (see the module doc).
+fn sparse_index(name: &str, attr: &str) -> Result<GlobalSecondaryIndex> {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key_element(attr, KeyType::Hash)?)
         .key_schema(key_element("created_ms", KeyType::Range)?)
-        // Keys only: counter updates then never write the index (see the module doc).
         .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
         .build()
-        .map_err(build_err)?;
+        .map_err(build_err)
+}
+
+/// Creates `table` (on-demand billing, `pk`/`sk` keys, the sparse `jobs-by-created` and
+/// `jobs-running` indexes) unless it exists, adds `jobs-running` to a table made before it,
+/// then waits until the table and its indexes are ACTIVE. An existing table without
+/// `jobs-by-created` is refused with `Invalid`: it is not this store's table.
+pub(super) async fn ensure(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<Ensured> {
     let created = client
         .create_table()
         .table_name(table)
@@ -45,23 +61,65 @@ pub(super) async fn ensure(client: &aws_sdk_dynamodb::Client, table: &str) -> Re
         .attribute_definitions(attribute("pk", ScalarAttributeType::S)?)
         .attribute_definitions(attribute("sk", ScalarAttributeType::S)?)
         .attribute_definitions(attribute("gsi1pk", ScalarAttributeType::S)?)
+        .attribute_definitions(attribute("gsi2pk", ScalarAttributeType::S)?)
         .attribute_definitions(attribute("created_ms", ScalarAttributeType::N)?)
         .key_schema(key_element("pk", KeyType::Hash)?)
         .key_schema(key_element("sk", KeyType::Range)?)
-        .global_secondary_indexes(index)
+        .global_secondary_indexes(sparse_index(JOBS_INDEX, "gsi1pk")?)
+        .global_secondary_indexes(sparse_index(RUNNING_INDEX, "gsi2pk")?)
         .send()
         .await;
+    let mut ensured = Ensured::Ready;
     match created {
         Ok(_) => tracing::info!(table = %table, "created the job store table"),
         Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_in_use_exception()) => {
             tracing::debug!(table = %table, "job store table exists");
+            wait_active(client, table, false).await?;
+            if !has_index(client, table, RUNNING_INDEX).await? {
+                add_running_index(client, table).await?;
+                ensured = Ensured::AddedRunningIndex;
+            }
         }
         Err(e) => return Err(sdk_error(&format!("creating table {table}"), e)),
     }
-    wait_active(client, table).await
+    wait_active(client, table, true).await?;
+    Ok(ensured)
 }
 
-async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<()> {
+async fn has_index(client: &aws_sdk_dynamodb::Client, table: &str, index: &str) -> Result<bool> {
+    let out = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| sdk_error(&format!("describing table {table}"), e))?;
+    Ok(out.table.is_some_and(|d| d.global_secondary_indexes().iter().any(|i| i.index_name() == Some(index))))
+}
+
+async fn add_running_index(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<()> {
+    tracing::info!(table = %table, "adding the {RUNNING_INDEX} index to a table made by an earlier version");
+    let create = CreateGlobalSecondaryIndexAction::builder()
+        .index_name(RUNNING_INDEX)
+        .key_schema(key_element("gsi2pk", KeyType::Hash)?)
+        .key_schema(key_element("created_ms", KeyType::Range)?)
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .build()
+        .map_err(build_err)?;
+    client
+        .update_table()
+        .table_name(table)
+        .attribute_definitions(attribute("gsi2pk", ScalarAttributeType::S)?)
+        .attribute_definitions(attribute("created_ms", ScalarAttributeType::N)?)
+        .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build())
+        .send()
+        .await
+        .map_err(|e| sdk_error(&format!("adding the {RUNNING_INDEX} index to {table}"), e))?;
+    Ok(())
+}
+
+/// Waits until `table` and its `jobs-by-created` index (and, with `running`, its
+/// `jobs-running` index) are ACTIVE.
+async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str, running: bool) -> Result<()> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(200);
     loop {
@@ -72,16 +130,19 @@ async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(
             .await
             .map_err(|e| sdk_error(&format!("describing table {table}"), e))?;
         let desc = out.table.ok_or_else(|| Error::permanent(format!("table {table}: empty description")))?;
-        let index = desc.global_secondary_indexes().iter().find(|i| i.index_name() == Some(JOBS_INDEX));
-        let Some(index) = index else {
+        let index = |name: &str| desc.global_secondary_indexes().iter().find(|i| i.index_name() == Some(name));
+        let Some(jobs) = index(JOBS_INDEX) else {
             return Err(Error::invalid(format!(
                 "table {table} exists without the {JOBS_INDEX} index: not a bucketclone job table"
             )));
         };
         let table_active = desc.table_status() == Some(&TableStatus::Active);
         // Emulators may omit the index status: absent counts as active.
-        let index_active = index.index_status().is_none_or(|s| *s == IndexStatus::Active);
-        if table_active && index_active {
+        let active = |i: &aws_sdk_dynamodb::types::GlobalSecondaryIndexDescription| {
+            i.index_status().is_none_or(|s| *s == IndexStatus::Active)
+        };
+        let running_active = !running || index(RUNNING_INDEX).is_some_and(active);
+        if table_active && active(jobs) && running_active {
             return Ok(());
         }
         if started.elapsed() > ACTIVE_TIMEOUT {
