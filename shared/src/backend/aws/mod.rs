@@ -147,3 +147,45 @@ where
 }
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+#[cfg(test)]
+mod tests {
+    use super::classify;
+    use crate::error::Error;
+
+    /// The kind each AWS answer maps to, which decides what happens to the work.
+    #[test]
+    fn answers_classify_by_code_then_status() {
+        let kind = |status: Option<u16>, code: Option<&str>| match classify(status, code, "x".into()) {
+            Error::Throttled(_) => "throttled",
+            Error::Transient(_) => "transient",
+            Error::NotFound(_) => "not-found",
+            Error::AccessDenied(_) => "denied",
+            Error::Conflict(_) => "conflict",
+            Error::Permanent(_) => "permanent",
+            other => panic!("unexpected {other:?}"),
+        };
+        let cases: &[(Option<u16>, Option<&str>, &str)] = &[
+            (Some(503), Some("SlowDown"), "throttled"),
+            (Some(503), None, "throttled"),
+            (Some(429), None, "throttled"),
+            (Some(400), Some("ThrottlingException"), "throttled"),
+            (Some(400), Some("ProvisionedThroughputExceededException"), "throttled"),
+            (Some(400), Some("TransactionConflict"), "transient"),
+            (Some(500), Some("InternalError"), "transient"),
+            (Some(502), None, "transient"),
+            (None, None, "transient"),
+            (Some(404), Some("NoSuchBucket"), "not-found"),
+            (Some(400), Some("ResourceNotFoundException"), "not-found"),
+            (Some(403), Some("AccessDenied"), "denied"),
+            (Some(403), None, "denied"),
+            (Some(412), Some("PreconditionFailed"), "conflict"),
+            (Some(400), Some("ConditionalCheckFailedException"), "conflict"),
+            (Some(400), Some("ValidationException"), "permanent"),
+            (Some(301), Some("PermanentRedirect"), "permanent"),
+        ];
+        for (status, code, want) in cases {
+            assert_eq!(kind(*status, *code), *want, "status {status:?}, code {code:?}");
+        }
+    }
+}
