@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
     GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TableStatus,
+    ScalarAttributeType, TableDescription, TableStatus,
 };
 
 use super::items::{JOBS_INDEX, RUNNING_INDEX};
@@ -86,14 +86,19 @@ pub(super) async fn ensure(client: &aws_sdk_dynamodb::Client, table: &str) -> Re
     Ok(ensured)
 }
 
-async fn has_index(client: &aws_sdk_dynamodb::Client, table: &str, index: &str) -> Result<bool> {
+async fn describe(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<TableDescription> {
     let out = client
         .describe_table()
         .table_name(table)
         .send()
         .await
         .map_err(|e| sdk_error(&format!("describing table {table}"), e))?;
-    Ok(out.table.is_some_and(|d| d.global_secondary_indexes().iter().any(|i| i.index_name() == Some(index))))
+    out.table.ok_or_else(|| Error::permanent(format!("table {table}: empty description")))
+}
+
+async fn has_index(client: &aws_sdk_dynamodb::Client, table: &str, index: &str) -> Result<bool> {
+    let desc = describe(client, table).await?;
+    Ok(desc.global_secondary_indexes().iter().any(|i| i.index_name() == Some(index)))
 }
 
 async fn add_running_index(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<()> {
@@ -123,13 +128,7 @@ async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str, running: bo
     let started = Instant::now();
     let mut pause = Duration::from_millis(200);
     loop {
-        let out = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("describing table {table}"), e))?;
-        let desc = out.table.ok_or_else(|| Error::permanent(format!("table {table}: empty description")))?;
+        let desc = describe(client, table).await?;
         let index = |name: &str| desc.global_secondary_indexes().iter().find(|i| i.index_name() == Some(name));
         let Some(jobs) = index(JOBS_INDEX) else {
             return Err(Error::invalid(format!(
