@@ -217,8 +217,10 @@ fn init_logs(default: &str) {
 }
 
 async fn dispatch(cmd: Command) -> Result<ExitCode> {
-    // Invalid AWS_MAX_ATTEMPTS or AWS_RETRY_MODE stop every command here, before any work.
+    // Invalid AWS_MAX_ATTEMPTS, AWS_RETRY_MODE or BUCKETCLONE_S3_PATH_STYLE stop every
+    // command here, before any work.
     shared::error::RetryPolicy::init()?;
+    shared::backend::aws::check_env()?;
     match cmd {
         Command::Clone(a) => run_job(a, Mode::Clone).await,
         Command::Verify(a) => run_job(a, Mode::VerifyOnly).await,

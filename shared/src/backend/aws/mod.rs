@@ -2,8 +2,11 @@
 //! ([`s3::S3Store`]). The only place in the code base that names `aws_sdk_*` types.
 //!
 //! Region, credentials and endpoint come from the standard AWS chain (`AWS_PROFILE`,
-//! `AWS_REGION`, `AWS_ENDPOINT_URL`, ...), so pointing at an emulator needs no code path of
-//! its own; with a custom endpoint S3 uses path-style addressing.
+//! `AWS_REGION`, `AWS_ENDPOINT_URL`, and per service `AWS_ENDPOINT_URL_S3`,
+//! `AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL_DYNAMODB`), so pointing at an emulator needs no
+//! code path of its own, and S3 can sit on one endpoint while SQS and DynamoDB sit on
+//! another. S3 uses path-style addressing on a custom S3 endpoint unless
+//! `BUCKETCLONE_S3_PATH_STYLE=false` (and on AWS itself only with `=true`).
 //!
 //! Every SDK client makes ONE attempt per call: retries are the engine's alone
 //! ([`crate::error::RetryPolicy`], which reads `AWS_MAX_ATTEMPTS` and `AWS_RETRY_MODE`), so
@@ -29,13 +32,47 @@ fn sdk_retries() -> RetryConfig {
 #[derive(Clone, Debug)]
 pub struct AwsContext {
     pub sdk: SdkConfig,
+    /// S3's custom endpoint: `AWS_ENDPOINT_URL_S3`, else the global one.
+    s3_endpoint: Option<String>,
+    /// Path-style S3 addressing (`bucket` in the path, not the host name).
+    path_style: bool,
+}
+
+/// S3's custom endpoint from the environment (`var` looks a variable up) and the global
+/// endpoint the SDK loaded: `AWS_ENDPOINT_URL_S3` wins, and
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` drops both, as in the SDK.
+fn s3_endpoint(var: &impl Fn(&str) -> Option<String>, global: Option<&str>) -> Option<String> {
+    if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    var("AWS_ENDPOINT_URL_S3").filter(|v| !v.is_empty()).or_else(|| global.map(str::to_string))
+}
+
+/// Path-style S3 addressing: `BUCKETCLONE_S3_PATH_STYLE` (`true` or `false`), by default on
+/// exactly when S3 has a custom endpoint (emulators and most S3-compatible servers need it).
+fn path_style(var: &impl Fn(&str) -> Option<String>, custom_endpoint: bool) -> crate::error::Result<bool> {
+    match var("BUCKETCLONE_S3_PATH_STYLE").as_deref() {
+        None | Some("") => Ok(custom_endpoint),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(Error::invalid(format!("BUCKETCLONE_S3_PATH_STYLE={v}: expected true or false"))),
+    }
+}
+
+/// Checks the S3 settings of the environment, so a typo stops a command before any work.
+pub fn check_env() -> crate::error::Result<()> {
+    path_style(&|k: &str| std::env::var(k).ok(), false).map(|_| ())
 }
 
 impl AwsContext {
-    /// Loads the standard chain. Never fails: missing credentials surface on first use.
+    /// Loads the standard chain. Never fails: missing credentials surface on first use (an
+    /// invalid path-style setting is refused at start-up by [`check_env`]).
     pub async fn load() -> Self {
         let sdk = aws_config::defaults(BehaviorVersion::latest()).retry_config(sdk_retries()).load().await;
-        AwsContext { sdk }
+        let var = |k: &str| std::env::var(k).ok();
+        let s3_endpoint = s3_endpoint(&var, sdk.endpoint_url());
+        let path_style = path_style(&var, s3_endpoint.is_some()).unwrap_or(s3_endpoint.is_some());
+        AwsContext { sdk, s3_endpoint, path_style }
     }
 
     /// A context for an emulator at `url` (moto, s3s-fs) with fixed test credentials and
@@ -49,12 +86,12 @@ impl AwsContext {
             .credentials_provider(creds)
             .load()
             .await;
-        AwsContext { sdk }
+        AwsContext { sdk, s3_endpoint: Some(url.to_string()), path_style: true }
     }
 
-    /// The custom endpoint, if one is configured (an emulator, a private S3).
+    /// S3's custom endpoint, if one is configured (an emulator, a private S3).
     pub fn endpoint_url(&self) -> Option<&str> {
-        self.sdk.endpoint_url()
+        self.s3_endpoint.as_deref()
     }
 
     /// Identifies the service: two stores with the same value can copy server-side.
@@ -66,9 +103,9 @@ impl AwsContext {
     }
 
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        let mut b = aws_sdk_s3::config::Builder::from(&self.sdk);
-        if self.endpoint_url().is_some() {
-            b = b.force_path_style(true);
+        let mut b = aws_sdk_s3::config::Builder::from(&self.sdk).force_path_style(self.path_style);
+        if let Some(url) = &self.s3_endpoint {
+            b = b.endpoint_url(url);
         }
         aws_sdk_s3::Client::from_conf(b.build())
     }
@@ -150,8 +187,28 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 #[cfg(test)]
 mod tests {
-    use super::classify;
+    use super::{classify, path_style, s3_endpoint};
     use crate::error::Error;
+
+    #[test]
+    fn s3_endpoint_and_path_style_are_settings_of_their_own() {
+        fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        }
+        let s3 = Some("http://s3.local:9000".to_string());
+        let own = env(&[("AWS_ENDPOINT_URL_S3", "http://s3.local:9000")]);
+        assert_eq!(s3_endpoint(&own, None), s3, "the per-service variable alone is enough");
+        assert_eq!(s3_endpoint(&own, Some("http://other:1")), s3, "and wins over the global one");
+        assert_eq!(s3_endpoint(&env(&[]), Some("http://g:1")).as_deref(), Some("http://g:1"));
+        let ignored = env(&[("AWS_ENDPOINT_URL_S3", "http://x:1"), ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]);
+        assert_eq!(s3_endpoint(&ignored, Some("http://g:1")), None);
+
+        assert!(path_style(&env(&[]), true).unwrap(), "custom endpoint: path style by default");
+        assert!(!path_style(&env(&[]), false).unwrap(), "AWS itself: virtual hosts by default");
+        assert!(!path_style(&env(&[("BUCKETCLONE_S3_PATH_STYLE", "false")]), true).unwrap());
+        assert!(path_style(&env(&[("BUCKETCLONE_S3_PATH_STYLE", "TRUE")]), false).unwrap());
+        assert!(matches!(path_style(&env(&[("BUCKETCLONE_S3_PATH_STYLE", "yes")]), true), Err(Error::Invalid(_))));
+    }
 
     /// The kind each AWS answer maps to, which decides what happens to the work.
     #[test]
