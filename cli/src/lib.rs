@@ -303,10 +303,20 @@ async fn run_demo(d: DemoArgs) -> Result<ExitCode> {
     finish(&out?, d.run.json)
 }
 
+/// Opens the store of `loc`, which must exist: never creates anything. A bucket or
+/// directory that does not exist is an input error (exit 2) naming it.
+async fn open_existing(what: &str, loc: &Location) -> Result<std::sync::Arc<dyn shared::objstore::ObjectStore>> {
+    let store = shared::backend::StoreFactory::new().open(loc).await?;
+    with_retries(|| store.check()).await.map_err(|e| match e {
+        Error::NotFound(m) => Error::Invalid(format!("{what} {loc} does not exist ({m})")),
+        other => other.context(format!("{what} {loc}")),
+    })?;
+    Ok(store)
+}
+
 async fn stats(a: &StatsArgs) -> Result<ExitCode> {
     let loc = Location::parse(&a.location)?;
-    let store = shared::backend::StoreFactory::new().open(&loc).await?;
-    with_retries(|| store.check()).await?;
+    let store = open_existing("location", &loc).await?;
     let doc = shared::stats::collect(store.as_ref(), &loc, a.depth).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -322,22 +332,36 @@ async fn stats(a: &StatsArgs) -> Result<ExitCode> {
             let name = if p.is_empty() { "(top level)" } else { p.as_str() };
             println!("  {name:<40} {:>10} objects {:>12}", t.objects, report::human_bytes(t.bytes as i64));
         }
+        if doc.uncopyable > 0 {
+            println!("  uncopyable: {} entries, not counted above (a clone cannot copy them)", doc.uncopyable);
+            for u in &doc.uncopyable_entries {
+                println!("    {}: {}", u.key, u.reason);
+            }
+            if doc.uncopyable > doc.uncopyable_entries.len() as u64 {
+                println!("    ... and {} more", doc.uncopyable - doc.uncopyable_entries.len() as u64);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `move --dry-run`: every source object would be deleted once its copy is verified.
+/// `move --dry-run`: every source object would be deleted once its copy is verified;
+/// uncopyable entries would stay. Refuses what the move itself would refuse up front.
 async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
-    let src = Location::parse(&a.src)?;
-    let store = shared::backend::StoreFactory::new().open(&src).await?;
-    with_retries(|| store.check()).await?;
+    let (src, dst) = (Location::parse(&a.src)?, Location::parse(&a.dst)?);
+    if src.overlaps(&dst) {
+        return Err(Error::invalid(format!(
+            "destination {dst} overlaps source {src}: a move must not write inside its own source"
+        )));
+    }
+    let store = open_existing("source", &src).await?;
     let mut req = shared::objstore::ListRequest {
         prefix: src.prefix.clone(),
         start_after: src.prefix.clone(),
         end: None,
         max_keys: 1000,
     };
-    let (mut n, mut bytes) = (0u64, 0u64);
+    let (mut n, mut bytes, mut kept) = (0u64, 0u64, 0u64);
     loop {
         let page = with_retries(|| store.list(&req)).await?;
         for e in &page.entries {
@@ -345,8 +369,12 @@ async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
             n += 1;
             bytes += e.size;
         }
-        match (page.truncated, page.entries.last()) {
-            (true, Some(last)) => req.start_after = last.key.clone(),
+        for u in &page.skipped {
+            println!("would keep (uncopyable): {}: {}", src.rel_key(&u.key).unwrap_or(&u.key), u.reason);
+            kept += 1;
+        }
+        match (page.truncated, page.last_key()) {
+            (true, Some(last)) => req.start_after = last.to_string(),
             _ => break,
         }
     }
@@ -354,6 +382,11 @@ async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
         "dry run: {n} objects ({}) would be copied, verified, then deleted from {src}",
         report::human_bytes(bytes as i64)
     );
+    if kept > 0 {
+        eprintln!(
+            "dry run: {kept} uncopyable entries would stay, and the move would end mismatch without --skip-uncopyable"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

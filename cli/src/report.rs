@@ -29,6 +29,8 @@ pub struct Differences {
     pub size_differs: i64,
     pub content_differs: i64,
     pub unverifiable: i64,
+    /// Source entries that cannot be copied (reported skips with `--skip-uncopyable`).
+    pub uncopyable: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,6 +88,7 @@ impl Report {
                 size_differs: c.size_differs,
                 content_differs: c.content_differs,
                 unverifiable: c.unverifiable,
+                uncopyable: c.uncopyable,
             },
             deleted: Tally { objects: c.deleted_objects, bytes: c.deleted_bytes },
             kept_changed: c.kept_changed,
@@ -105,10 +108,15 @@ impl Report {
     /// A few lines for a person.
     pub fn human(&self) -> String {
         let d = &self.differences;
+        // A verified job that skipped entries says so on its first line.
+        let state = match (self.state, d.uncopyable) {
+            ("verified", n) if n > 0 => format!("VERIFIED, {n} skipped (uncopyable)"),
+            (s, _) => s.to_uppercase(),
+        };
         let mut s = format!(
             "job {}: {}\n  source       {}  {} objects, {}\n  destination  {}  {} objects, {}\n  copied {} objects ({}), already identical {}, verified {}, failed {}\n",
             self.job_id,
-            self.state.to_uppercase(),
+            state,
             self.source.location,
             self.source.objects,
             human_bytes(self.source.bytes),
@@ -121,10 +129,12 @@ impl Report {
             self.verified,
             self.failed,
         );
-        if d.missing + d.extra + d.size_differs + d.content_differs + d.unverifiable > 0 {
+        // Skipped uncopyable entries of a verified job are on its first line, not differences.
+        let uncopyable = if self.state == "verified" { 0 } else { d.uncopyable };
+        if d.missing + d.extra + d.size_differs + d.content_differs + d.unverifiable + uncopyable > 0 {
             s += &format!(
-                "  differences: missing {}, extra {}, size differs {}, content differs {}, unverifiable {}\n",
-                d.missing, d.extra, d.size_differs, d.content_differs, d.unverifiable
+                "  differences: missing {}, extra {}, size differs {}, content differs {}, unverifiable {}, uncopyable {}\n",
+                d.missing, d.extra, d.size_differs, d.content_differs, d.unverifiable, d.uncopyable
             );
         }
         if self.deleted.objects + self.kept_changed > 0 {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use shared::backend::StoreFactory;
 use shared::error::with_retries;
 use shared::jobstore::{JobStore, Recorded};
-use shared::model::{JobSpec, KeyRange, Location, Mode, Scheme};
+use shared::model::{JobSpec, KeyRange, Location, Mode, Scheme, resolve_path};
 use shared::queue::WorkQueue;
 use shared::wire::SegmentMessage;
 use shared::{Error, Result};
@@ -51,8 +51,8 @@ impl LocalPaths {
             (LocalPaths::Any, _) | (_, Scheme::S3) => return Ok(()),
             (LocalPaths::Under(roots), Scheme::Local) => roots,
         };
-        let path = resolved(Path::new(&loc.root));
-        if roots.iter().any(|r| path.starts_with(resolved(r))) {
+        let path = resolve_path(Path::new(&loc.root));
+        if roots.iter().any(|r| path.starts_with(resolve_path(r))) {
             return Ok(());
         }
         Err(Error::invalid(format!(
@@ -63,24 +63,6 @@ impl LocalPaths {
                 format!(" outside {}", roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "))
             }
         )))
-    }
-}
-
-/// `path` with symlinks and `..` resolved as far as it exists, the rest appended as given.
-fn resolved(path: &Path) -> PathBuf {
-    let mut existing = path.to_path_buf();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(c) = existing.canonicalize() {
-            return rest.into_iter().rev().fold(c, |p, seg| p.join(seg));
-        }
-        match (existing.file_name().map(|f| f.to_os_string()), existing.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                existing = parent.to_path_buf();
-            }
-            _ => return path.to_path_buf(),
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod location;
-pub use location::{Location, Scheme, validate_bucket};
+pub use location::{Location, Scheme, resolve_path, validate_bucket};
 
 /// A job's identifier: 1 to 128 characters of `[A-Za-z0-9._-]`, so it is safe in keys,
 /// URLs and file names.

@@ -5,6 +5,11 @@
 //! The digest is the sum, modulo 2^256, of SHA-256(relative key, size, ETag) over every
 //! object: independent of listing order and of how the walk was split, and changed by any
 //! added, removed, resized or rewritten object (a rewrite changes the ETag).
+//!
+//! Entries the store lists as uncopyable (a local name that is not UTF-8, a symlinked
+//! directory...) are not objects: they are counted apart, and the first
+//! [`UNCOPYABLE_SHOWN`] are named with their reason, so a tree that cannot be cloned whole
+//! never looks like one that can.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,7 +18,10 @@ use std::collections::BTreeMap;
 use crate::Result;
 use crate::error::with_retries;
 use crate::model::{Location, ObjectEntry};
-use crate::objstore::{ListRequest, ObjectStore};
+use crate::objstore::{ListRequest, ObjectStore, Uncopyable};
+
+/// How many uncopyable entries a document names (it counts them all).
+pub const UNCOPYABLE_SHOWN: usize = 100;
 
 /// Count and bytes of one prefix.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,12 +43,30 @@ pub struct StatsDoc {
     pub depth: usize,
     /// Per prefix (relative, ending in `/`) down to `depth` levels; `""` holds top-level keys.
     pub prefixes: BTreeMap<String, Tally>,
+    /// Entries in the location that cannot be objects (not counted above).
+    #[serde(default)]
+    pub uncopyable: u64,
+    /// The first [`UNCOPYABLE_SHOWN`] of them, in key order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncopyable_entries: Vec<SkippedEntry>,
+}
+
+/// An uncopyable entry, by its key relative to the location (a lossy rendering where the
+/// name is not UTF-8) and why it cannot be copied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedEntry {
+    pub key: String,
+    pub reason: String,
 }
 
 impl StatsDoc {
-    /// True when both documents describe the same objects (locations may differ).
+    /// True when both documents describe the same objects (locations may differ), and as
+    /// many uncopyable entries.
     pub fn same_content(&self, other: &StatsDoc) -> bool {
-        self.objects == other.objects && self.bytes == other.bytes && self.digest == other.digest
+        self.objects == other.objects
+            && self.bytes == other.bytes
+            && self.digest == other.digest
+            && self.uncopyable == other.uncopyable
     }
 }
 
@@ -52,11 +78,29 @@ pub struct StatsBuilder {
     digest: [u64; 4],
     without_etag: u64,
     prefixes: BTreeMap<String, Tally>,
+    uncopyable: u64,
+    uncopyable_entries: Vec<SkippedEntry>,
 }
 
 impl StatsBuilder {
     pub fn new(depth: usize) -> Self {
-        StatsBuilder { depth, total: Tally::default(), digest: [0; 4], without_etag: 0, prefixes: BTreeMap::new() }
+        StatsBuilder {
+            depth,
+            total: Tally::default(),
+            digest: [0; 4],
+            without_etag: 0,
+            prefixes: BTreeMap::new(),
+            uncopyable: 0,
+            uncopyable_entries: Vec::new(),
+        }
+    }
+
+    /// Counts one uncopyable entry by its key relative to the location.
+    pub fn add_uncopyable(&mut self, rel_key: &str, reason: &str) {
+        self.uncopyable += 1;
+        if self.uncopyable_entries.len() < UNCOPYABLE_SHOWN {
+            self.uncopyable_entries.push(SkippedEntry { key: rel_key.to_string(), reason: reason.to_string() });
+        }
     }
 
     /// Adds one object by its key relative to the location.
@@ -107,6 +151,8 @@ impl StatsBuilder {
             without_etag: self.without_etag,
             depth: self.depth,
             prefixes: self.prefixes,
+            uncopyable: self.uncopyable,
+            uncopyable_entries: self.uncopyable_entries,
         }
     }
 }
@@ -123,8 +169,12 @@ pub async fn collect(store: &dyn ObjectStore, loc: &Location, depth: usize) -> R
                 b.add(rel, *size, etag.as_deref());
             }
         }
-        match (page.truncated, page.entries.last()) {
-            (true, Some(last)) => req.start_after = last.key.clone(),
+        for Uncopyable { key, reason } in &page.skipped {
+            b.add_uncopyable(loc.rel_key(key).unwrap_or(key), reason);
+        }
+        // After the last key of either kind: a page may end with an uncopyable entry.
+        match (page.truncated, page.last_key()) {
+            (true, Some(last)) => req.start_after = last.to_string(),
             _ => return Ok(b.finish(loc.to_string())),
         }
     }
@@ -150,6 +200,24 @@ mod tests {
         assert!(!a.same_content(&doc(&[("a/1", 1, "e1"), ("a/2", 2, "eX"), ("b", 3, "e3")], 0)));
         assert!(!a.same_content(&doc(&[("a/1", 1, "e1"), ("a/2", 2, "e2")], 0)));
         assert!(!a.same_content(&doc(&[("a/1", 1, "e1"), ("a/2", 2, "e2"), ("c", 3, "e3")], 0)));
+    }
+
+    #[test]
+    fn uncopyable_entries_are_counted_apart_and_make_documents_differ() {
+        let a = doc(&[("a", 1, "e")], 1);
+        let mut b = StatsBuilder::new(1);
+        b.add("a", 1, Some("e"));
+        for i in 0..UNCOPYABLE_SHOWN + 5 {
+            b.add_uncopyable(&format!("bad{i:03}"), "its name is not UTF-8");
+        }
+        let b = b.finish("x".into());
+        assert_eq!((b.objects, b.uncopyable, b.uncopyable_entries.len()), (1, 105, UNCOPYABLE_SHOWN));
+        assert_eq!(
+            b.uncopyable_entries[0],
+            SkippedEntry { key: "bad000".into(), reason: "its name is not UTF-8".into() }
+        );
+        assert_eq!(a.digest, b.digest);
+        assert!(!a.same_content(&b), "a tree with uncopyable entries is not the same as one without");
     }
 
     #[test]

@@ -206,8 +206,8 @@ pub async fn listing(store: &dyn ObjectStore) -> BTreeMap<String, (u64, Option<S
         for ObjectEntry { key, size, etag } in &page.entries {
             out.insert(key.clone(), (*size, etag.clone()));
         }
-        match (page.truncated, page.entries.last()) {
-            (true, Some(l)) => req.start_after = l.key.clone(),
+        match (page.truncated, page.last_key()) {
+            (true, Some(l)) => req.start_after = l.to_string(),
             _ => return out,
         }
     }

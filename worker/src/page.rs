@@ -175,7 +175,8 @@ async fn list_dest(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<BTreeMap<Strin
     loop {
         RunStats::bump(&ctx.stats.list_calls);
         let page = with_retries(|| ctx.dst.list(&req)).await?;
-        let last = page.entries.last().map(|e| e.key.clone());
+        // After skipped entries too: a page may end with one (or hold nothing else).
+        let last = page.last_key().map(str::to_string);
         for e in page.entries {
             if let Some(k) = loc.rel_key(&e.key).filter(|k| !k.is_empty()) {
                 out.insert(k.to_string(), e);

@@ -1,9 +1,16 @@
 //! Where objects live: a bucket or a directory, and a key prefix in it. Parsing of
 //! `s3://bucket/prefix` and local paths, and the overlap check that keeps a clone from
 //! writing inside its own source.
+//!
+//! A local path is made absolute and lexically normal when parsed (`.` dropped, `..`
+//! removing the segment before it, as a shell's `cd` does), and the store opens exactly
+//! that path. The overlap check compares paths [`resolve_path`]d: symlinks followed as far
+//! as the path exists, so `./x/../src` and `./src/backup`, or a link to the source, are seen
+//! for what they are.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -20,7 +27,8 @@ pub enum Scheme {
 /// A place objects are read from or written to: a bucket or directory, and a key prefix in it.
 ///
 /// Invariant: `prefix` is empty or ends with `/` (a location names a "folder", as
-/// `aws s3 sync` does), and for [`Scheme::Local`] `root` is an absolute path.
+/// `aws s3 sync` does), and for [`Scheme::Local`] `root` is an absolute, lexically normal
+/// path (no `.` or `..` segment) and `prefix` is empty.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Location {
     pub scheme: Scheme,
@@ -39,14 +47,15 @@ impl Location {
         Ok(Location { scheme: Scheme::S3, root: bucket, prefix: normalise_prefix(prefix.into()) })
     }
 
-    /// A local-directory location rooted at `path` (made absolute, not required to exist).
-    pub fn local(path: impl AsRef<std::path::Path>) -> Result<Self> {
+    /// A local-directory location rooted at `path` (made absolute and lexically normal, not
+    /// required to exist).
+    pub fn local(path: impl AsRef<Path>) -> Result<Self> {
         let p = path.as_ref();
         if p.as_os_str().is_empty() {
             return Err(Error::invalid("empty directory path"));
         }
         let abs = std::path::absolute(p).map_err(|e| Error::invalid(format!("{}: {e}", p.display())))?;
-        let root = abs
+        let root = lexical(&abs)
             .to_str()
             .ok_or_else(|| Error::invalid(format!("{}: path is not UTF-8", p.display())))?
             .trim_end_matches('/')
@@ -78,7 +87,8 @@ impl Location {
     }
 
     /// True when the two locations share keys: one's key space lies inside the other's.
-    /// A clone between overlapping locations would copy into its own source.
+    /// A clone between overlapping locations would copy into its own source. Local paths
+    /// are compared resolved ([`resolve_path`]), so this reads the file system.
     pub fn overlaps(&self, other: &Location) -> bool {
         if self.scheme != other.scheme {
             return false;
@@ -89,8 +99,7 @@ impl Location {
                     && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
             }
             Scheme::Local => {
-                let a = format!("{}/", self.root.trim_end_matches('/'));
-                let b = format!("{}/", other.root.trim_end_matches('/'));
+                let (a, b) = (resolve_path(Path::new(&self.root)), resolve_path(Path::new(&other.root)));
                 a.starts_with(&b) || b.starts_with(&a)
             }
         }
@@ -102,6 +111,44 @@ impl fmt::Display for Location {
         match self.scheme {
             Scheme::S3 => write!(f, "s3://{}/{}", self.root, self.prefix),
             Scheme::Local => write!(f, "{}", self.root),
+        }
+    }
+}
+
+/// `path` lexically normal: `.` segments dropped, each `..` removing the segment before it
+/// (never above the root), without looking at the file system.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() && !out.has_root() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `path` (absolute) as the file system sees it: made lexically normal, then its longest
+/// existing ancestor canonicalised (symlinks followed) and the rest appended as given.
+pub fn resolve_path(path: &Path) -> PathBuf {
+    let normal = lexical(path);
+    let mut existing = normal.clone();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            return rest.into_iter().rev().fold(c, |p, seg| p.join(seg));
+        }
+        match (existing.file_name().map(|f| f.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return normal,
         }
     }
 }
@@ -143,5 +190,33 @@ mod tests {
         assert!(!p("s3://bkt").overlaps(&p("s3://other")));
         assert!(p("/tmp/x").overlaps(&p("/tmp/x/sub")));
         assert!(!p("/tmp/x").overlaps(&p("/tmp/xy")));
+    }
+
+    #[test]
+    fn local_paths_are_made_absolute_and_lexically_normal() {
+        let p = |s: &str| Location::parse(s).unwrap().root;
+        assert_eq!(p("/a/./b/../c/"), "/a/c");
+        assert_eq!(p("/a/b/../../.."), "/");
+        assert_eq!(p("/.."), "/");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(p("./x/../src"), cwd.join("src").to_str().unwrap());
+    }
+
+    #[test]
+    fn local_overlap_sees_through_dot_dot_and_symlinks_where_the_path_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let src = base.join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::os::unix::fs::symlink(&src, base.join("link")).unwrap();
+        let p = |rel: &str| Location::local(format!("{}/{rel}", base.display())).unwrap();
+        // `x` does not exist: `x/..` is taken lexically, as the store will open it.
+        assert!(p("x/../src").overlaps(&p("src/backup")));
+        assert!(p("src/backup/new").overlaps(&p("x/../src")));
+        // Through a symlink to the source, existing or not below it.
+        assert!(p("src").overlaps(&p("link/backup")));
+        assert!(p("link").overlaps(&p("src")));
+        assert!(!p("src").overlaps(&p("srcx/link")));
+        assert!(!p("src").overlaps(&p("other")));
     }
 }

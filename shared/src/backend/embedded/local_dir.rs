@@ -5,9 +5,12 @@
 //! renames it over the key); nothing is ever written outside the root, and keys a directory
 //! cannot hold (see [`keys::unsupported_reason`]) fail with `Permanent` before any write.
 //! ETags are the hex MD5 of the content, computed on listing and HEAD (see [`meta`]).
+//! Listings name every entry in their range that is not copied, with the reason (see
+//! [`listing`] for the symlink policy).
 //! Server-side copy is not offered: the engine streams between directories.
 
 mod keys;
+mod listing;
 mod meta;
 mod walk;
 
@@ -98,33 +101,6 @@ impl Inner {
         for rel in parent_prefixes(key) {
             self.dirs.invalidate(rel);
         }
-    }
-
-    fn list(&self, req: &ListRequest) -> Result<ListPage> {
-        match std::fs::metadata(&self.root) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::invalid(format!("{} is not a directory", self.root.display())));
-            }
-            Err(e) if walk::vanished(&e) => return Err(self.missing_root()),
-            Err(e) => return Err(io_err(e, &self.root.display().to_string())),
-        }
-        let max = req.max_keys.max(1);
-        // One key past the page tells whether the range goes on.
-        let mut keys = walk::walk(&self.root, &self.dirs, req, max.saturating_add(1))
-            .map_err(|e| io_err(e, &format!("listing {}", self.root.display())))?;
-        let truncated = keys.len() > max;
-        keys.truncate(max);
-        let mut entries = Vec::with_capacity(keys.len());
-        for key in keys {
-            let path = self.root.join(&key);
-            // A file deleted since it was seen is simply not listed.
-            if let Some(e) = self.etags.entry(&path, &key).map_err(|e| io_err(e, &key))? {
-                entries.push(e);
-            }
-        }
-        // The walk never passes `end`, so the lookahead makes `truncated` exact.
-        Ok(ListPage { entries, skipped: Vec::new(), truncated })
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {

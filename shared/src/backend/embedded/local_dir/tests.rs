@@ -62,7 +62,7 @@ async fn keys_that_clash_with_files_and_directories_are_permanent_errors() {
 }
 
 #[tokio::test]
-async fn leftover_temp_files_and_special_files_never_list() {
+async fn leftover_temp_files_and_special_files_are_listed_as_uncopyable_never_as_objects() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     std::fs::write(dir.path().join("sub").join(format!("{TMP_PREFIX}abc")), b"partial").unwrap();
@@ -72,7 +72,96 @@ async fn leftover_temp_files_and_special_files_never_list() {
     let page = store.list(&all(10)).await.unwrap();
     let keys: Vec<_> = page.entries.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["real"]);
-    assert_eq!(store.head(&format!("sub/{TMP_PREFIX}abc")).await.unwrap(), None);
+    let tmp = format!("sub/{TMP_PREFIX}abc");
+    assert_eq!(skipped(&page), [("sock", "a socket, not a regular file"), (tmp.as_str(), "reserved")]);
+    assert_eq!(store.head(&tmp).await.unwrap(), None);
+}
+
+/// The skipped entries of a page as (key, a telling part of the reason).
+fn skipped(page: &ListPage) -> Vec<(&str, &str)> {
+    page.skipped
+        .iter()
+        .map(|u| {
+            let tell = ["a socket, not a regular file", "reserved", "not UTF-8", "broken", "a symlink to a directory"]
+                .into_iter()
+                .find(|t| u.reason.contains(t))
+                .unwrap_or(u.reason.as_str());
+            (u.key.as_str(), tell)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_entry_not_copied_is_listed_with_its_reason_in_key_order() {
+    use std::os::unix::ffi::OsStrExt;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"outside the root").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("a"), b"a").unwrap();
+    std::fs::write(root.join(std::ffi::OsStr::from_bytes(b"b\xe9")), b"latin-1").unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("c-dirlink")).unwrap();
+    std::os::unix::fs::symlink(root.join("nowhere"), root.join("d-broken")).unwrap();
+    std::os::unix::fs::symlink(root.join("a"), root.join("e-filelink")).unwrap();
+    std::fs::write(root.join("f"), b"f").unwrap();
+    let store = store_in(root);
+    let page = store.list(&all(10)).await.unwrap();
+    let keys: Vec<_> = page.entries.iter().map(|e| (e.key.as_str(), e.size)).collect();
+    // A symlink to a file is an object with its target's content.
+    assert_eq!(keys, [("a", 1), ("e-filelink", 1), ("f", 1)]);
+    assert_eq!(
+        skipped(&page),
+        [("b\u{FFFD}", "not UTF-8"), ("c-dirlink", "a symlink to a directory"), ("d-broken", "broken")]
+    );
+    assert!(page.skipped[0].reason.contains("b\\xe9"), "{:?}", page.skipped[0]);
+    assert!(!page.truncated);
+    // In pages of two, both kinds count toward the page and the page continues after either.
+    let mut req = all(2);
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list(&req).await.unwrap();
+        assert!(page.entries.len() + page.skipped.len() <= 2);
+        seen.extend(page.entries.iter().map(|e| e.key.clone()).chain(page.skipped.iter().map(|u| u.key.clone())));
+        match (page.truncated, page.last_key()) {
+            (true, Some(l)) => req.start_after = l.to_string(),
+            _ => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "b\u{FFFD}", "c-dirlink", "d-broken", "e-filelink", "f"]);
+    // Ranges bound them like any key.
+    let req =
+        ListRequest { prefix: String::new(), start_after: "a".into(), end: Some("c-dirlink".into()), max_keys: 10 };
+    let page = store.list(&req).await.unwrap();
+    assert!(page.entries.is_empty());
+    assert_eq!(skipped(&page), [("b\u{FFFD}", "not UTF-8"), ("c-dirlink", "a symlink to a directory")]);
+}
+
+#[tokio::test]
+async fn a_page_whose_walked_files_all_vanished_walks_on_and_is_never_empty_and_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    for k in ["k1", "k2", "k3", "k4"] {
+        std::fs::write(dir.path().join(k), k).unwrap();
+    }
+    // The directory's listing is cached while its mtime is unchanged: delete files behind
+    // the cache's back (keeping the mtime), so the walk yields names that are gone when the
+    // page is built, as when files vanish between the walk and the hashing.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let set_old = || std::fs::File::open(dir.path()).unwrap().set_modified(old).unwrap();
+    set_old();
+    let store = store_in(dir.path());
+    assert_eq!(store.list(&all(10)).await.unwrap().entries.len(), 4);
+    for k in ["k1", "k2", "k3"] {
+        std::fs::remove_file(dir.path().join(k)).unwrap();
+    }
+    set_old();
+    let page = store.list(&all(2)).await.unwrap();
+    let keys: Vec<_> = page.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["k4"], "the walk went on past k1, k2 (page 1) and k3");
+    std::fs::remove_file(dir.path().join("k4")).unwrap();
+    set_old();
+    let page = store.list(&all(2)).await.unwrap();
+    assert_eq!((page.entries.len(), page.skipped.len(), page.truncated), (0, 0, false), "the range is exhausted");
 }
 
 #[tokio::test]
