@@ -183,3 +183,25 @@ async fn service_crash_points() {
     }
     svc.stop();
 }
+
+/// A local clone that crashed ten times in a row must still finish on its next run: the
+/// crashes were the process dying, not the segment failing. Today each crashed run counts a
+/// delivery of the segments it held, the embedded queue dead-letters them at 10, and the
+/// 11th run stops with exit 2 "job is stuck: 1 segment(s) failed on every attempt" (a 12th
+/// run finishes). Ignored until fixed; it fails on today's code.
+#[test]
+#[ignore = "known bug: a local job's segments are dead-lettered after 10 killed runs"]
+fn a_local_clone_crashed_ten_times_finishes_on_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state.sqlite"));
+    let files = source();
+    write_tree(&src, &files);
+    let args = ["clone", src.to_str().unwrap(), dst.to_str().unwrap(), "--json", "--state", state.to_str().unwrap()];
+    for _ in 0..10 {
+        let crashed = bin().args(args).env("BUCKETCLONE_CRASH_AT", AFTER_LISTING).output().unwrap();
+        assert!(aborted(&crashed.status), "{}", String::from_utf8_lossy(&crashed.stderr));
+    }
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0), "the 11th run: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(tree(&dst), files);
+}
