@@ -205,3 +205,30 @@ fn a_local_clone_crashed_ten_times_finishes_on_the_next_run() {
     assert_eq!(out.status.code(), Some(0), "the 11th run: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(tree(&dst), files);
 }
+
+/// A rerun started the moment a killed run exits may find the state's lock still held for a
+/// moment (the kernel drops a killed process's lock with its last file reference, sometimes
+/// after its parent saw it exit; the local chaos run hit it). The rerun waits a little for
+/// the lock instead of refusing; a lock held for good is still refused, with exit 2.
+#[test]
+fn a_rerun_waits_briefly_for_the_state_lock_and_refuses_a_lock_held_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state.sqlite"));
+    write_tree(&src, &source());
+    let args = ["clone", src.to_str().unwrap(), dst.to_str().unwrap(), "--json", "--state", state.to_str().unwrap()];
+    let lock = std::fs::File::create(state.with_extension("lock")).unwrap();
+
+    lock.try_lock().unwrap();
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(2), "a lock held for good is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another bucketclone is running"));
+
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        lock.unlock().unwrap();
+    });
+    let out = run(&args);
+    release.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "a lock released within moments is waited for");
+    assert_eq!(report(&out)["state"], "verified");
+}
