@@ -65,7 +65,7 @@ pub async fn run_with(
     opts: &LocalOptions,
 ) -> Result<Outcome> {
     let started = Instant::now();
-    let _lock = lock_state(&opts.state)?;
+    let _lock = lock_state(&opts.state).await?;
     let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&opts.state)?);
     let queue = Arc::new(SqliteQueue::open(&opts.state, "segments")?);
     // We hold the state's lock: any lease in the file belongs to a process that died, and
@@ -180,18 +180,28 @@ async fn job_id(jobs: &dyn JobStore, spec: &JobSpec) -> Result<String> {
     Ok(format!("{base}-{}", shared::model::now_ms()))
 }
 
+/// How long a run waits for the state's lock before saying another run holds it. A run
+/// killed with SIGKILL can still hold its lock for a moment after its parent saw it exit
+/// (the kernel releases it with the process's last file reference): a rerun started at
+/// once must not be refused for that.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
 /// Takes an exclusive lock next to the state file for the life of the run.
-fn lock_state(state: &Path) -> Result<File> {
+async fn lock_state(state: &Path) -> Result<File> {
     if let Some(dir) = state.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::invalid(format!("state directory {}: {e}", dir.display())))?;
     }
     let path = state.with_extension("lock");
     let f = File::create(&path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
-    f.try_lock().map_err(|_| {
-        Error::invalid(format!(
-            "another bucketclone is running with state {}; wait for it or pass --state",
-            state.display()
-        ))
-    })?;
+    let started = Instant::now();
+    while f.try_lock().is_err() {
+        if started.elapsed() > LOCK_WAIT {
+            return Err(Error::invalid(format!(
+                "another bucketclone is running with state {}; wait for it or pass --state",
+                state.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(f)
 }

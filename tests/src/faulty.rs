@@ -1,7 +1,8 @@
 //! Fault injection for tests: [`ThrottlingStore`], an object store that answers
-//! `Throttled` like S3's per-prefix request limit, and [`FailingEndpoint`], an HTTP server
-//! that fails every request with one status and counts them (to count what an SDK client
-//! really sends).
+//! `Throttled` like S3's per-prefix request limit; [`SlowStore`], slow writes that count
+//! concurrent writes of one key; [`LostRenewals`], a queue whose lease renewals never
+//! arrive; and [`FailingEndpoint`], an HTTP server that fails every request with one status
+//! and counts them (to count what an SDK client really sends).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 
 use shared::model::ObjectEntry;
 use shared::objstore::{Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore};
+use shared::queue::{Delivery, LeaseId, QueueDepth, WorkQueue};
 use shared::{Error, Result};
 
 /// Wraps a store; while throttling is on, a copy or put arriving when `max_in_flight` of
@@ -185,4 +187,125 @@ async fn answer(conn: tokio::net::TcpStream, status: u16, counted: &AtomicU64) -
     let reply = format!("HTTP/1.1 {status} Injected\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     conn.get_mut().write_all(reply.as_bytes()).await?;
     conn.get_mut().shutdown().await
+}
+
+/// Wraps a store; every write (copy or put) takes `latency` more, and the store counts
+/// writes and *overlaps*: writes of a key that began while another write of the same key
+/// was still running. One worker writes a key once per page, so an overlap means two
+/// workers were copying the same segment at the same time.
+pub struct SlowStore {
+    inner: Arc<dyn ObjectStore>,
+    latency: Duration,
+    running: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    begun: AtomicU64,
+    writes: AtomicU64,
+    overlaps: AtomicU64,
+}
+
+impl SlowStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, latency: Duration) -> Self {
+        SlowStore {
+            inner,
+            latency,
+            running: Default::default(),
+            begun: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            overlaps: AtomicU64::new(0),
+        }
+    }
+    /// Writes begun (finished or not).
+    pub fn begun(&self) -> u64 {
+        self.begun.load(SeqCst)
+    }
+    /// Writes that succeeded.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(SeqCst)
+    }
+    /// Writes that began while another write of the same key was running.
+    pub fn overlaps(&self) -> u64 {
+        self.overlaps.load(SeqCst)
+    }
+
+    async fn write<T>(&self, key: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
+        {
+            let mut running = self.running.lock().expect("lock");
+            let n = running.entry(key.to_string()).or_default();
+            if *n > 0 {
+                self.overlaps.fetch_add(1, SeqCst);
+            }
+            *n += 1;
+        }
+        self.begun.fetch_add(1, SeqCst);
+        tokio::time::sleep(self.latency).await;
+        let r = op.await;
+        *self.running.lock().expect("lock").get_mut(key).expect("counted above") -= 1;
+        if r.is_ok() {
+            self.writes.fetch_add(1, SeqCst);
+        }
+        r
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for SlowStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn copy_source(&self) -> Option<CopySource> {
+        self.inner.copy_source()
+    }
+    async fn check(&self) -> Result<()> {
+        self.inner.check().await
+    }
+    async fn list(&self, req: &ListRequest) -> Result<ListPage> {
+        self.inner.list(req).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
+        self.inner.head(key).await
+    }
+    async fn checksums(&self, key: &str) -> Result<Checksums> {
+        self.inner.checksums(key).await
+    }
+    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry> {
+        self.write(dst_key, self.inner.copy_from(source, src, dst_key)).await
+    }
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
+        self.inner.get(key, if_etag).await
+    }
+    async fn put(&self, key: &str, body: Body, size: u64) -> Result<ObjectEntry> {
+        self.write(key, self.inner.put(key, body, size)).await
+    }
+    async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
+        self.inner.delete(key, if_etag).await
+    }
+}
+
+/// Wraps a queue; renewals are lost (answered Ok, never sent), as when a worker is cut off
+/// from the queue or paused: its leases expire while it works, and the queue hands its
+/// messages to another worker.
+pub struct LostRenewals(pub Arc<dyn WorkQueue>);
+
+#[async_trait::async_trait]
+impl WorkQueue for LostRenewals {
+    async fn push(&self, bodies: &[String]) -> Result<()> {
+        self.0.push(bodies).await
+    }
+    async fn pull(&self, max: usize, lease: Duration, wait: Duration) -> Result<Vec<Delivery>> {
+        self.0.pull(max, lease, wait).await
+    }
+    async fn renew(&self, _lease: &LeaseId, _lease_for: Duration) -> Result<()> {
+        Ok(())
+    }
+    async fn ack(&self, lease: &LeaseId) -> Result<()> {
+        self.0.ack(lease).await
+    }
+    async fn release(&self, lease: &LeaseId) -> Result<()> {
+        self.0.release(lease).await
+    }
+    async fn depth(&self) -> Result<QueueDepth> {
+        self.0.depth().await
+    }
+    async fn dead_letters(&self, max: usize) -> Result<Vec<String>> {
+        self.0.dead_letters(max).await
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod bed;
 pub mod faulty;
+pub mod procs;
 
 use shared::backend::aws::AwsContext;
 
@@ -211,4 +212,21 @@ pub async fn listing(store: &dyn ObjectStore) -> BTreeMap<String, (u64, Option<S
             _ => return out,
         }
     }
+}
+
+/// Checks, in the state file of a finished local run, that job `id` has nothing outstanding,
+/// every segment recorded done, and `segments_done` equal to the segments recorded (each
+/// counted once, however often it was worked); returns that count.
+pub fn check_local_segments(state: &Path, id: &str) -> i64 {
+    use shared::jobstore::JobStore;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let store = shared::backend::embedded::sqlite_jobstore::SqliteJobStore::open(state).expect("state file");
+        let job = store.job(id).await.expect("read job").expect("the job is in the state file");
+        let segs = store.segments(id, usize::MAX).await.expect("read segments");
+        assert!(segs.iter().all(|s| s.done), "every segment done");
+        assert_eq!(job.counters.outstanding, 0, "nothing outstanding");
+        assert_eq!(job.counters.segments_done, segs.len() as i64, "one count per segment");
+        segs.len() as i64
+    })
 }

@@ -4,37 +4,19 @@
 //! exact counters, the destination listing must equal the source's, and `status --json`
 //! must agree with `GET /jobs/{id}`.
 
-use std::io::{Read, Write};
-use std::process::{Child, Stdio};
-use std::sync::Arc;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use bucketclone_tests::procs::{free_port, http_get, seed_bucket, signal, spawn};
 use bucketclone_tests::{bin, emulator_env, listing, moto, unique};
-use shared::backend::aws::{AwsContext, dynamo::DynamoJobStore, s3::S3Store, sqs::SqsQueue};
+use shared::backend::aws::{dynamo::DynamoJobStore, s3::S3Store, sqs::SqsQueue};
 use shared::jobstore::JobStore;
 use shared::model::JobState;
-use shared::objstore::ObjectStore;
 use shared::queue::WorkQueue;
 
-fn spawn(args: &[&str], extra_env: &[(&str, String)]) -> Child {
-    bin()
-        .args(args)
-        .envs(emulator_env())
-        .envs(extra_env.iter().map(|(k, v)| (*k, v.clone())))
-        .env("BUCKETCLONE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn bucketclone")
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
-    assert!(ok.success());
-}
-
-async fn seed(ctx: &AwsContext, bucket: &str) -> (usize, u64) {
-    let store = Arc::new(S3Store::new(ctx, bucket));
+/// The source: keys only S3 can hold (spaces, `+`, `%`, accents, emoji) in a flat prefix and
+/// 97 small ones.
+fn objects() -> Vec<(String, Vec<u8>)> {
     let mut keys = Vec::new();
     for i in 0..1000 {
         keys.push(format!("flat/item {i:04}+%ü"));
@@ -42,38 +24,7 @@ async fn seed(ctx: &AwsContext, bucket: &str) -> (usize, u64) {
     for i in 0..1000 {
         keys.push(format!("p{:02}/sub {}/obj+{i}%20é😀", i % 97, i % 3));
     }
-    let mut bytes = 0u64;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, k) in keys.iter().enumerate() {
-        let body = format!("object {i} ").repeat(i % 40).into_bytes();
-        bytes += body.len() as u64;
-        let (store, k) = (store.clone(), k.clone());
-        tasks.spawn(async move {
-            let n = body.len() as u64;
-            store.put(&k, Box::pin(std::io::Cursor::new(body)), n).await.unwrap();
-        });
-        while tasks.len() >= 16 {
-            tasks.join_next().await.unwrap().unwrap();
-        }
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.unwrap();
-    }
-    (keys.len(), bytes)
-}
-
-fn http_get(addr: &str, path: &str) -> serde_json::Value {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    serde_json::from_str(body).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    keys.into_iter().enumerate().map(|(i, k)| (k, format!("object {i} ").repeat(i % 40).into_bytes())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,9 +37,8 @@ async fn the_service_clones_a_bucket_with_a_worker_killed_mid_job() {
     assert!(again.status.success(), "init is idempotent");
 
     let (src, dst) = (unique("src"), unique("dst"));
-    S3Store::create_bucket(&ctx, &src).await.unwrap();
+    let (count, bytes) = seed_bucket(&ctx, &src, objects()).await;
     S3Store::create_bucket(&ctx, &dst).await.unwrap();
-    let (count, bytes) = seed(&ctx, &src).await;
 
     let addr = format!("127.0.0.1:{}", free_port());
     let fast =
