@@ -185,12 +185,11 @@ async fn service_crash_points() {
 }
 
 /// A local clone that crashed ten times in a row must still finish on its next run: the
-/// crashes were the process dying, not the segment failing. Today each crashed run counts a
-/// delivery of the segments it held, the embedded queue dead-letters them at 10, and the
-/// 11th run stops with exit 2 "job is stuck: 1 segment(s) failed on every attempt" (a 12th
-/// run finishes). Ignored until fixed; it fails on today's code.
+/// crashes were the process dying, not the segment failing. Before `release_all` reset the
+/// delivery count, each crashed run counted a delivery of the segments it held, the
+/// embedded queue dead-lettered them at 10, and the 11th run stopped with exit 2 "job is
+/// stuck: 1 segment(s) failed on every attempt".
 #[test]
-#[ignore = "known bug: a local job's segments are dead-lettered after 10 killed runs"]
 fn a_local_clone_crashed_ten_times_finishes_on_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dst, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state.sqlite"));

@@ -90,14 +90,16 @@ impl SqliteQueue {
         self
     }
 
-    /// Makes every leased message of this queue visible now and invalidates its lease;
-    /// returns how many. For a single-process owner restarting: nobody holds a lease then.
+    /// Makes every leased message of this queue visible now, invalidates its lease and
+    /// resets its delivery count; returns how many. For a single-process owner restarting:
+    /// nobody holds a lease then, and the deliveries it counted ended with a killed process,
+    /// not a failure of the message (ten SIGKILLed runs must not dead-letter a segment).
     pub async fn release_all(&self) -> Result<u64> {
         let n = self
             .with_conn("releasing all leases", |conn, queue| {
                 let now = now_ms();
                 conn.execute(
-                    "UPDATE queue_messages SET visible_ms = ?2, token = random()
+                    "UPDATE queue_messages SET visible_ms = ?2, token = random(), deliveries = 0
                      WHERE queue = ?1 AND visible_ms > ?2",
                     params![queue, now],
                 )
