@@ -18,14 +18,18 @@ use shared::queue::WorkQueue;
 
 use crate::{bin, emulator_env};
 
-/// `bucketclone args...` with the emulator's environment plus `extra_env`, logging at info.
+/// `bucketclone args...` with the emulator's environment plus `extra_env` (an empty value
+/// removes the variable), logging at info.
 fn command(args: &[&str], extra_env: &[(&str, String)]) -> Command {
     let mut c = bin();
-    c.args(args)
-        .envs(emulator_env())
-        .envs(extra_env.iter().map(|(k, v)| (*k, v.clone())))
-        .env("BUCKETCLONE_LOG", "info")
-        .stdout(Stdio::null());
+    c.args(args).envs(emulator_env()).env("BUCKETCLONE_LOG", "info").stdout(Stdio::null());
+    for (k, v) in extra_env {
+        if v.is_empty() {
+            c.env_remove(k);
+        } else {
+            c.env(k, v);
+        }
+    }
     c
 }
 
@@ -115,27 +119,36 @@ pub struct Service {
     requests: SqsQueue,
     coordinator: Child,
     workers: Vec<Child>,
+    /// Environment every process of the deployment gets on top of the emulator's.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Service {
     /// `bucketclone init --name <name>`, then a coordinator.
     pub async fn start(ctx: &AwsContext, name: &str) -> Service {
-        let init = bin().args(["init", "--name", name]).envs(emulator_env()).output().expect("run init");
+        Service::start_with(ctx, name, Vec::new()).await
+    }
+
+    /// [`Service::start`], every process of it (and `status`) with `env` on top of the
+    /// emulator's environment; `ctx` must reach the deployment's queues and table.
+    pub async fn start_with(ctx: &AwsContext, name: &str, env: Vec<(&'static str, String)>) -> Service {
+        let init = command(&["init", "--name", name], &env).stderr(Stdio::piped()).output().expect("run init");
         assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
         let addr = format!("127.0.0.1:{}", free_port());
-        let coordinator = spawn(&["coordinator", "--name", name, "--http", &addr], &[]);
+        let coordinator = spawn(&["coordinator", "--name", name, "--http", &addr], &env);
         let requests = SqsQueue::open(ctx, &format!("{name}-requests")).await.expect("requests queue");
         let jobs = DynamoJobStore::new(ctx, format!("{name}-jobs"));
-        Service { name: name.to_string(), addr, jobs, requests, coordinator, workers: Vec::new() }
+        Service { name: name.to_string(), addr, jobs, requests, coordinator, workers: Vec::new(), env }
     }
 
     /// Starts a worker with `extra_env`, its stderr in `log` (or the test's); returns its
     /// index for [`Service::worker`].
     pub fn start_worker(&mut self, extra_env: &[(&str, String)], log: Option<&Path>) -> usize {
         let args = ["worker", "--name", &self.name];
+        let env: Vec<(&str, String)> = self.env.iter().cloned().chain(extra_env.iter().cloned()).collect();
         let child = match log {
-            Some(log) => spawn_logged(&args, extra_env, log),
-            None => spawn(&args, extra_env),
+            Some(log) => spawn_logged(&args, &env, log),
+            None => spawn(&args, &env),
         };
         self.workers.push(child);
         self.workers.len() - 1
@@ -165,8 +178,11 @@ impl Service {
 
     /// `bucketclone status <id> --json`: the status document.
     pub fn status(&self, id: &str) -> serde_json::Value {
-        let out =
-            bin().args(["status", id, "--json", "--name", &self.name]).envs(emulator_env()).output().expect("status");
+        let out = command(&["status", id, "--json", "--name", &self.name], &self.env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("status");
         assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("status --json prints one document")
     }
