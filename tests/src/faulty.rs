@@ -19,8 +19,10 @@ use shared::{Error, Result};
 /// Wraps a store; while throttling is on, a copy or put arriving when `max_in_flight` of
 /// them are already running is refused at once with `Throttled` (503 SlowDown). Admitted
 /// writes take `latency` more, so concurrency is visible; everything else passes through.
-pub struct ThrottlingStore {
-    inner: Arc<dyn ObjectStore>,
+pub type ThrottlingStore = Gated<Throttle>;
+
+/// The gate of a [`ThrottlingStore`].
+pub struct Throttle {
     max_in_flight: usize,
     latency: Duration,
     on: AtomicBool,
@@ -42,17 +44,22 @@ impl Drop for Running<'_> {
 impl ThrottlingStore {
     /// Throttling is on from the start.
     pub fn new(inner: Arc<dyn ObjectStore>, max_in_flight: usize, latency: Duration) -> Self {
-        ThrottlingStore {
+        Gated {
             inner,
-            max_in_flight,
-            latency,
-            on: AtomicBool::new(true),
-            in_flight: AtomicUsize::new(0),
-            throttled: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            peak: AtomicUsize::new(0),
+            gate: Throttle {
+                max_in_flight,
+                latency,
+                on: AtomicBool::new(true),
+                in_flight: AtomicUsize::new(0),
+                throttled: AtomicU64::new(0),
+                written: AtomicU64::new(0),
+                peak: AtomicUsize::new(0),
+            },
         }
     }
+}
+
+impl Throttle {
     /// Turns throttling on or off (writes still take `latency`).
     pub fn set_throttling(&self, on: bool) {
         self.on.store(on, SeqCst);
@@ -69,26 +76,59 @@ impl ThrottlingStore {
     pub fn peak_in_flight(&self) -> usize {
         self.peak.load(SeqCst)
     }
+}
 
-    async fn write<T>(&self, what: &str, key: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
-        let n = self.in_flight.fetch_add(1, SeqCst) + 1;
-        let _running = Running(&self.in_flight);
-        if self.on.load(SeqCst) && n > self.max_in_flight {
-            self.throttled.fetch_add(1, SeqCst);
-            return Err(Error::Throttled(format!("{what} {key}: 503 SlowDown (injected: {n} in flight)")));
+impl WriteGate for Throttle {
+    fn write<'a, T: Send + 'a>(
+        &'a self,
+        what: &'a str,
+        key: &'a str,
+        op: impl Future<Output = Result<T>> + Send + 'a,
+    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        async move {
+            let n = self.in_flight.fetch_add(1, SeqCst) + 1;
+            let _running = Running(&self.in_flight);
+            if self.on.load(SeqCst) && n > self.max_in_flight {
+                self.throttled.fetch_add(1, SeqCst);
+                return Err(Error::Throttled(format!("{what} {key}: 503 SlowDown (injected: {n} in flight)")));
+            }
+            self.peak.fetch_max(n, SeqCst);
+            tokio::time::sleep(self.latency).await;
+            let r = op.await;
+            if r.is_ok() {
+                self.written.fetch_add(1, SeqCst);
+            }
+            r
         }
-        self.peak.fetch_max(n, SeqCst);
-        tokio::time::sleep(self.latency).await;
-        let r = op.await;
-        if r.is_ok() {
-            self.written.fetch_add(1, SeqCst);
-        }
-        r
+    }
+}
+
+/// What a [`Gated`] store does around each write (a copy or a put) of `key`.
+pub trait WriteGate: Send + Sync + 'static {
+    fn write<'a, T: Send + 'a>(
+        &'a self,
+        what: &'a str,
+        key: &'a str,
+        op: impl Future<Output = Result<T>> + Send + 'a,
+    ) -> impl Future<Output = Result<T>> + Send + 'a;
+}
+
+/// Wraps a store: every write goes through the gate `G`, everything else passes through.
+/// Derefs to the gate, for its counters and switches.
+pub struct Gated<G> {
+    inner: Arc<dyn ObjectStore>,
+    gate: G,
+}
+
+impl<G> std::ops::Deref for Gated<G> {
+    type Target = G;
+    fn deref(&self) -> &G {
+        &self.gate
     }
 }
 
 #[async_trait::async_trait]
-impl ObjectStore for ThrottlingStore {
+impl<G: WriteGate> ObjectStore for Gated<G> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -108,13 +148,13 @@ impl ObjectStore for ThrottlingStore {
         self.inner.checksums(key).await
     }
     async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry> {
-        self.write("copy", dst_key, self.inner.copy_from(source, src, dst_key)).await
+        self.gate.write("copy", dst_key, self.inner.copy_from(source, src, dst_key)).await
     }
     async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
         self.inner.get(key, if_etag).await
     }
     async fn put(&self, key: &str, body: Body, size: u64) -> Result<ObjectEntry> {
-        self.write("put", key, self.inner.put(key, body, size)).await
+        self.gate.write("put", key, self.inner.put(key, body, size)).await
     }
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
         self.inner.delete(key, if_etag).await
@@ -193,8 +233,10 @@ async fn answer(conn: tokio::net::TcpStream, status: u16, counted: &AtomicU64) -
 /// writes and *overlaps*: writes of a key that began while another write of the same key
 /// was still running. One worker writes a key once per page, so an overlap means two
 /// workers were copying the same segment at the same time.
-pub struct SlowStore {
-    inner: Arc<dyn ObjectStore>,
+pub type SlowStore = Gated<Slow>;
+
+/// The gate of a [`SlowStore`].
+pub struct Slow {
     latency: Duration,
     running: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     begun: AtomicU64,
@@ -204,15 +246,20 @@ pub struct SlowStore {
 
 impl SlowStore {
     pub fn new(inner: Arc<dyn ObjectStore>, latency: Duration) -> Self {
-        SlowStore {
+        Gated {
             inner,
-            latency,
-            running: Default::default(),
-            begun: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-            overlaps: AtomicU64::new(0),
+            gate: Slow {
+                latency,
+                running: Default::default(),
+                begun: AtomicU64::new(0),
+                writes: AtomicU64::new(0),
+                overlaps: AtomicU64::new(0),
+            },
         }
     }
+}
+
+impl Slow {
     /// Writes begun (finished or not).
     pub fn begun(&self) -> u64 {
         self.begun.load(SeqCst)
@@ -225,58 +272,33 @@ impl SlowStore {
     pub fn overlaps(&self) -> u64 {
         self.overlaps.load(SeqCst)
     }
-
-    async fn write<T>(&self, key: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
-        {
-            let mut running = self.running.lock().expect("lock");
-            let n = running.entry(key.to_string()).or_default();
-            if *n > 0 {
-                self.overlaps.fetch_add(1, SeqCst);
-            }
-            *n += 1;
-        }
-        self.begun.fetch_add(1, SeqCst);
-        tokio::time::sleep(self.latency).await;
-        let r = op.await;
-        *self.running.lock().expect("lock").get_mut(key).expect("counted above") -= 1;
-        if r.is_ok() {
-            self.writes.fetch_add(1, SeqCst);
-        }
-        r
-    }
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for SlowStore {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn copy_source(&self) -> Option<CopySource> {
-        self.inner.copy_source()
-    }
-    async fn check(&self) -> Result<()> {
-        self.inner.check().await
-    }
-    async fn list(&self, req: &ListRequest) -> Result<ListPage> {
-        self.inner.list(req).await
-    }
-    async fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
-        self.inner.head(key).await
-    }
-    async fn checksums(&self, key: &str) -> Result<Checksums> {
-        self.inner.checksums(key).await
-    }
-    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry> {
-        self.write(dst_key, self.inner.copy_from(source, src, dst_key)).await
-    }
-    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
-        self.inner.get(key, if_etag).await
-    }
-    async fn put(&self, key: &str, body: Body, size: u64) -> Result<ObjectEntry> {
-        self.write(key, self.inner.put(key, body, size)).await
-    }
-    async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
-        self.inner.delete(key, if_etag).await
+impl WriteGate for Slow {
+    fn write<'a, T: Send + 'a>(
+        &'a self,
+        _what: &'a str,
+        key: &'a str,
+        op: impl Future<Output = Result<T>> + Send + 'a,
+    ) -> impl Future<Output = Result<T>> + Send + 'a {
+        async move {
+            {
+                let mut running = self.running.lock().expect("lock");
+                let n = running.entry(key.to_string()).or_default();
+                if *n > 0 {
+                    self.overlaps.fetch_add(1, SeqCst);
+                }
+                *n += 1;
+            }
+            self.begun.fetch_add(1, SeqCst);
+            tokio::time::sleep(self.latency).await;
+            let r = op.await;
+            *self.running.lock().expect("lock").get_mut(key).expect("counted above") -= 1;
+            if r.is_ok() {
+                self.writes.fetch_add(1, SeqCst);
+            }
+            r
+        }
     }
 }
 
