@@ -79,27 +79,25 @@ impl Throttle {
 }
 
 impl WriteGate for Throttle {
-    fn write<'a, T: Send + 'a>(
+    async fn write<'a, T: Send + 'a>(
         &'a self,
         what: &'a str,
         key: &'a str,
         op: impl Future<Output = Result<T>> + Send + 'a,
-    ) -> impl Future<Output = Result<T>> + Send + 'a {
-        async move {
-            let n = self.in_flight.fetch_add(1, SeqCst) + 1;
-            let _running = Running(&self.in_flight);
-            if self.on.load(SeqCst) && n > self.max_in_flight {
-                self.throttled.fetch_add(1, SeqCst);
-                return Err(Error::Throttled(format!("{what} {key}: 503 SlowDown (injected: {n} in flight)")));
-            }
-            self.peak.fetch_max(n, SeqCst);
-            tokio::time::sleep(self.latency).await;
-            let r = op.await;
-            if r.is_ok() {
-                self.written.fetch_add(1, SeqCst);
-            }
-            r
+    ) -> Result<T> {
+        let n = self.in_flight.fetch_add(1, SeqCst) + 1;
+        let _running = Running(&self.in_flight);
+        if self.on.load(SeqCst) && n > self.max_in_flight {
+            self.throttled.fetch_add(1, SeqCst);
+            return Err(Error::Throttled(format!("{what} {key}: 503 SlowDown (injected: {n} in flight)")));
         }
+        self.peak.fetch_max(n, SeqCst);
+        tokio::time::sleep(self.latency).await;
+        let r = op.await;
+        if r.is_ok() {
+            self.written.fetch_add(1, SeqCst);
+        }
+        r
     }
 }
 
@@ -275,30 +273,28 @@ impl Slow {
 }
 
 impl WriteGate for Slow {
-    fn write<'a, T: Send + 'a>(
+    async fn write<'a, T: Send + 'a>(
         &'a self,
         _what: &'a str,
         key: &'a str,
         op: impl Future<Output = Result<T>> + Send + 'a,
-    ) -> impl Future<Output = Result<T>> + Send + 'a {
-        async move {
-            {
-                let mut running = self.running.lock().expect("lock");
-                let n = running.entry(key.to_string()).or_default();
-                if *n > 0 {
-                    self.overlaps.fetch_add(1, SeqCst);
-                }
-                *n += 1;
+    ) -> Result<T> {
+        {
+            let mut running = self.running.lock().expect("lock");
+            let n = running.entry(key.to_string()).or_default();
+            if *n > 0 {
+                self.overlaps.fetch_add(1, SeqCst);
             }
-            self.begun.fetch_add(1, SeqCst);
-            tokio::time::sleep(self.latency).await;
-            let r = op.await;
-            *self.running.lock().expect("lock").get_mut(key).expect("counted above") -= 1;
-            if r.is_ok() {
-                self.writes.fetch_add(1, SeqCst);
-            }
-            r
+            *n += 1;
         }
+        self.begun.fetch_add(1, SeqCst);
+        tokio::time::sleep(self.latency).await;
+        let r = op.await;
+        *self.running.lock().expect("lock").get_mut(key).expect("counted above") -= 1;
+        if r.is_ok() {
+            self.writes.fetch_add(1, SeqCst);
+        }
+        r
     }
 }
 
