@@ -132,6 +132,10 @@ pub struct ObjectEntry {
     pub size: u64,
     /// The ETag without quotes; `None` when the store's listing carries none.
     pub etag: Option<String>,
+    /// S3's storage class as listed (`STANDARD_IA`, `GLACIER`, ...); `None` for the default
+    /// class (STANDARD) and for stores without classes. Kept on server-side copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
 }
 
 /// The lifecycle of a job. Terminal states are never left.

@@ -164,7 +164,7 @@ pub async fn collect(store: &dyn ObjectStore, loc: &Location, depth: usize) -> R
         ListRequest { prefix: loc.prefix.clone(), start_after: loc.prefix.clone(), end: None, max_keys: 1000 };
     loop {
         let page = with_retries(|| store.list(&req)).await?;
-        for ObjectEntry { key, size, etag } in &page.entries {
+        for ObjectEntry { key, size, etag, .. } in &page.entries {
             if let Some(rel) = loc.rel_key(key).filter(|k| !k.is_empty()) {
                 b.add(rel, *size, etag.as_deref());
             }

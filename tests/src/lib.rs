@@ -204,7 +204,7 @@ pub async fn listing(store: &dyn ObjectStore) -> BTreeMap<String, (u64, Option<S
     let mut req = ListRequest { prefix: String::new(), start_after: String::new(), end: None, max_keys: 1000 };
     loop {
         let page = store.list(&req).await.expect("list");
-        for ObjectEntry { key, size, etag } in &page.entries {
+        for ObjectEntry { key, size, etag, .. } in &page.entries {
             out.insert(key.clone(), (*size, etag.clone()));
         }
         match (page.truncated, page.last_key()) {

@@ -148,3 +148,41 @@ async fn verification_costs_one_list_page_per_side_per_thousand_objects() {
     // One page per side per segment, plus one call per side for each empty split range.
     assert!(per_k(sl) <= 3.0 && per_k(dl) <= 3.0, "source {sl}, destination {dl} list calls for {n} objects");
 }
+
+/// Storage classes: a server-side copy keeps the source's class (S3 would make it STANDARD),
+/// and an archived object is named as needing a restore, never copied or verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_keep_the_storage_class_and_archived_objects_need_a_restore() {
+    let ctx = moto().await;
+    let (a, _) = bucket(&ctx, "src").await;
+    let (b, _) = bucket(&ctx, "dst").await;
+    let s3 = ctx.s3();
+    for (key, class) in
+        [("ia/one", "STANDARD_IA"), ("ia/two", "ONEZONE_IA"), ("plain", "STANDARD"), ("cold", "GLACIER")]
+    {
+        let body = format!("{key} in {class}").into_bytes();
+        s3.put_object().bucket(&a).key(key).storage_class(class.into()).body(body.into()).send().await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("s.sqlite");
+    let (sa, sb) = (format!("s3://{a}"), format!("s3://{b}"));
+    let found = dir.path().join("findings.jsonl");
+    let args = ["--json", "--state", st.to_str().unwrap(), "--report", found.to_str().unwrap()];
+    let out = run(&[&["clone", &sa, &sb][..], &args[..]].concat());
+    assert_eq!(out.status.code(), Some(1), "an archived object keeps the job from verifying");
+    let r = report(&out);
+    assert_eq!((&r["state"], &r["copied"]["objects"], &r["failed"]), (&"mismatch".into(), &3.into(), &1.into()));
+    let text = std::fs::read_to_string(&found).unwrap();
+    let findings: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cold: Vec<_> = findings.iter().filter(|f| f["key"] == "cold").collect();
+    assert_eq!(cold.len(), 1, "{findings:?}");
+    let why = cold[0]["detail"].as_str().unwrap_or_default();
+    assert!(why.contains("needs a restore") && why.contains("GLACIER"), "{why}");
+
+    for (key, class) in [("ia/one", Some("STANDARD_IA")), ("ia/two", Some("ONEZONE_IA")), ("plain", None)] {
+        let h = s3.head_object().bucket(&b).key(key).send().await.unwrap();
+        let got = h.storage_class().map(|c| c.as_str()).filter(|c| *c != "STANDARD");
+        assert_eq!(got, class, "{key}: the copy's storage class");
+    }
+    assert!(s3.head_object().bucket(&b).key("cold").send().await.is_err(), "the archived object is not copied");
+}

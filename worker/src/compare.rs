@@ -56,7 +56,7 @@ mod tests {
     use super::*;
 
     fn e(size: u64, etag: Option<&str>) -> ObjectEntry {
-        ObjectEntry { key: "k".into(), size, etag: etag.map(str::to_string) }
+        ObjectEntry { key: "k".into(), size, etag: etag.map(str::to_string), storage_class: None }
     }
     const A: &str = "0123456789abcdef0123456789abcdef";
     const B: &str = "fedcba9876543210fedcba9876543210";

@@ -142,6 +142,7 @@ impl ObjectStore for S3Store {
                     key: o.key()?.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: o.e_tag().map(unquote_etag),
+                    storage_class: class_name(o.storage_class().map(|c| c.as_str())),
                 })
             })
             .collect();
@@ -161,6 +162,7 @@ impl ObjectStore for S3Store {
             key: key.to_string(),
             size: h.content_length().unwrap_or(0).max(0) as u64,
             etag: h.e_tag().map(unquote_etag),
+            storage_class: class_name(h.storage_class().map(|c| c.as_str())),
         }))
     }
 
@@ -209,6 +211,7 @@ impl ObjectStore for S3Store {
                     key: src.key.clone(),
                     size: h.content_length().unwrap_or(0).max(0) as u64,
                     etag: h.e_tag().map(unquote_etag),
+                    storage_class: class_name(h.storage_class().map(|c| c.as_str())),
                 }
             }
         };
@@ -223,11 +226,13 @@ impl ObjectStore for S3Store {
             .key(dst_key)
             .copy_source(multipart::copy_source_header(&source.bucket, &src.key))
             .set_copy_source_if_match(src.etag.as_deref().map(quote))
+            // A copy is STANDARD unless told: keep the source's class.
+            .set_storage_class(kept_class(src.storage_class.as_deref()))
             .send()
             .await
             .map_err(|e| multipart::copy_error(source, &src, dst_key, e))?;
         let etag = out.copy_object_result().and_then(|r| r.e_tag()).map(unquote_etag);
-        Ok(ObjectEntry { key: dst_key.to_string(), size: src.size, etag })
+        Ok(ObjectEntry { key: dst_key.to_string(), size: src.size, etag, storage_class: src.storage_class.clone() })
     }
 
     async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
@@ -265,7 +270,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| sdk_error(&format!("put {}", self.url(key)), e))?;
-        Ok(ObjectEntry { key: key.to_string(), size, etag: out.e_tag().map(unquote_etag) })
+        Ok(ObjectEntry { key: key.to_string(), size, etag: out.e_tag().map(unquote_etag), storage_class: None })
     }
 
     /// HEADs first (S3 deletes of a missing key succeed, and not every server honours
@@ -287,6 +292,17 @@ impl ObjectStore for S3Store {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A listed or HEADed storage class as [`ObjectEntry::storage_class`] keeps it: `None` for
+/// the default, STANDARD (which HEAD leaves out and listings spell out).
+fn class_name(class: Option<&str>) -> Option<String> {
+    class.filter(|c| *c != "STANDARD").map(str::to_string)
+}
+
+/// The storage class a copy must ask for to keep `class`: none for the default.
+pub(super) fn kept_class(class: Option<&str>) -> Option<aws_sdk_s3::types::StorageClass> {
+    class.filter(|c| *c != "STANDARD").map(aws_sdk_s3::types::StorageClass::from)
 }
 
 /// An ETag in the quoted form HTTP conditions use.

@@ -227,7 +227,7 @@ impl ObjectStore for LocalDirStore {
             }
         };
         self.inner.invalidate(key);
-        Ok(ObjectEntry { key: key.to_string(), size, etag: Some(etag) })
+        Ok(ObjectEntry { key: key.to_string(), size, etag: Some(etag), storage_class: None })
     }
 
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {

@@ -35,7 +35,7 @@ pub(super) async fn issues_page_in_key_kind_order_and_store_repeats_once(store: 
     let stem = "k".repeat(1_000);
     let (long_a, long_b, longest) = (format!("{stem}a"), format!("{stem}b"), "k".repeat(1_024));
     let detailed = ObjectIssue {
-        source: Some(ObjectEntry { key: "data/é".into(), size: 5, etag: Some("abc".into()) }),
+        source: Some(ObjectEntry { key: "data/é".into(), size: 5, etag: Some("abc".into()), storage_class: None }),
         destination: None,
         detail: Some("not in the destination".into()),
         ..issue("é", IssueKind::Missing)

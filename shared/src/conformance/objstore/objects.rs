@@ -178,6 +178,6 @@ pub(super) async fn server_side_copy(a: Arc<dyn ObjectStore>, b: Arc<dyn ObjectS
     let e = a.head("plain.txt").await.unwrap().expect("plain.txt");
     let c = a.copy_from(&src, &e, "plain copy").await.expect("copy within a store");
     assert_eq!((c.size, c.etag), (e.size, e.etag), "server_side_copy: within a store");
-    let ghost = ObjectEntry { key: "no such key".into(), size: 1, etag: Some(md5_hex(b"x")) };
+    let ghost = ObjectEntry { key: "no such key".into(), size: 1, etag: Some(md5_hex(b"x")), storage_class: None };
     assert_not_found("copy of a missing source", b.copy_from(&src, &ghost, "ghost").await);
 }

@@ -52,6 +52,17 @@ where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let what = format!("copy s3://{}/{} to {dst_key:?}", source.bucket, src.key);
+    let archived = matches!(
+        aws_sdk_s3::error::ProvideErrorMetadata::code(&e),
+        Some("ObjectNotInActiveTierError" | "InvalidObjectState")
+    );
+    if archived {
+        return Error::Permanent(format!(
+            "{what}: the source is archived (storage class {}): it needs a restore (RestoreObject) \
+             before it can be copied",
+            src.storage_class.as_deref().unwrap_or("unknown")
+        ));
+    }
     match sdk_error(&what, e) {
         Error::Conflict(m) => Error::Permanent(format!(
             "{what}: the source changed since it was listed (ETag no longer {:?}): {m}",
@@ -241,6 +252,11 @@ async fn create(store: &S3Store, key: &str, like: Option<&HeadObjectOutput>) -> 
         .set_content_encoding(like.and_then(|h| h.content_encoding().map(str::to_string)))
         .set_content_language(like.and_then(|h| h.content_language().map(str::to_string)))
         .set_metadata(like.and_then(|h| h.metadata().cloned()))
+        .set_storage_class(super::kept_class(like.and_then(|h| h.storage_class().map(|c| c.as_str()))))
+        // SSE-S3 only: a KMS key of the source's may not be usable in the destination.
+        .set_server_side_encryption(
+            like.and_then(|h| h.server_side_encryption()).filter(|s| s.as_str() == "AES256").cloned(),
+        )
         .send()
         .await
         .map_err(|e| sdk_error(&format!("start upload to {}", store.url(key)), e))?;
@@ -289,7 +305,7 @@ async fn complete(
 /// The new object on success; on failure aborts the upload and returns the error.
 async fn finish(store: &S3Store, key: &str, id: &str, etag: Result<Option<String>>, size: u64) -> Result<ObjectEntry> {
     match etag {
-        Ok(etag) => Ok(ObjectEntry { key: key.to_string(), size, etag }),
+        Ok(etag) => Ok(ObjectEntry { key: key.to_string(), size, etag, storage_class: None }),
         Err(e) => {
             let abort = store.client.abort_multipart_upload().bucket(&store.bucket).key(key).upload_id(id).send().await;
             if let Err(a) = abort {

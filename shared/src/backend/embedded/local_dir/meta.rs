@@ -57,7 +57,7 @@ impl EtagCache {
                 h
             }
         };
-        Ok(Some(ObjectEntry { key: key.to_string(), size, etag: Some(etag) }))
+        Ok(Some(ObjectEntry { key: key.to_string(), size, etag: Some(etag), storage_class: None }))
     }
 
     fn remember(&self, key: &str, size: u64, mtime: SystemTime, hash: &str) {
