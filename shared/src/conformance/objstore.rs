@@ -165,8 +165,9 @@ pub async fn read_all(store: &dyn ObjectStore, key: &str) -> Vec<u8> {
 }
 
 /// Lists the whole range page by page with `max_keys`, checking every page: at most
-/// `max_keys` entries, keys strictly increasing across pages and inside the range, and only
-/// the last page not truncated (an empty last page is allowed after a full one).
+/// `max_keys` entries and skipped entries together, keys strictly increasing across pages
+/// and inside the range, listing continued after `last_key()`, and only the last page not
+/// truncated (an empty last page is allowed after a full one). Returns the entries.
 pub(crate) async fn list_all(
     store: &dyn ObjectStore,
     prefix: &str,
@@ -185,14 +186,20 @@ pub(crate) async fn list_all(
             max_keys,
         };
         let page = store.list(&req).await.unwrap_or_else(|e| panic!("{ctx}: failed at {after:?}: {e}"));
-        assert!(page.entries.len() <= max_keys, "{ctx}: page of {} entries", page.entries.len());
-        for e in &page.entries {
-            assert!(e.key.as_str() > after.as_str(), "{ctx}: {:?} not after {after:?}", e.key);
-            assert!(e.key.starts_with(prefix), "{ctx}: {:?} outside the prefix", e.key);
-            assert!(end.is_none_or(|end| e.key.as_str() <= end), "{ctx}: {:?} past end", e.key);
-            after = e.key.clone();
+        let size = page.entries.len() + page.skipped.len();
+        assert!(size <= max_keys, "{ctx}: page of {size} entries and skipped ones");
+        // Entries and skipped entries together are the page, each in key order.
+        let mut keys: Vec<&str> = page.entries.iter().map(|e| e.key.as_str()).collect();
+        keys.extend(page.skipped.iter().map(|u| u.key.as_str()));
+        keys.sort_unstable();
+        for k in keys {
+            assert!(k > after.as_str(), "{ctx}: {k:?} not after {after:?}");
+            assert!(k.starts_with(prefix), "{ctx}: {k:?} outside the prefix");
+            assert!(end.is_none_or(|end| k <= end), "{ctx}: {k:?} past end");
+            after = k.to_string();
         }
-        let was_empty = page.entries.is_empty();
+        assert_eq!(page.last_key(), (size > 0).then_some(after.as_str()), "{ctx}: last_key");
+        let was_empty = size == 0;
         out.extend(page.entries);
         if !page.truncated {
             return out;
