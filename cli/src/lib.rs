@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use shared::error::with_retries;
-use shared::model::{JobOptions, JobState, Location, Mode};
+use shared::model::{Connection, JobOptions, JobState, Location, Mode, Scheme};
+use shared::objstore::StoreOpener;
 use shared::{Error, Result};
 
 #[derive(Parser)]
@@ -57,6 +58,8 @@ enum Command {
 struct StatsArgs {
     /// s3://bucket[/prefix] or a local directory.
     location: String,
+    #[command(flatten)]
+    conn: GlobalConn,
     #[arg(long)]
     json: bool,
     /// Count per prefix down to this many levels.
@@ -97,6 +100,8 @@ struct WorkerArgs {
 struct SubmitArgs {
     src: String,
     dst: String,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// The job id (default: a new random one). The same id twice is one job.
     #[arg(long)]
     id: Option<String>,
@@ -127,6 +132,107 @@ fn settings(a: &ServiceArgs, http: Option<String>, concurrency: Option<usize>) -
         http_addr: http,
         concurrency,
     })
+}
+
+/// How to reach S3 for every S3 location of the command (over the standard AWS chain).
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Connection (S3 locations)")]
+struct GlobalConn {
+    /// AWS profile (shared config files) for S3 locations. Default: the standard chain.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Region for S3 locations. Default: each bucket's own, looked up.
+    #[arg(long)]
+    region: Option<String>,
+    /// An S3-compatible endpoint (MinIO, Ceph, R2), e.g. http://minio.internal:9000.
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// Accept the request charges of Requester Pays buckets.
+    #[arg(long)]
+    request_payer: bool,
+}
+
+impl GlobalConn {
+    fn conn(&self) -> Connection {
+        Connection {
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            path_style: None,
+            request_payer: self.request_payer,
+        }
+    }
+}
+
+/// Per-side connections: each side's flag wins over the global one, so a clone can read
+/// MinIO with one profile and write AWS with another.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Connection (S3 locations)")]
+struct ConnArgs {
+    #[command(flatten)]
+    global: GlobalConn,
+    /// AWS profile for the source.
+    #[arg(long)]
+    source_profile: Option<String>,
+    /// Region of the source bucket.
+    #[arg(long)]
+    source_region: Option<String>,
+    /// S3-compatible endpoint of the source.
+    #[arg(long)]
+    source_endpoint_url: Option<String>,
+    /// Path-style addressing for the source (default: on for custom endpoints).
+    #[arg(long, value_name = "BOOL")]
+    source_path_style: Option<bool>,
+    /// AWS profile for the destination.
+    #[arg(long)]
+    destination_profile: Option<String>,
+    /// Region of the destination bucket.
+    #[arg(long)]
+    destination_region: Option<String>,
+    /// S3-compatible endpoint of the destination.
+    #[arg(long)]
+    destination_endpoint_url: Option<String>,
+    /// Path-style addressing for the destination (default: on for custom endpoints).
+    #[arg(long, value_name = "BOOL")]
+    destination_path_style: Option<bool>,
+}
+
+impl ConnArgs {
+    /// The two locations, each with its connection. Global flags apply to S3 sides only; a
+    /// side's own flag on a local directory is an error.
+    fn locations(&self, src: &str, dst: &str) -> Result<(Location, Location)> {
+        let side =
+            |url: &str, profile: &Option<String>, region: &Option<String>, ep: &Option<String>, ps: Option<bool>| {
+                let own = Connection {
+                    profile: profile.clone(),
+                    region: region.clone(),
+                    endpoint_url: ep.clone(),
+                    path_style: ps,
+                    request_payer: false,
+                };
+                with_global(Location::parse(url)?, own, &self.global)
+            };
+        let s = side(src, &self.source_profile, &self.source_region, &self.source_endpoint_url, self.source_path_style)
+            .map_err(|e| e.context("source"))?;
+        let d = side(
+            dst,
+            &self.destination_profile,
+            &self.destination_region,
+            &self.destination_endpoint_url,
+            self.destination_path_style,
+        )
+        .map_err(|e| e.context("destination"))?;
+        Ok((s, d))
+    }
+}
+
+/// `loc` with its own connection over the global flags (which only S3 locations take).
+fn with_global(loc: Location, own: Connection, global: &GlobalConn) -> Result<Location> {
+    let conn = match loc.scheme {
+        Scheme::S3 => own.or(&global.conn()),
+        Scheme::Local => own,
+    };
+    loc.with_conn(conn)
 }
 
 /// Where and how a local job runs.
@@ -164,6 +270,8 @@ struct JobArgs {
     dst: String,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// Write every difference as one JSON line to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -237,7 +345,8 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
         }
         Command::Submit(a) => {
             let mode = if a.verify_only { Mode::VerifyOnly } else { Mode::Clone };
-            let id = service::submit(&settings(&a.svc, None, None)?, &a.src, &a.dst, a.id, mode).await?;
+            let (src, dst) = a.conn.locations(&a.src, &a.dst)?;
+            let id = service::submit(&settings(&a.svc, None, None)?, src, dst, a.id, mode).await?;
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -259,7 +368,7 @@ fn job_options(r: &RunArgs, mode: Mode) -> JobOptions {
 }
 
 async fn run_job(a: JobArgs, mode: Mode) -> Result<ExitCode> {
-    let (src, dst) = (Location::parse(&a.src)?, Location::parse(&a.dst)?);
+    let (src, dst) = a.conn.locations(&a.src, &a.dst)?;
     let out = local::run(src, dst, job_options(&a.run, mode), &local_options(&a.run)).await?;
     if let Some(path) = &a.report {
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -315,7 +424,7 @@ async fn open_existing(what: &str, loc: &Location) -> Result<std::sync::Arc<dyn 
 }
 
 async fn stats(a: &StatsArgs) -> Result<ExitCode> {
-    let loc = Location::parse(&a.location)?;
+    let loc = with_global(Location::parse(&a.location)?, Connection::default(), &a.conn)?;
     let store = open_existing("location", &loc).await?;
     let doc = shared::stats::collect(store.as_ref(), &loc, a.depth).await?;
     if a.json {
@@ -348,7 +457,7 @@ async fn stats(a: &StatsArgs) -> Result<ExitCode> {
 /// `move --dry-run`: every source object would be deleted once its copy is verified;
 /// uncopyable entries would stay. Refuses what the move itself would refuse up front.
 async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
-    let (src, dst) = (Location::parse(&a.src)?, Location::parse(&a.dst)?);
+    let (src, dst) = a.conn.locations(&a.src, &a.dst)?;
     if src.overlaps(&dst) {
         return Err(Error::invalid(format!(
             "destination {dst} overlaps source {src}: a move must not write inside its own source"

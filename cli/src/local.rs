@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use coordinator::supervisor::{Supervisor, SupervisorConfig};
-use coordinator::{Intake, LocalPaths};
+use coordinator::{Intake, Policy};
 use shared::backend::StoreFactory;
 use shared::backend::embedded::local_dir::LocalDirStore;
 use shared::backend::embedded::sqlite_jobstore::SqliteJobStore;
@@ -83,7 +83,7 @@ pub async fn run_with(
         let n = LocalDirStore::new(&spec.destination.root)?.remove_temp_files()?;
         tracing::info!(removed = n, "removed temporary files of interrupted copies");
     }
-    let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: stores.clone(), local: LocalPaths::Any };
+    let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: stores.clone(), policy: Policy::open() };
     intake.accept(&spec).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -85,7 +85,13 @@ pub async fn run_coordinator(s: &Settings) -> Result<()> {
         jobs: svc.jobs,
         segments: svc.segments,
         stores: svc.stores,
-        local: coordinator::LocalPaths::Under(s.local_roots.clone()),
+        policy: coordinator::Policy {
+            local: coordinator::LocalPaths::Under(s.local_roots.clone()),
+            connections: coordinator::Connections::Allowed {
+                profiles: s.allowed_profiles.clone(),
+                endpoints: s.allowed_endpoints.clone(),
+            },
+        },
     };
     let cfg = CoordinatorConfig { http_addr: s.http()?, ..Default::default() };
     coordinator::service::run(intake, requests, cfg, stop_on_signal(), None).await
@@ -110,14 +116,10 @@ pub async fn run_worker(s: &Settings) -> Result<()> {
 }
 
 /// `bucketclone submit`: sends a clone request and returns the job id.
-pub async fn submit(s: &Settings, src: &str, dst: &str, id: Option<String>, mode: Mode) -> Result<String> {
+pub async fn submit(s: &Settings, src: Location, dst: Location, id: Option<String>, mode: Mode) -> Result<String> {
     let id = id.unwrap_or_else(|| format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
-    let spec = JobSpec {
-        id: id.clone(),
-        source: Location::parse(src)?,
-        destination: Location::parse(dst)?,
-        options: JobOptions { mode, ..Default::default() },
-    };
+    let spec =
+        JobSpec { id: id.clone(), source: src, destination: dst, options: JobOptions { mode, ..Default::default() } };
     spec.validate()?;
     let stores = StoreFactory::new();
     let q = SqsQueue::open(stores.aws().await, &s.requests_queue()).await.map_err(|e| match e {

@@ -24,6 +24,14 @@ pub struct Settings {
     /// default: the service refuses local paths, since each worker would use its own disk.
     #[serde(default)]
     pub local_roots: Vec<PathBuf>,
+    /// AWS profiles a request may name for one of its sides (see `coordinator::Connections`).
+    /// Empty, the default: requests use the service's own credentials.
+    #[serde(default)]
+    pub allowed_profiles: Vec<String>,
+    /// S3-compatible endpoints a request may name for one of its sides. Empty, the default:
+    /// requests reach the service's own S3 endpoint only.
+    #[serde(default)]
+    pub allowed_endpoints: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,13 +128,22 @@ mod tests {
     fn defaults_then_file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "name = \"from-file\"\nlocal_roots = [\"/mnt/shared\"]\n[worker]\nconcurrency = 7\n")
-            .unwrap();
+        let body = "name = \"from-file\"\nlocal_roots = [\"/mnt/shared\"]\nallowed_endpoints = [\"http://minio:9000\"]\n\
+                    allowed_profiles = [\"minio\"]\n[worker]\nconcurrency = 7\n";
+        std::fs::write(&f, body).unwrap();
         let s = Settings::load(&Overrides { config: Some(f.clone()), ..Default::default() }).unwrap();
         assert_eq!((s.name.as_str(), s.worker.concurrency, s.worker.lease_secs), ("from-file", 7, 60));
         assert_eq!(s.local_roots, [PathBuf::from("/mnt/shared")]);
         let defaults = Settings::load(&Overrides::default()).unwrap();
         assert!(defaults.local_roots.is_empty(), "the service refuses local paths by default");
+        assert_eq!(
+            (s.allowed_endpoints.as_slice(), s.allowed_profiles.as_slice()),
+            (&["http://minio:9000".to_string()][..], &["minio".to_string()][..])
+        );
+        assert!(
+            defaults.allowed_endpoints.is_empty() && defaults.allowed_profiles.is_empty(),
+            "and other endpoints and profiles"
+        );
         assert_eq!(s.segments_queue(), "from-file-segments");
         let o = Overrides { config: Some(f), name: Some("flag".into()), concurrency: Some(3), ..Default::default() };
         let s = Settings::load(&o).unwrap();

@@ -11,10 +11,10 @@ pub mod supervisor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shared::backend::StoreFactory;
 use shared::error::with_retries;
 use shared::jobstore::{JobStore, Recorded};
 use shared::model::{JobSpec, KeyRange, Location, Mode, Scheme, resolve_path};
+use shared::objstore::StoreOpener;
 use shared::queue::WorkQueue;
 use shared::wire::SegmentMessage;
 use shared::{Error, Result};
@@ -66,14 +66,76 @@ impl LocalPaths {
     }
 }
 
+/// Which connections requests may name (see [`shared::model::Connection`]).
+///
+/// A request naming an endpoint makes the workers send requests signed with their own
+/// credentials wherever it says, and one naming a profile makes them use that profile's
+/// credentials. So a service accepts only the endpoints and profiles its configuration
+/// lists (`allowed_endpoints`, `allowed_profiles`). Regions, path style and requester pays
+/// grant nothing and are always accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connections {
+    /// Any (the local runner: the user's own machine and credentials).
+    Any,
+    /// Only these profiles and endpoints (none by default).
+    Allowed { profiles: Vec<String>, endpoints: Vec<String> },
+}
+
+impl Connections {
+    /// Refuses (`Invalid`) a location whose profile or endpoint is not allowed.
+    pub fn check(&self, side: &str, loc: &Location) -> Result<()> {
+        let Connections::Allowed { profiles, endpoints } = self else {
+            return Ok(());
+        };
+        if let Some(p) = &loc.conn.profile
+            && !profiles.contains(p)
+        {
+            return Err(Error::invalid(format!(
+                "{side} {loc}: profile {p:?} is not one this service may use (its `allowed_profiles` setting)"
+            )));
+        }
+        let same = |a: &str, b: &str| a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'));
+        if let Some(u) = &loc.conn.endpoint_url
+            && !endpoints.iter().any(|e| same(e, u))
+        {
+            return Err(Error::invalid(format!(
+                "{side} {loc}: endpoint {u} is not one this service may reach (its `allowed_endpoints` setting)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What requests may name: local directories and connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub local: LocalPaths,
+    pub connections: Connections,
+}
+
+impl Policy {
+    /// Anything: the local runner, on the user's own machine with the user's credentials.
+    pub fn open() -> Self {
+        Policy { local: LocalPaths::Any, connections: Connections::Any }
+    }
+
+    fn check(&self, spec: &JobSpec) -> Result<()> {
+        for (side, loc) in [("source", &spec.source), ("destination", &spec.destination)] {
+            self.local.check(side, loc)?;
+            self.connections.check(side, loc)?;
+        }
+        Ok(())
+    }
+}
+
 /// What the coordinator needs to accept jobs.
 #[derive(Clone)]
 pub struct Intake {
     pub jobs: Arc<dyn JobStore>,
     pub segments: Arc<dyn WorkQueue>,
-    pub stores: Arc<StoreFactory>,
-    /// Which local directories requests may name.
-    pub local: LocalPaths,
+    pub stores: Arc<dyn StoreOpener>,
+    /// What requests may name.
+    pub policy: Policy,
 }
 
 impl Intake {
@@ -86,8 +148,7 @@ impl Intake {
     /// other variants for infrastructure trouble.
     pub async fn accept(&self, spec: &JobSpec) -> Result<Recorded> {
         spec.validate()?;
-        self.local.check("source", &spec.source)?;
-        self.local.check("destination", &spec.destination)?;
+        self.policy.check(spec)?;
         if self.jobs.job(&spec.id).await?.is_none() {
             self.check_stores(spec).await?;
         }
@@ -126,5 +187,34 @@ fn input_error(side: &str, loc: &shared::model::Location, e: Error) -> Error {
         Error::AccessDenied(m) => Error::Invalid(format!("{side} {loc}: access denied ({m})")),
         Error::Invalid(m) | Error::Permanent(m) => Error::Invalid(format!("{side} {loc}: {m}")),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::model::Connection;
+
+    #[test]
+    fn a_service_accepts_only_the_profiles_and_endpoints_it_lists() {
+        let allowed = Connections::Allowed {
+            profiles: vec!["minio".into()],
+            endpoints: vec!["https://minio.internal:9000".into()],
+        };
+        let at = |conn: Connection| Location::parse("s3://data").unwrap().with_conn(conn).unwrap();
+        let endpoint = |u: &str| Connection { endpoint_url: Some(u.into()), ..Default::default() };
+        let profile = |p: &str| Connection { profile: Some(p.into()), ..Default::default() };
+        assert!(allowed.check("source", &at(Connection::default())).is_ok());
+        assert!(allowed.check("source", &at(endpoint("https://MINIO.internal:9000/"))).is_ok());
+        assert!(allowed.check("source", &at(profile("minio"))).is_ok());
+        let region = Connection { region: Some("eu-west-1".into()), request_payer: true, ..Default::default() };
+        assert!(allowed.check("source", &at(region)).is_ok(), "regions and requester pays grant nothing");
+        let e = allowed.check("source", &at(endpoint("http://169.254.169.254"))).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)) && e.to_string().contains("allowed_endpoints"), "{e}");
+        let e = allowed.check("destination", &at(profile("admin"))).unwrap_err();
+        assert!(e.to_string().contains("destination") && e.to_string().contains("allowed_profiles"), "{e}");
+        let none = Connections::Allowed { profiles: vec![], endpoints: vec![] };
+        assert!(none.check("source", &at(profile("minio"))).is_err(), "nothing is allowed by default");
+        assert!(Connections::Any.check("source", &at(profile("anything"))).is_ok());
     }
 }

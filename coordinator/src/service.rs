@@ -139,6 +139,7 @@ fn loose_spec(body: &str) -> Option<JobSpec> {
         scheme: Scheme::S3,
         root: v.pointer(&format!("/{s}/name")).and_then(|n| n.as_str()).unwrap_or("?").to_string(),
         prefix: String::new(),
+        conn: Default::default(),
     };
     Some(JobSpec { id, source: side("source"), destination: side("destination"), options: Default::default() })
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod location;
-pub use location::{Location, Scheme, resolve_path, validate_bucket};
+pub use location::{Connection, Location, Scheme, configured_s3_endpoint, resolve_path, validate_bucket};
 
 /// A job's identifier: 1 to 128 characters of `[A-Za-z0-9._-]`, so it is safe in keys,
 /// URLs and file names.
@@ -76,6 +76,9 @@ impl JobSpec {
         }
         if self.options.mode == Mode::Move && self.options.size_only {
             return Err(Error::invalid("a move deletes only what was proven identical: size_only is not allowed"));
+        }
+        for (side, loc) in [("source", &self.source), ("destination", &self.destination)] {
+            loc.clone().with_conn(loc.conn.clone()).map_err(|e| e.context(side))?;
         }
         if self.source.overlaps(&self.destination) {
             return Err(Error::invalid(format!(

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use tokio::io::AsyncRead;
 
 use crate::error::Result;
-use crate::model::ObjectEntry;
+use crate::model::{Location, ObjectEntry};
 
 /// A streamed object body.
 pub type Body = Pin<Box<dyn AsyncRead + Send>>;
@@ -126,6 +126,17 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes `key` if its current ETag is `if_etag` (when given). Where the store has no
     /// conditional delete the adapter re-checks with a HEAD first. Idempotent.
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted>;
+}
+
+/// Opens the store that holds a location: how the engine reaches buckets and directories,
+/// each through its own connection, without naming a backend. Chosen once, at start-up
+/// (`shared::backend::StoreFactory` is the real one; tests wrap stores in it).
+#[async_trait]
+pub trait StoreOpener: Send + Sync {
+    /// The store holding `loc` (its bucket or directory; the prefix is the caller's). It is
+    /// not checked to exist ([`ObjectStore::check`] does that). `Invalid` when the
+    /// location's connection cannot be used (a profile without credentials).
+    async fn open(&self, loc: &Location) -> Result<std::sync::Arc<dyn ObjectStore>>;
 }
 
 /// True when two ETags are in the multipart form (`<md5>-<parts>`), whose value depends on

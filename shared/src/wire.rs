@@ -5,15 +5,17 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{JobOptions, JobSpec, KeyRange, Location, Scheme};
+use crate::model::{Connection, JobOptions, JobSpec, KeyRange, Location, Scheme};
 
 /// The current version of every message written.
 pub const WIRE_VERSION: u32 = 1;
 
 /// One side of a clone request. The original format names a bucket: `{"name": "BUCKET"}`.
 /// Extensions: `"prefix"` under that bucket, or instead `"url"` (`s3://b/p`) or `"path"`
-/// (a local directory, for one-machine use).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// (a local directory, for one-machine use); and for a bucket, how to reach it:
+/// `"profile"`, `"region"`, `"endpoint_url"`, `"path_style"`, `"request_payer"` (see
+/// [`Connection`]; a service accepts profiles and endpoints only from its allow-lists).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -24,31 +26,59 @@ pub struct Endpoint {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub request_payer: bool,
 }
 
 impl Endpoint {
     fn location(&self, side: &str) -> Result<Location> {
         let ctx = |e: Error| e.context(side);
-        match (&self.name, &self.url, &self.path) {
-            (Some(n), None, None) => Location::s3(n, self.prefix.clone().unwrap_or_default()).map_err(ctx),
-            (None, Some(u), None) if self.prefix.is_none() => Location::parse(u).map_err(ctx),
-            (None, None, Some(p)) if self.prefix.is_none() => Location::local(p).map_err(ctx),
-            _ => Err(Error::invalid(format!(
-                "{side}: give exactly one of \"name\" (with optional \"prefix\"), \"url\" or \"path\""
-            ))),
-        }
+        let loc = match (&self.name, &self.url, &self.path) {
+            (Some(n), None, None) => Location::s3(n, self.prefix.clone().unwrap_or_default()).map_err(ctx)?,
+            (None, Some(u), None) if self.prefix.is_none() => Location::parse(u).map_err(ctx)?,
+            (None, None, Some(p)) if self.prefix.is_none() => Location::local(p).map_err(ctx)?,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "{side}: give exactly one of \"name\" (with optional \"prefix\"), \"url\" or \"path\""
+                )));
+            }
+        };
+        let conn = Connection {
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            path_style: self.path_style,
+            request_payer: self.request_payer,
+        };
+        loc.with_conn(conn).map_err(ctx)
     }
 
     /// The endpoint naming `loc`, in the most compact form.
     pub fn from_location(loc: &Location) -> Self {
+        let c = &loc.conn;
+        let conn = Endpoint {
+            profile: c.profile.clone(),
+            region: c.region.clone(),
+            endpoint_url: c.endpoint_url.clone(),
+            path_style: c.path_style,
+            request_payer: c.request_payer,
+            ..Default::default()
+        };
         match loc.scheme {
             Scheme::S3 => Endpoint {
                 name: Some(loc.root.clone()),
                 prefix: (!loc.prefix.is_empty()).then(|| loc.prefix.clone()),
-                url: None,
-                path: None,
+                ..conn
             },
-            Scheme::Local => Endpoint { name: None, prefix: None, url: None, path: Some(loc.root.clone()) },
+            Scheme::Local => Endpoint { path: Some(loc.root.clone()), ..conn },
         }
     }
 }
@@ -160,6 +190,38 @@ mod tests {
         assert_eq!(spec.options.page_size, 10);
         let again = CloneRequest::parse(&serde_json::to_string(&CloneRequest::from_spec(&spec)).unwrap()).unwrap();
         assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn each_side_can_name_its_own_connection() {
+        let body = r#"{"id":"j","source":{"name":"data","endpoint_url":"http://minio:9000","profile":"minio"},
+                      "destination":{"name":"data","region":"eu-west-1","request_payer":true}}"#;
+        let spec = CloneRequest::parse(body).unwrap();
+        assert_eq!(spec.source.conn.endpoint_url.as_deref(), Some("http://minio:9000"));
+        assert_eq!(spec.source.conn.profile.as_deref(), Some("minio"));
+        assert_eq!(spec.destination.conn.region.as_deref(), Some("eu-west-1"));
+        assert!(spec.destination.conn.request_payer && !spec.source.conn.request_payer);
+        let json = serde_json::to_string(&CloneRequest::from_spec(&spec)).unwrap();
+        assert_eq!(CloneRequest::parse(&json).unwrap(), spec);
+        // A side without a connection serialises as before.
+        let plain = CloneRequest::parse(r#"{"id":"j","source":{"name":"a-b"},"destination":{"name":"c-d"}}"#).unwrap();
+        assert_eq!(
+            serde_json::to_value(&plain.source).unwrap(),
+            serde_json::json!({"scheme":"s3","root":"a-b","prefix":""})
+        );
+        for (body, needle) in [
+            (
+                r#"{"id":"j","source":{"path":"/tmp/x","region":"eu-west-1"},"destination":{"name":"c-d"}}"#,
+                "S3 locations only",
+            ),
+            (
+                r#"{"id":"j","source":{"name":"a-b","endpoint_url":"ftp://x"},"destination":{"name":"c-d"}}"#,
+                "endpoint URL",
+            ),
+        ] {
+            let err = CloneRequest::parse(body).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains("source"), "{body}: {err}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-use coordinator::{Intake, LocalPaths};
+use coordinator::{Intake, Policy};
 use shared::backend::StoreFactory;
 use shared::backend::embedded::local_dir::LocalDirStore;
 use shared::backend::embedded::{sqlite_jobstore::SqliteJobStore, sqlite_queue::SqliteQueue};
@@ -66,7 +66,7 @@ impl Bed {
             jobs: self.jobs.clone(),
             segments: self.queue.clone(),
             stores: self.stores.clone(),
-            local: LocalPaths::Any,
+            policy: Policy::open(),
         }
     }
 

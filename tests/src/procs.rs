@@ -211,3 +211,35 @@ impl Drop for Service {
         }
     }
 }
+
+/// A second moto server of its own, killed on drop.
+pub struct SecondMoto {
+    child: Child,
+    pub url: String,
+}
+
+impl SecondMoto {
+    pub fn start() -> SecondMoto {
+        let port = free_port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/moto_server.py");
+        let child = Command::new("python3")
+            .args([script, "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a second moto_server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the second moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        SecondMoto { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for SecondMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

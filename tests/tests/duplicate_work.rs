@@ -17,7 +17,7 @@ use bucketclone_tests::bed::Bed;
 use bucketclone_tests::faulty::{LostRenewals, SlowStore};
 use bucketclone_tests::procs::seed_bucket;
 use bucketclone_tests::{listing, moto, tree, unique};
-use coordinator::{Intake, LocalPaths};
+use coordinator::{Intake, Policy};
 use shared::backend::StoreFactory;
 use shared::backend::aws::dynamo::DynamoJobStore;
 use shared::backend::aws::s3::S3Store;
@@ -125,7 +125,7 @@ async fn two_workers_on_one_segment_at_once_on_moto() {
     // Pages of 20; each write takes 4 s, A's lease (SQS visibility) lapses after 1 s.
     let slow = Arc::new(SlowStore::new(Arc::new(S3Store::new(&ctx, &dst)), Duration::from_secs(4)));
     stores.insert(&spec.destination, slow.clone());
-    let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: stores.clone(), local: LocalPaths::Any };
+    let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: stores.clone(), policy: Policy::open() };
     intake.accept(&spec).await.unwrap();
     let race = Race { queue, jobs, stores, slow, id: spec.id.clone() };
     let job = race.run(Duration::from_secs(1), 20, Duration::from_secs(120)).await;

@@ -3,46 +3,13 @@
 //! must reach each service where its own `AWS_ENDPOINT_URL_<SERVICE>` says, and complete a
 //! verified job whose buckets exist only on the S3 emulator.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bucketclone_tests::procs::{Service, free_port, seed_bucket};
+use bucketclone_tests::procs::{SecondMoto, Service, seed_bucket};
 use bucketclone_tests::{endpoint, listing, moto, unique};
 use shared::backend::aws::{AwsContext, s3::S3Store};
 use shared::model::JobState;
 use shared::objstore::{ListRequest, ObjectStore};
-
-/// A second moto server of its own, killed on drop.
-struct SecondMoto {
-    child: Child,
-    url: String,
-}
-
-impl SecondMoto {
-    fn start() -> SecondMoto {
-        let port = free_port();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/moto_server.py");
-        let child = Command::new("python3")
-            .args([script, "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a second moto_server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the second moto_server did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        SecondMoto { child, url: format!("http://127.0.0.1:{port}") }
-    }
-}
-
-impl Drop for SecondMoto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_on_one_endpoint_and_sqs_dynamodb_on_another() {

@@ -35,7 +35,7 @@ async fn a_flat_prefix_of_50k_keys_is_worked_by_several_workers_at_once() {
         jobs: jobs.clone(),
         segments: queue.clone(),
         stores: stores.clone(),
-        local: coordinator::LocalPaths::Any,
+        policy: coordinator::Policy::open(),
     };
     intake.accept(&spec).await.unwrap();
 

@@ -38,7 +38,7 @@ fn bed(files: usize) -> Bed {
         jobs: jobs.clone(),
         segments: queue.clone(),
         stores: Arc::new(StoreFactory::new()),
-        local: coordinator::LocalPaths::Any,
+        policy: coordinator::Policy::open(),
     };
     let spec = JobSpec {
         id: "j".into(),

@@ -65,7 +65,7 @@ async fn slowdown_lowers_the_copy_limit_the_clone_verifies_and_the_limit_recover
         jobs: jobs.clone(),
         segments: queue.clone(),
         stores: stores.clone(),
-        local: coordinator::LocalPaths::Any,
+        policy: coordinator::Policy::open(),
     };
     let cfg = WorkerConfig {
         id: "w".into(),

@@ -305,7 +305,7 @@ async fn the_service_refuses_local_paths_unless_its_configuration_names_their_ro
         serde_json::json!({"id": id, "source": {"path": src}, "destination": {"path": dst}}).to_string()
     };
     let mut intake = b.intake();
-    intake.local = coordinator::LocalPaths::Under(vec![]);
+    intake.policy.local = coordinator::LocalPaths::Under(vec![]);
     coordinator::service::handle_request(&intake, &request("no-roots", &b.src, &b.dst)).await.unwrap();
     let job = b.jobs.job("no-roots").await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Failed, "refused in one write: {job:?}");
@@ -315,7 +315,7 @@ async fn the_service_refuses_local_paths_unless_its_configuration_names_their_ro
     let root = b.dir.path().join("shared-fs");
     std::fs::create_dir_all(&root).unwrap();
     std::os::unix::fs::symlink(&b.src, root.join("link-to-src")).unwrap();
-    intake.local = coordinator::LocalPaths::Under(vec![root.clone()]);
+    intake.policy.local = coordinator::LocalPaths::Under(vec![root.clone()]);
     let (inside_src, inside_dst) = (root.join("a"), root.join("b"));
     std::fs::create_dir_all(&inside_src).unwrap();
     coordinator::service::handle_request(&intake, &request("inside", &inside_src, &inside_dst)).await.unwrap();

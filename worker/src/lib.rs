@@ -26,12 +26,12 @@ use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use shared::backend::StoreFactory;
 use shared::error::Disposition;
 use shared::faults::{AFTER_COPY, AFTER_RECORD, BEFORE_ACK, crash_point};
 use shared::jobstore::{JobStore, Recorded};
 use shared::model::{Counters, IssueKind, JobSpec, KeyRange, ObjectIssue, SegmentCompletion, now_ms};
 use shared::objstore::ObjectStore;
+use shared::objstore::StoreOpener;
 use shared::queue::{Delivery, LeaseId, WorkQueue};
 use shared::wire::SegmentMessage;
 use shared::{Error, Result};
@@ -87,7 +87,7 @@ pub struct Worker {
     cfg: WorkerConfig,
     queue: Arc<dyn WorkQueue>,
     jobs: Arc<dyn JobStore>,
-    stores: Arc<StoreFactory>,
+    stores: Arc<dyn StoreOpener>,
     /// Copies and deletes in flight, adapted to throttling (at most `copy_concurrency`).
     copies: CopyLimit,
     open: Mutex<HashMap<String, Arc<OpenJob>>>,
@@ -101,7 +101,7 @@ impl Worker {
         cfg: WorkerConfig,
         queue: Arc<dyn WorkQueue>,
         jobs: Arc<dyn JobStore>,
-        stores: Arc<StoreFactory>,
+        stores: Arc<dyn StoreOpener>,
     ) -> Arc<Self> {
         let copies = CopyLimit::new(cfg.copy_concurrency);
         Arc::new(Worker {

@@ -28,7 +28,7 @@ pub enum Scheme {
 ///
 /// Invariant: `prefix` is empty or ends with `/` (a location names a "folder", as
 /// `aws s3 sync` does), and for [`Scheme::Local`] `root` is an absolute, lexically normal
-/// path (no `.` or `..` segment) and `prefix` is empty.
+/// path (no `.` or `..` segment), `prefix` is empty and `conn` is the default.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Location {
     pub scheme: Scheme,
@@ -37,6 +37,98 @@ pub struct Location {
     /// Key prefix under `root`: empty, or ending with `/`.
     #[serde(default)]
     pub prefix: String,
+    /// How to reach the bucket's service (S3 only); the default is the process's AWS chain.
+    #[serde(default, skip_serializing_if = "Connection::is_default")]
+    pub conn: Connection,
+}
+
+/// How to reach the S3 service that holds one location, so the source and the destination
+/// of a job can sit in different accounts, regions or services (MinIO or R2 to AWS).
+///
+/// Every field unset is the process's standard AWS chain (environment, shared profile,
+/// instance or task role), as a location without a connection always had. Credentials are
+/// never carried here, only the name of a profile that holds them: jobs are stored and sent
+/// over queues.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Connection {
+    /// A profile of the shared AWS config and credentials files (keys, a role to assume, SSO).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The bucket's region. Unset: discovered from the bucket itself (HeadBucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// An S3-compatible endpoint (`https://minio.internal:9000`) instead of AWS's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Path-style addressing (bucket in the path). Unset: on exactly for custom endpoints,
+    /// unless `BUCKETCLONE_S3_PATH_STYLE` says otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    /// Accept the request charges of a Requester Pays bucket (`x-amz-request-payer`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub request_payer: bool,
+}
+
+impl Connection {
+    pub fn is_default(&self) -> bool {
+        *self == Connection::default()
+    }
+
+    /// Each field of `self`, or `fallback`'s where `self` leaves it unset (a per-side flag
+    /// over a global one).
+    pub fn or(&self, fallback: &Connection) -> Connection {
+        Connection {
+            profile: self.profile.clone().or_else(|| fallback.profile.clone()),
+            region: self.region.clone().or_else(|| fallback.region.clone()),
+            endpoint_url: self.endpoint_url.clone().or_else(|| fallback.endpoint_url.clone()),
+            path_style: self.path_style.or(fallback.path_style),
+            request_payer: self.request_payer || fallback.request_payer,
+        }
+    }
+
+    /// Checks what can be checked without I/O: names and the endpoint's form.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(p) = &self.profile
+            && (p.is_empty() || p.len() > 128 || p.chars().any(|c| c.is_control() || c.is_whitespace()))
+        {
+            return Err(Error::invalid(format!("profile {p:?}: not a profile name")));
+        }
+        if let Some(r) = &self.region
+            && (r.is_empty()
+                || r.len() > 64
+                || !r.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'))
+        {
+            return Err(Error::invalid(format!("region {r:?}: expected a region name such as eu-west-1")));
+        }
+        if let Some(u) = &self.endpoint_url {
+            let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+            if rest.is_none_or(|h| h.is_empty() || h.starts_with('/') || h.chars().any(char::is_whitespace)) {
+                return Err(Error::invalid(format!(
+                    "endpoint URL {u:?}: expected http://host[:port] or https://host[:port]"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The endpoint this connection talks to, for telling services apart: its own URL, else
+    /// the process's (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`), else `None` for AWS itself.
+    pub fn effective_endpoint(&self) -> Option<String> {
+        let url = self.endpoint_url.clone().or_else(|| configured_s3_endpoint(&|k: &str| std::env::var(k).ok()));
+        url.map(|u| u.trim_end_matches('/').to_ascii_lowercase())
+    }
+}
+
+/// S3's custom endpoint configured in the environment (`var` looks a variable up), as the
+/// AWS SDK reads it: `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, and neither when
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`. (A profile's `endpoint_url` is not seen here.)
+pub fn configured_s3_endpoint(var: &impl Fn(&str) -> Option<String>) -> Option<String> {
+    if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    let set = |k: &str| var(k).filter(|v| !v.is_empty());
+    set("AWS_ENDPOINT_URL_S3").or_else(|| set("AWS_ENDPOINT_URL"))
 }
 
 impl Location {
@@ -44,7 +136,12 @@ impl Location {
     pub fn s3(bucket: impl Into<String>, prefix: impl Into<String>) -> Result<Self> {
         let bucket = bucket.into();
         validate_bucket(&bucket)?;
-        Ok(Location { scheme: Scheme::S3, root: bucket, prefix: normalise_prefix(prefix.into()) })
+        Ok(Location {
+            scheme: Scheme::S3,
+            root: bucket,
+            prefix: normalise_prefix(prefix.into()),
+            conn: Connection::default(),
+        })
     }
 
     /// A local-directory location rooted at `path` (made absolute and lexically normal, not
@@ -61,7 +158,7 @@ impl Location {
             .trim_end_matches('/')
             .to_string();
         let root = if root.is_empty() { "/".to_string() } else { root };
-        Ok(Location { scheme: Scheme::Local, root, prefix: String::new() })
+        Ok(Location { scheme: Scheme::Local, root, prefix: String::new(), conn: Connection::default() })
     }
 
     /// Parses `s3://bucket[/prefix]` or a local directory path.
@@ -76,6 +173,18 @@ impl Location {
         Location::local(s)
     }
 
+    /// This location reached through `conn` (S3 only: a local directory refuses one).
+    pub fn with_conn(mut self, conn: Connection) -> Result<Self> {
+        conn.validate()?;
+        if self.scheme == Scheme::Local && !conn.is_default() {
+            return Err(Error::invalid(format!(
+                "{self}: a profile, region, endpoint or request-payer setting applies to S3 locations only"
+            )));
+        }
+        self.conn = conn;
+        Ok(self)
+    }
+
     /// The full key in this location for a key relative to its prefix.
     pub fn full_key(&self, rel: &str) -> String {
         format!("{}{rel}", self.prefix)
@@ -88,7 +197,9 @@ impl Location {
 
     /// True when the two locations share keys: one's key space lies inside the other's.
     /// A clone between overlapping locations would copy into its own source. Local paths
-    /// are compared resolved ([`resolve_path`]), so this reads the file system.
+    /// are compared resolved ([`resolve_path`]), so this reads the file system. Buckets
+    /// are the same bucket when their names and effective endpoints are (profiles and
+    /// regions do not make two buckets of one name different).
     pub fn overlaps(&self, other: &Location) -> bool {
         if self.scheme != other.scheme {
             return false;
@@ -96,6 +207,7 @@ impl Location {
         match self.scheme {
             Scheme::S3 => {
                 self.root == other.root
+                    && self.conn.effective_endpoint() == other.conn.effective_endpoint()
                     && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
             }
             Scheme::Local => {
@@ -109,7 +221,14 @@ impl Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.scheme {
-            Scheme::S3 => write!(f, "s3://{}/{}", self.root, self.prefix),
+            Scheme::S3 => {
+                write!(f, "s3://{}/{}", self.root, self.prefix)?;
+                // Two services may hold buckets of one name: say which.
+                match &self.conn.endpoint_url {
+                    Some(u) => write!(f, " at {u}"),
+                    None => Ok(()),
+                }
+            }
             Scheme::Local => write!(f, "{}", self.root),
         }
     }
@@ -190,6 +309,51 @@ mod tests {
         assert!(!p("s3://bkt").overlaps(&p("s3://other")));
         assert!(p("/tmp/x").overlaps(&p("/tmp/x/sub")));
         assert!(!p("/tmp/x").overlaps(&p("/tmp/xy")));
+    }
+
+    #[test]
+    fn buckets_on_different_endpoints_never_overlap_and_connections_are_checked() {
+        let on = |url: &str, ep: Option<&str>| {
+            let conn = Connection { endpoint_url: ep.map(str::to_string), ..Default::default() };
+            Location::parse(url).unwrap().with_conn(conn).unwrap()
+        };
+        // MinIO's `data` to AWS's `data`: two buckets.
+        assert!(!on("s3://data", Some("http://minio:9000")).overlaps(&on("s3://data", None)));
+        assert!(on("s3://data", Some("http://MINIO:9000/")).overlaps(&on("s3://data/x", Some("http://minio:9000"))));
+        let profile = Connection { profile: Some("other".into()), ..Default::default() };
+        assert!(on("s3://data", None).overlaps(&Location::parse("s3://data/x").unwrap().with_conn(profile).unwrap()));
+
+        let bad = |c: Connection| Location::parse("s3://data").unwrap().with_conn(c).unwrap_err().to_string();
+        assert!(bad(Connection { endpoint_url: Some("minio:9000".into()), ..Default::default() }).contains("endpoint"));
+        assert!(bad(Connection { region: Some("EU West".into()), ..Default::default() }).contains("region"));
+        assert!(bad(Connection { profile: Some("a b".into()), ..Default::default() }).contains("profile"));
+        let local =
+            Location::parse("/tmp/x").unwrap().with_conn(Connection { request_payer: true, ..Default::default() });
+        assert!(local.unwrap_err().to_string().contains("S3 locations only"));
+
+        let g = Connection { region: Some("us-east-2".into()), request_payer: true, ..Default::default() };
+        let side = Connection { region: Some("eu-west-1".into()), ..Default::default() };
+        assert_eq!(
+            side.or(&g),
+            Connection { region: Some("eu-west-1".into()), request_payer: true, ..Default::default() }
+        );
+        assert!(Connection::default().or(&Connection::default()).is_default());
+    }
+
+    #[test]
+    fn the_configured_endpoint_is_read_as_the_sdk_reads_it() {
+        fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        }
+        assert_eq!(
+            configured_s3_endpoint(&env(&[("AWS_ENDPOINT_URL_S3", "http://s3:1")])).as_deref(),
+            Some("http://s3:1")
+        );
+        let both = env(&[("AWS_ENDPOINT_URL_S3", "http://s3:1"), ("AWS_ENDPOINT_URL", "http://g:1")]);
+        assert_eq!(configured_s3_endpoint(&both).as_deref(), Some("http://s3:1"), "the per-service variable wins");
+        assert_eq!(configured_s3_endpoint(&env(&[("AWS_ENDPOINT_URL", "http://g:1")])).as_deref(), Some("http://g:1"));
+        let ignored = env(&[("AWS_ENDPOINT_URL_S3", "http://x:1"), ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]);
+        assert_eq!(configured_s3_endpoint(&ignored), None);
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! another. S3 uses path-style addressing on a custom S3 endpoint unless
 //! `BUCKETCLONE_S3_PATH_STYLE=false` (and on AWS itself only with `=true`).
 //!
+//! A location can override the chain with its own [`Connection`] (profile, region,
+//! endpoint, path style, requester pays): [`AwsContext::load_for`]. A bucket without a
+//! configured region gets a client for the region it reports (see [`s3::S3Store::open`]).
+//!
 //! Every SDK client makes ONE attempt per call: retries are the engine's alone
 //! ([`crate::error::RetryPolicy`], which reads `AWS_MAX_ATTEMPTS` and `AWS_RETRY_MODE`), so
 //! an attempt budget is never multiplied by the SDK's. Each adapter call is therefore
@@ -19,8 +23,10 @@ pub mod s3;
 pub mod sqs;
 
 use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig};
+use aws_sdk_s3::error::DisplayErrorContext;
 
 use crate::error::Error;
+use crate::model::{Connection, configured_s3_endpoint};
 
 /// The SDK's own retries: none (one attempt per call; see the module docs). Set explicitly,
 /// this also keeps the SDK from reading `AWS_MAX_ATTEMPTS` itself and multiplying it.
@@ -28,24 +34,20 @@ fn sdk_retries() -> RetryConfig {
     RetryConfig::disabled()
 }
 
-/// The loaded AWS configuration, shared by every client.
+/// A loaded AWS configuration: the process's standard chain, or one location's
+/// [`Connection`] over it.
 #[derive(Clone, Debug)]
 pub struct AwsContext {
     pub sdk: SdkConfig,
-    /// S3's custom endpoint: `AWS_ENDPOINT_URL_S3`, else the global one.
+    /// S3's custom endpoint: the connection's, else `AWS_ENDPOINT_URL_S3`, else the global one.
     s3_endpoint: Option<String>,
     /// Path-style S3 addressing (`bucket` in the path, not the host name).
     path_style: bool,
-}
-
-/// S3's custom endpoint from the environment (`var` looks a variable up) and the global
-/// endpoint the SDK loaded: `AWS_ENDPOINT_URL_S3` wins, and
-/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` drops both, as in the SDK.
-fn s3_endpoint(var: &impl Fn(&str) -> Option<String>, global: Option<&str>) -> Option<String> {
-    if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return None;
-    }
-    var("AWS_ENDPOINT_URL_S3").filter(|v| !v.is_empty()).or_else(|| global.map(str::to_string))
+    /// The profile the credentials come from, when one was named (part of the identity
+    /// that decides whether two stores can copy server-side).
+    profile: Option<String>,
+    /// Send `x-amz-request-payer: requester` (Requester Pays buckets).
+    pub request_payer: bool,
 }
 
 /// Path-style S3 addressing: `BUCKETCLONE_S3_PATH_STYLE` (`true` or `false`), by default on
@@ -69,10 +71,40 @@ impl AwsContext {
     /// invalid path-style setting is refused at start-up by [`check_env`]).
     pub async fn load() -> Self {
         let sdk = aws_config::defaults(BehaviorVersion::latest()).retry_config(sdk_retries()).load().await;
+        Self::from_sdk(sdk, &Connection::default())
+    }
+
+    /// Loads the standard chain with `conn`'s profile, region and endpoint over it. A named
+    /// profile must yield credentials now: a typo is `Invalid` here, not a retried failure
+    /// on every request later.
+    pub async fn load_for(conn: &Connection) -> crate::error::Result<Self> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(sdk_retries());
+        if let Some(p) = &conn.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &conn.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        let sdk = loader.load().await;
+        if let Some(p) = &conn.profile {
+            use aws_sdk_s3::config::ProvideCredentials;
+            let provider =
+                sdk.credentials_provider().ok_or_else(|| Error::invalid(format!("profile {p}: no credentials")))?;
+            provider.provide_credentials().await.map_err(|e| {
+                Error::invalid(format!("profile {p}: no usable credentials ({})", DisplayErrorContext(&e)))
+            })?;
+        }
+        Ok(Self::from_sdk(sdk, conn))
+    }
+
+    fn from_sdk(sdk: SdkConfig, conn: &Connection) -> Self {
         let var = |k: &str| std::env::var(k).ok();
-        let s3_endpoint = s3_endpoint(&var, sdk.endpoint_url());
-        let path_style = path_style(&var, s3_endpoint.is_some()).unwrap_or(s3_endpoint.is_some());
-        AwsContext { sdk, s3_endpoint, path_style }
+        let ignore = var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let global = sdk.endpoint_url().filter(|_| !ignore).map(str::to_string);
+        let s3_endpoint = conn.endpoint_url.clone().or_else(|| configured_s3_endpoint(&var).or(global));
+        let path_style =
+            conn.path_style.unwrap_or_else(|| path_style(&var, s3_endpoint.is_some()).unwrap_or(s3_endpoint.is_some()));
+        AwsContext { sdk, s3_endpoint, path_style, profile: conn.profile.clone(), request_payer: conn.request_payer }
     }
 
     /// A context for an emulator at `url` (moto, s3s-fs) with fixed test credentials and
@@ -86,7 +118,34 @@ impl AwsContext {
             .credentials_provider(creds)
             .load()
             .await;
-        AwsContext { sdk, s3_endpoint: Some(url.to_string()), path_style: true }
+        AwsContext { sdk, s3_endpoint: Some(url.to_string()), path_style: true, profile: None, request_payer: false }
+    }
+
+    /// This context with `conn`'s region, endpoint, path style and requester-pays setting
+    /// over it. A named profile means other credentials: that is [`AwsContext::load_for`].
+    pub fn with_overrides(&self, conn: &Connection) -> Self {
+        let mut c = match &conn.region {
+            Some(r) => self.in_region(r),
+            None => self.clone(),
+        };
+        if let Some(url) = &conn.endpoint_url {
+            c.s3_endpoint = Some(url.clone());
+            c.path_style = path_style(&|k: &str| std::env::var(k).ok(), true).unwrap_or(true);
+        }
+        c.path_style = conn.path_style.unwrap_or(c.path_style);
+        c.request_payer |= conn.request_payer;
+        c
+    }
+
+    /// This context in another region (a bucket's own, once discovered).
+    pub fn in_region(&self, region: &str) -> Self {
+        let sdk = self.sdk.to_builder().region(aws_config::Region::new(region.to_string())).build();
+        AwsContext { sdk, ..self.clone() }
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> Option<&str> {
+        self.sdk.region().map(|r| r.as_ref())
     }
 
     /// S3's custom endpoint, if one is configured (an emulator, a private S3).
@@ -94,11 +153,17 @@ impl AwsContext {
         self.s3_endpoint.as_deref()
     }
 
-    /// Identifies the service: two stores with the same value can copy server-side.
+    /// Identifies the service and the credentials: two stores with the same value can copy
+    /// server-side (the destination's client can read the source). Regions are not part of
+    /// it: S3 copies across regions.
     pub fn endpoint_id(&self) -> String {
-        match self.endpoint_url() {
-            Some(u) => u.trim_end_matches('/').to_string(),
-            None => format!("aws:{}", self.sdk.region().map(|r| r.as_ref()).unwrap_or("us-east-1")),
+        let service = match self.endpoint_url() {
+            Some(u) => u.trim_end_matches('/').to_ascii_lowercase(),
+            None => "aws".to_string(),
+        };
+        match &self.profile {
+            Some(p) => format!("{service} profile {p}"),
+            None => service,
         }
     }
 
@@ -106,6 +171,9 @@ impl AwsContext {
         let mut b = aws_sdk_s3::config::Builder::from(&self.sdk).force_path_style(self.path_style);
         if let Some(url) = &self.s3_endpoint {
             b = b.endpoint_url(url);
+        }
+        if self.request_payer {
+            b = b.interceptor(RequesterPays);
         }
         aws_sdk_s3::Client::from_conf(b.build())
     }
@@ -116,6 +184,27 @@ impl AwsContext {
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
+}
+
+/// Adds `x-amz-request-payer: requester` to every S3 request of a client, before it is
+/// signed: one place for every operation, present and future, instead of a setter on each.
+#[derive(Debug)]
+struct RequesterPays;
+
+impl aws_sdk_s3::config::Intercept for RequesterPays {
+    fn name(&self) -> &'static str {
+        "RequesterPays"
+    }
+
+    fn modify_before_signing(
+        &self,
+        ctx: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        ctx.request_mut().headers_mut().insert("x-amz-request-payer", "requester");
+        Ok(())
     }
 }
 
@@ -177,7 +266,7 @@ pub fn sdk_error<E>(what: &str, e: aws_smithy_runtime_api::client::result::SdkEr
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+    use aws_sdk_s3::error::ProvideErrorMetadata;
     let status = e.raw_response().map(|r| r.status().as_u16());
     let code = e.code().map(str::to_string);
     classify(status, code.as_deref(), format!("{what}: {}", DisplayErrorContext(&e)))
@@ -187,27 +276,78 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 #[cfg(test)]
 mod tests {
-    use super::{classify, path_style, s3_endpoint};
+    use super::{classify, path_style};
     use crate::error::Error;
 
     #[test]
-    fn s3_endpoint_and_path_style_are_settings_of_their_own() {
+    fn path_style_is_a_setting_of_its_own() {
         fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
             move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
         }
-        let s3 = Some("http://s3.local:9000".to_string());
-        let own = env(&[("AWS_ENDPOINT_URL_S3", "http://s3.local:9000")]);
-        assert_eq!(s3_endpoint(&own, None), s3, "the per-service variable alone is enough");
-        assert_eq!(s3_endpoint(&own, Some("http://other:1")), s3, "and wins over the global one");
-        assert_eq!(s3_endpoint(&env(&[]), Some("http://g:1")).as_deref(), Some("http://g:1"));
-        let ignored = env(&[("AWS_ENDPOINT_URL_S3", "http://x:1"), ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]);
-        assert_eq!(s3_endpoint(&ignored, Some("http://g:1")), None);
-
         assert!(path_style(&env(&[]), true).unwrap(), "custom endpoint: path style by default");
         assert!(!path_style(&env(&[]), false).unwrap(), "AWS itself: virtual hosts by default");
         assert!(!path_style(&env(&[("BUCKETCLONE_S3_PATH_STYLE", "false")]), true).unwrap());
         assert!(path_style(&env(&[("BUCKETCLONE_S3_PATH_STYLE", "TRUE")]), false).unwrap());
         assert!(matches!(path_style(&env(&[("BUCKETCLONE_S3_PATH_STYLE", "yes")]), true), Err(Error::Invalid(_))));
+    }
+
+    /// The request head of the first request a client sends to a one-shot server that
+    /// answers 200 with an empty body.
+    async fn first_request_head(send: impl AsyncFnOnce(String)) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before sending a request");
+                head.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+            String::from_utf8_lossy(&head).to_ascii_lowercase()
+        });
+        send(url).await;
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn requester_pays_is_on_every_request_of_its_connection_only() {
+        use crate::model::Connection;
+        let payer = Connection { request_payer: true, ..Default::default() };
+        let head = first_request_head(async |url: String| {
+            let ctx = super::AwsContext::for_emulator(&url).await.with_overrides(&payer);
+            let _ = ctx.s3().head_object().bucket("b").key("k").send().await;
+        })
+        .await;
+        assert!(head.contains("x-amz-request-payer: requester"), "{head}");
+        assert!(head.contains("x-amz-request-payer;") || head.contains("x-amz-request-payer,"), "signed: {head}");
+        let plain = first_request_head(async |url: String| {
+            let ctx = super::AwsContext::for_emulator(&url).await;
+            let _ = ctx.s3().list_objects_v2().bucket("b").send().await;
+        })
+        .await;
+        assert!(!plain.contains("x-amz-request-payer"), "{plain}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_overrides_region_endpoint_and_path_style() {
+        use crate::model::Connection;
+        let base = super::AwsContext::for_emulator("http://127.0.0.1:9").await;
+        let conn = Connection {
+            region: Some("eu-west-1".into()),
+            endpoint_url: Some("https://minio.example:9000".into()),
+            ..Default::default()
+        };
+        let c = base.with_overrides(&conn);
+        assert_eq!((c.region(), c.endpoint_url()), (Some("eu-west-1"), Some("https://minio.example:9000")));
+        assert!(c.path_style, "a custom endpoint is addressed path-style by default");
+        let vhost = base.with_overrides(&Connection { path_style: Some(false), ..conn });
+        assert!(!vhost.path_style);
+        assert_ne!(c.endpoint_id(), base.endpoint_id(), "another service: no server-side copy between them");
+        assert_eq!(base.with_overrides(&Connection::default()).endpoint_id(), base.endpoint_id());
     }
 
     /// The kind each AWS answer maps to, which decides what happens to the work.

@@ -49,6 +49,24 @@ impl S3Store {
         }
     }
 
+    /// The bucket on `ctx`'s service, with a client for the bucket's own region unless
+    /// `region_fixed` (the location named one): S3 answers requests for a bucket signed for
+    /// another region with a 301, so a cross-region clone needs a client per region. The
+    /// region is asked of the bucket (HeadBucket's `x-amz-bucket-region`, which S3 sends
+    /// with its refusals too); when it cannot be learnt the context's region is kept and
+    /// [`ObjectStore::check`] reports what is wrong. `Transient` when the service did not
+    /// answer at all.
+    pub async fn open(ctx: &AwsContext, bucket: &str, region_fixed: bool) -> Result<Self> {
+        if !region_fixed
+            && let Some(r) = bucket_region(ctx, bucket).await?
+            && Some(r.as_str()) != ctx.region()
+        {
+            tracing::debug!(bucket, region = %r, "bucket is in another region");
+            return Ok(S3Store::new(&ctx.in_region(&r), bucket));
+        }
+        Ok(S3Store::new(ctx, bucket))
+    }
+
     /// Creates the bucket if it does not exist (an existing bucket of ours is fine). For
     /// tests, benchmarks and trying the tool on an emulator; clones never create buckets.
     pub async fn create_bucket(ctx: &AwsContext, bucket: &str) -> Result<()> {
@@ -292,6 +310,19 @@ impl ObjectStore for S3Store {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The region `bucket` reports, from HeadBucket's answer or refusal (`None` when the
+/// answer names none); `Transient` when there was no answer.
+async fn bucket_region(ctx: &AwsContext, bucket: &str) -> Result<Option<String>> {
+    let region = match ctx.s3().head_bucket().bucket(bucket).send().await {
+        Ok(out) => out.bucket_region().map(str::to_string),
+        Err(e) => match e.raw_response() {
+            Some(r) => r.headers().get("x-amz-bucket-region").map(str::to_string),
+            None => return Err(sdk_error(&format!("find the region of bucket {bucket}"), e)),
+        },
+    };
+    Ok(region.filter(|r| !r.is_empty()))
 }
 
 /// A listed or HEADed storage class as [`ObjectEntry::storage_class`] keeps it: `None` for
