@@ -102,6 +102,8 @@ struct SubmitArgs {
     dst: String,
     #[command(flatten)]
     conn: ConnArgs,
+    #[command(flatten)]
+    writes: WriteArgs,
     /// The job id (default: a new random one). The same id twice is one job.
     #[arg(long)]
     id: Option<String>,
@@ -260,6 +262,35 @@ struct RunArgs {
     /// symlink to a directory) as skipped instead of failing verification.
     #[arg(long)]
     skip_uncopyable: bool,
+    #[command(flatten)]
+    writes: WriteArgs,
+}
+
+impl WriteArgs {
+    fn apply(&self, o: JobOptions) -> JobOptions {
+        JobOptions {
+            storage_class: self.storage_class.clone(),
+            sse: self.sse.clone(),
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            ..o
+        }
+    }
+}
+
+/// How copies are written to an S3 destination, whatever the sources say.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Writing (S3 destinations)")]
+struct WriteArgs {
+    /// Storage class of every copy (STANDARD_IA, GLACIER_IR, ...). Default: the source's.
+    #[arg(long, value_name = "CLASS")]
+    storage_class: Option<String>,
+    /// Server-side encryption of every copy: AES256, aws:kms or aws:kms:dsse. Default: the
+    /// destination bucket's default encryption.
+    #[arg(long, value_name = "ALGORITHM")]
+    sse: Option<String>,
+    /// KMS key (id, ARN or alias in the destination's account) for --sse aws:kms.
+    #[arg(long, value_name = "KEY")]
+    sse_kms_key_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -346,7 +377,8 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Submit(a) => {
             let mode = if a.verify_only { Mode::VerifyOnly } else { Mode::Clone };
             let (src, dst) = a.conn.locations(&a.src, &a.dst)?;
-            let id = service::submit(&settings(&a.svc, None, None)?, src, dst, a.id, mode).await?;
+            let options = JobOptions { mode, ..a.writes.apply(JobOptions::default()) };
+            let id = service::submit(&settings(&a.svc, None, None)?, src, dst, a.id, options).await?;
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -364,7 +396,13 @@ fn local_options(r: &RunArgs) -> local::LocalOptions {
 }
 
 fn job_options(r: &RunArgs, mode: Mode) -> JobOptions {
-    JobOptions { mode, page_size: r.page_size, size_only: r.size_only, skip_uncopyable: r.skip_uncopyable }
+    JobOptions {
+        mode,
+        page_size: r.page_size,
+        size_only: r.size_only,
+        skip_uncopyable: r.skip_uncopyable,
+        ..r.writes.apply(JobOptions::default())
+    }
 }
 
 async fn run_job(a: JobArgs, mode: Mode) -> Result<ExitCode> {

@@ -12,7 +12,7 @@ use shared::backend::StoreFactory;
 use shared::backend::aws::dynamo::DynamoJobStore;
 use shared::backend::aws::sqs::{QueueSettings, SqsQueue};
 use shared::jobstore::JobStore;
-use shared::model::{JobOptions, JobRecord, JobSpec, Location, Mode};
+use shared::model::{JobOptions, JobRecord, JobSpec, Location};
 use shared::queue::WorkQueue;
 use shared::wire::CloneRequest;
 use shared::{Error, Result};
@@ -116,10 +116,15 @@ pub async fn run_worker(s: &Settings) -> Result<()> {
 }
 
 /// `bucketclone submit`: sends a clone request and returns the job id.
-pub async fn submit(s: &Settings, src: Location, dst: Location, id: Option<String>, mode: Mode) -> Result<String> {
+pub async fn submit(
+    s: &Settings,
+    src: Location,
+    dst: Location,
+    id: Option<String>,
+    options: JobOptions,
+) -> Result<String> {
     let id = id.unwrap_or_else(|| format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
-    let spec =
-        JobSpec { id: id.clone(), source: src, destination: dst, options: JobOptions { mode, ..Default::default() } };
+    let spec = JobSpec { id: id.clone(), source: src, destination: dst, options };
     spec.validate()?;
     let stores = StoreFactory::new();
     let q = SqsQueue::open(stores.aws().await, &s.requests_queue()).await.map_err(|e| match e {

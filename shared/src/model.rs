@@ -48,11 +48,81 @@ pub struct JobOptions {
     /// symlinked directory) are reported skips instead of differences: the job can end
     /// "verified, N skipped". Off by default: then such an entry makes the job a mismatch.
     pub skip_uncopyable: bool,
+    /// The storage class of every object written (`STANDARD_IA`, `GLACIER_IR`, ...); unset:
+    /// each keeps its source's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// Server-side encryption of every object written: `AES256` (SSE-S3), `aws:kms` or
+    /// `aws:kms:dsse`; unset: the destination bucket's default encryption.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sse: Option<String>,
+    /// The destination account's KMS key for `aws:kms`; unset: the bucket's default key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sse_kms_key_id: Option<String>,
 }
 
 impl Default for JobOptions {
     fn default() -> Self {
-        JobOptions { mode: Mode::Clone, page_size: 1000, size_only: false, skip_uncopyable: false }
+        JobOptions {
+            mode: Mode::Clone,
+            page_size: 1000,
+            size_only: false,
+            skip_uncopyable: false,
+            storage_class: None,
+            sse: None,
+            sse_kms_key_id: None,
+        }
+    }
+}
+
+/// S3's storage classes a copy may be written in.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "OUTPOSTS",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+];
+
+impl JobOptions {
+    /// How the job writes objects (see [`crate::objstore::WriteOptions`]).
+    pub fn write_options(&self) -> crate::objstore::WriteOptions {
+        crate::objstore::WriteOptions {
+            storage_class: self.storage_class.clone(),
+            sse: self.sse.clone(),
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+        }
+    }
+
+    /// Checks the write settings: known values, a KMS key only with KMS, and none at all
+    /// for a local destination (a file keeps bytes only).
+    fn validate_writes(&self, destination: &Location) -> Result<()> {
+        if let Some(c) = &self.storage_class
+            && !STORAGE_CLASSES.contains(&c.as_str())
+        {
+            return Err(Error::invalid(format!("storage class {c:?}: expected one of {}", STORAGE_CLASSES.join(", "))));
+        }
+        if let Some(e) = &self.sse
+            && !["AES256", "aws:kms", "aws:kms:dsse"].contains(&e.as_str())
+        {
+            return Err(Error::invalid(format!("sse {e:?}: expected AES256, aws:kms or aws:kms:dsse")));
+        }
+        if self.sse_kms_key_id.is_some() && !self.sse.as_deref().is_some_and(|e| e.starts_with("aws:kms")) {
+            return Err(Error::invalid("sse_kms_key_id needs sse aws:kms or aws:kms:dsse"));
+        }
+        let writes = self.storage_class.is_some() || self.sse.is_some();
+        if writes && destination.scheme == Scheme::Local {
+            return Err(Error::invalid(format!(
+                "destination {destination}: a local directory keeps bytes only, so it takes no storage class or encryption"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -80,6 +150,7 @@ impl JobSpec {
         for (side, loc) in [("source", &self.source), ("destination", &self.destination)] {
             loc.clone().with_conn(loc.conn.clone()).map_err(|e| e.context(side))?;
         }
+        self.options.validate_writes(&self.destination)?;
         if self.source.overlaps(&self.destination) {
             return Err(Error::invalid(format!(
                 "destination {} overlaps source {}: a clone must not write inside its own source",
@@ -372,6 +443,33 @@ mod tests {
         assert_ne!(a.id(), b.id());
         assert!(a.contains("a0") && !a.contains("a") && a.contains("b") && !a.contains("b0"));
         assert!(b.contains("zzz"));
+    }
+
+    #[test]
+    fn write_settings_are_checked_before_any_work() {
+        let spec = |o: JobOptions, dst: &str| JobSpec {
+            id: "j".into(),
+            source: Location::parse("s3://src-b").unwrap(),
+            destination: Location::parse(dst).unwrap(),
+            options: o,
+        };
+        let ok = JobOptions {
+            storage_class: Some("GLACIER_IR".into()),
+            sse: Some("aws:kms".into()),
+            sse_kms_key_id: Some("alias/backup".into()),
+            ..Default::default()
+        };
+        assert!(spec(ok.clone(), "s3://dst-b").validate().is_ok());
+        assert_eq!(ok.write_options().storage_class.as_deref(), Some("GLACIER_IR"));
+        let err = |o: JobOptions, dst: &str| spec(o, dst).validate().unwrap_err().to_string();
+        assert!(
+            err(JobOptions { storage_class: Some("COLD".into()), ..Default::default() }, "s3://dst-b")
+                .contains("storage class")
+        );
+        assert!(err(JobOptions { sse: Some("kms".into()), ..Default::default() }, "s3://dst-b").contains("sse"));
+        let key_alone = JobOptions { sse_kms_key_id: Some("k".into()), ..Default::default() };
+        assert!(err(key_alone, "s3://dst-b").contains("needs sse"));
+        assert!(err(ok, "/tmp/dir").contains("bytes only"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `a//b`, say) fails that key with `Permanent`, never writes outside its root.
 
 use async_trait::async_trait;
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use tokio::io::AsyncRead;
 
@@ -13,6 +14,70 @@ use crate::model::{Location, ObjectEntry};
 
 /// A streamed object body.
 pub type Body = Pin<Box<dyn AsyncRead + Send>>;
+
+/// What an object carries besides its bytes, kept when it is copied. A store without a
+/// notion of some of it (a local directory keeps bytes only) leaves that empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectAttrs {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    /// `Expires`, the HTTP date as the store gave it.
+    pub expires: Option<String>,
+    /// User metadata (S3's `x-amz-meta-*`), by lower-case name.
+    pub metadata: BTreeMap<String, String>,
+    /// Object tags.
+    pub tags: BTreeMap<String, String>,
+    /// The storage class; `None` for the store's default (S3's STANDARD).
+    pub storage_class: Option<String>,
+}
+
+impl ObjectAttrs {
+    /// No attributes: what a local file has, and what tests write.
+    pub const NONE: ObjectAttrs = ObjectAttrs {
+        content_type: None,
+        content_encoding: None,
+        content_disposition: None,
+        content_language: None,
+        cache_control: None,
+        expires: None,
+        metadata: BTreeMap::new(),
+        tags: BTreeMap::new(),
+        storage_class: None,
+    };
+}
+
+/// How a job writes the objects it copies, whatever their sources say: the storage class
+/// and server-side encryption of `--storage-class`, `--sse` and `--sse-kms-key-id`.
+/// Unset fields keep the source's storage class and give the destination bucket's default
+/// encryption.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    pub storage_class: Option<String>,
+    /// `AES256` (SSE-S3), `aws:kms` or `aws:kms:dsse`.
+    pub sse: Option<String>,
+    /// The KMS key of the destination's account, with `aws:kms`; unset: the bucket's or
+    /// account's default key.
+    pub sse_kms_key_id: Option<String>,
+}
+
+impl WriteOptions {
+    /// Nothing imposed: the source's storage class, the destination's default encryption.
+    pub const KEEP: WriteOptions = WriteOptions { storage_class: None, sse: None, sse_kms_key_id: None };
+
+    /// The storage class a copy of an object of class `source` gets.
+    pub fn class_for(&self, source: Option<&str>) -> Option<String> {
+        self.storage_class.as_deref().or(source).filter(|c| *c != "STANDARD").map(str::to_string)
+    }
+}
+
+/// An opened object: its body and its attributes, read in one request where the store can.
+pub struct Download {
+    pub body: Body,
+    pub attrs: ObjectAttrs,
+}
 
 /// One page of a key range: keys under `prefix`, after `start_after` (exclusive), up to
 /// `end` (inclusive) when set, at most `max_keys` of them. Keys here are full keys.
@@ -107,21 +172,30 @@ pub trait ObjectStore: Send + Sync {
     async fn checksums(&self, key: &str) -> Result<Checksums>;
 
     /// Copies the object `src` (as listed) of `source`, a store whose
-    /// [`ObjectStore::copy_source`] has this store's endpoint, to `dst_key` here, server-side.
-    /// Returns the new object. Repeating it gives the same result.
+    /// [`ObjectStore::copy_source`] has this store's endpoint, to `dst_key` here, server-side,
+    /// with the source's attributes and `w` over them. Returns the new object. Repeating it
+    /// gives the same result.
     ///
     /// An object uploaded in parts is copied part by part with the source's part size, so
     /// the copy's ETag equals the source's and verification can compare them.
-    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry>;
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        src: &ObjectEntry,
+        dst_key: &str,
+        w: &WriteOptions,
+    ) -> Result<ObjectEntry>;
 
-    /// Opens the object for reading. `NotFound` if it does not exist; `Conflict` when
-    /// `if_etag` is given and the object's ETag is no longer that one (it changed since it
-    /// was listed: a stale copy must never be written).
-    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body>;
+    /// Opens the object for reading, with its attributes. `NotFound` if it does not exist;
+    /// `Conflict` when `if_etag` is given and the object's ETag is no longer that one (it
+    /// changed since it was listed: a stale copy must never be written).
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Download>;
 
-    /// Writes `size` bytes from `body` to `key`, replacing any object there, and returns the
-    /// new object. The object appears whole or not at all.
-    async fn put(&self, key: &str, body: Body, size: u64) -> Result<ObjectEntry>;
+    /// Writes `size` bytes from `body` to `key` with `attrs` (those the store can hold) and
+    /// `w` over them, replacing any object there, and returns the new object. The object
+    /// appears whole or not at all.
+    async fn put(&self, key: &str, body: Body, size: u64, attrs: &ObjectAttrs, w: &WriteOptions)
+    -> Result<ObjectEntry>;
 
     /// Deletes `key` if its current ETag is `if_etag` (when given). Where the store has no
     /// conditional delete the adapter re-checks with a HEAD first. Idempotent.

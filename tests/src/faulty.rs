@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use shared::model::ObjectEntry;
 use shared::objstore::{Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore};
+use shared::objstore::{Download, ObjectAttrs, WriteOptions};
 use shared::queue::{Delivery, LeaseId, QueueDepth, WorkQueue};
 use shared::{Error, Result};
 
@@ -145,14 +146,27 @@ impl<G: WriteGate> ObjectStore for Gated<G> {
     async fn checksums(&self, key: &str) -> Result<Checksums> {
         self.inner.checksums(key).await
     }
-    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry> {
-        self.gate.write("copy", dst_key, self.inner.copy_from(source, src, dst_key)).await
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        src: &ObjectEntry,
+        dst_key: &str,
+        w: &WriteOptions,
+    ) -> Result<ObjectEntry> {
+        self.gate.write("copy", dst_key, self.inner.copy_from(source, src, dst_key, w)).await
     }
-    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Download> {
         self.inner.get(key, if_etag).await
     }
-    async fn put(&self, key: &str, body: Body, size: u64) -> Result<ObjectEntry> {
-        self.gate.write("put", key, self.inner.put(key, body, size)).await
+    async fn put(
+        &self,
+        key: &str,
+        body: Body,
+        size: u64,
+        attrs: &ObjectAttrs,
+        w: &WriteOptions,
+    ) -> Result<ObjectEntry> {
+        self.gate.write("put", key, self.inner.put(key, body, size, attrs, w)).await
     }
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
         self.inner.delete(key, if_etag).await

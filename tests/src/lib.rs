@@ -105,6 +105,7 @@ pub fn write_tree(root: &Path, files: &BTreeMap<String, Vec<u8>>) {
 
 use shared::model::ObjectEntry;
 use shared::objstore::{Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore};
+use shared::objstore::{Download, ObjectAttrs, WriteOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -176,11 +177,17 @@ impl ObjectStore for CountingStore {
         Self::bump(&self.requests.checksums);
         self.inner.checksums(key).await
     }
-    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> shared::Result<ObjectEntry> {
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        src: &ObjectEntry,
+        dst_key: &str,
+        w: &WriteOptions,
+    ) -> shared::Result<ObjectEntry> {
         Self::bump(&self.requests.copy);
-        self.inner.copy_from(source, src, dst_key).await
+        self.inner.copy_from(source, src, dst_key, w).await
     }
-    async fn get(&self, key: &str, if_etag: Option<&str>) -> shared::Result<Body> {
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> shared::Result<Download> {
         Self::bump(&self.requests.get);
         let body = self.inner.get(key, if_etag).await;
         if let Some(hook) = &self.after_get {
@@ -188,9 +195,16 @@ impl ObjectStore for CountingStore {
         }
         body
     }
-    async fn put(&self, key: &str, body: Body, size: u64) -> shared::Result<ObjectEntry> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Body,
+        size: u64,
+        attrs: &ObjectAttrs,
+        w: &WriteOptions,
+    ) -> shared::Result<ObjectEntry> {
         Self::bump(&self.requests.put);
-        self.inner.put(key, body, size).await
+        self.inner.put(key, body, size, attrs, w).await
     }
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> shared::Result<Deleted> {
         Self::bump(&self.requests.delete);

@@ -17,6 +17,7 @@ use shared::objstore::ObjectStore;
 use shared::queue::WorkQueue;
 
 use crate::{bin, emulator_env};
+use shared::objstore::{ObjectAttrs, WriteOptions};
 
 /// `bucketclone args...` with the emulator's environment plus `extra_env` (an empty value
 /// removes the variable), logging at info.
@@ -98,7 +99,10 @@ pub async fn seed_bucket(ctx: &AwsContext, bucket: &str, objects: Vec<(String, V
         let store = store.clone();
         tasks.spawn(async move {
             let n = body.len() as u64;
-            store.put(&k, Box::pin(std::io::Cursor::new(body)), n).await.expect("put");
+            store
+                .put(&k, Box::pin(std::io::Cursor::new(body)), n, &ObjectAttrs::NONE, &WriteOptions::KEEP)
+                .await
+                .expect("put");
         });
         while tasks.len() >= 16 {
             tasks.join_next().await.expect("a task").expect("put task");

@@ -11,6 +11,7 @@ use shared::backend::aws::{AwsContext, s3::S3Store};
 use shared::conformance::objstore::{body, tricky_content, tricky_keys};
 use shared::model::{JobOptions, JobState, Location, Mode};
 use shared::objstore::ObjectStore;
+use shared::objstore::{ObjectAttrs, WriteOptions};
 
 async fn bucket(ctx: &AwsContext, base: &str) -> (String, S3Store) {
     let name = unique(base);
@@ -20,7 +21,7 @@ async fn bucket(ctx: &AwsContext, base: &str) -> (String, S3Store) {
 
 async fn put(store: &dyn ObjectStore, key: &str, bytes: Vec<u8>) {
     let n = bytes.len() as u64;
-    store.put(key, body(bytes), n).await.unwrap();
+    store.put(key, body(bytes), n, &ObjectAttrs::NONE, &WriteOptions::KEEP).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use shared::conformance::objstore::{self as suite, Caps, body, md5_hex, noise, r
 use shared::error::Error;
 use shared::model::ObjectEntry;
 use shared::objstore::ObjectStore;
+use shared::objstore::{ObjectAttrs, WriteOptions};
 
 const MIB: usize = 1 << 20;
 
@@ -52,7 +53,10 @@ async fn multipart_copy_keeps_the_source_etag() {
     let src = fresh(&ctx).await.with_multipart(6 * MIB as u64, 5 * MIB as u64);
     let dst = fresh(&ctx).await;
     let data = noise(11 * MIB + 7, 42);
-    let put = src.put("big/source", body(data.clone()), data.len() as u64).await.unwrap();
+    let put = src
+        .put("big/source", body(data.clone()), data.len() as u64, &ObjectAttrs::NONE, &WriteOptions::KEEP)
+        .await
+        .unwrap();
     let want = multipart_etag(&data, 5 * MIB);
     assert!(want.ends_with("-3"), "{want}");
     assert_eq!(put.etag.as_deref(), Some(want.as_str()), "ETag of the 3-part upload");
@@ -64,7 +68,7 @@ async fn multipart_copy_keeps_the_source_etag() {
         // No ETag in the listing: the adapter HEADs the source first.
         ("copy without a listed etag", ObjectEntry { etag: None, ..put.clone() }),
     ] {
-        let copy = dst.copy_from(&source, &listed, dst_key).await.unwrap();
+        let copy = dst.copy_from(&source, &listed, dst_key, &WriteOptions::KEEP).await.unwrap();
         assert_eq!(copy.etag, put.etag, "copy ETag of {dst_key:?}");
         assert_eq!(copy.size, data.len() as u64);
         assert_eq!(dst.head(dst_key).await.unwrap().and_then(|h| h.etag), put.etag);
@@ -77,14 +81,18 @@ async fn large_bodies_stream_and_must_match_their_size() {
     let ctx = moto().await;
     let store = fresh(&ctx).await;
     let data = noise(9 * MIB + 3, 7);
-    let put = store.put("streamed", body(data.clone()), data.len() as u64).await.unwrap();
+    let put = store
+        .put("streamed", body(data.clone()), data.len() as u64, &ObjectAttrs::NONE, &WriteOptions::KEEP)
+        .await
+        .unwrap();
     assert_eq!(put.etag, Some(md5_hex(&data)));
     assert!(read_all(&store, "streamed").await == data);
 
     let n = data.len() as u64;
-    let short = store.put("short", body(data[..data.len() - 1].to_vec()), n).await;
+    let short =
+        store.put("short", body(data[..data.len() - 1].to_vec()), n, &ObjectAttrs::NONE, &WriteOptions::KEEP).await;
     assert!(short.is_err(), "a short streamed body was accepted");
-    let long = store.put("long", body(data.clone()), n - 1).await;
+    let long = store.put("long", body(data.clone()), n - 1, &ObjectAttrs::NONE, &WriteOptions::KEEP).await;
     assert!(long.is_err(), "a long streamed body was accepted");
     for key in ["short", "long"] {
         assert_eq!(store.head(key).await.unwrap(), None, "{key} was written");
@@ -99,10 +107,10 @@ async fn a_multipart_copy_of_a_source_changed_since_listing_fails_permanently() 
     let src = fresh(&ctx).await.with_multipart(6 * MIB as u64, 5 * MIB as u64);
     let dst = fresh(&ctx).await;
     let n = 11 * MIB;
-    let old = src.put("k", body(noise(n, 1)), n as u64).await.unwrap();
-    let new = src.put("k", body(noise(n, 2)), n as u64).await.unwrap();
+    let old = src.put("k", body(noise(n, 1)), n as u64, &ObjectAttrs::NONE, &WriteOptions::KEEP).await.unwrap();
+    let new = src.put("k", body(noise(n, 2)), n as u64, &ObjectAttrs::NONE, &WriteOptions::KEEP).await.unwrap();
     assert_ne!(old.etag, new.etag);
-    let r = dst.copy_from(&src.copy_source().unwrap(), &old, "k").await;
+    let r = dst.copy_from(&src.copy_source().unwrap(), &old, "k", &WriteOptions::KEEP).await;
     assert!(matches!(&r, Err(Error::Permanent(m)) if m.contains("changed")), "{r:?}");
     assert_eq!(dst.head("k").await.unwrap(), None);
 }
@@ -111,7 +119,7 @@ async fn a_multipart_copy_of_a_source_changed_since_listing_fails_permanently() 
 async fn checksums_report_what_s3_stored() {
     let ctx = moto().await;
     let store = fresh(&ctx).await;
-    store.put("k", body(b"hello".to_vec()), 5).await.unwrap();
+    store.put("k", body(b"hello".to_vec()), 5, &ObjectAttrs::NONE, &WriteOptions::KEEP).await.unwrap();
     let sums = store.checksums("k").await.unwrap();
     // The SDK sends a CRC32 with every upload by default; CRC32("hello") = 0x3610a686.
     assert_eq!(sums.values, vec![("CRC32".to_string(), "NhCmhg==".to_string())]);

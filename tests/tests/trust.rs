@@ -17,6 +17,7 @@ use shared::model::{
     IssueKind, JobRecord, JobSpec, JobState, KeyRange, ObjectEntry, ObjectIssue, SegmentCompletion, SegmentRecord,
 };
 use shared::objstore::{Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore};
+use shared::objstore::{Download, ObjectAttrs, WriteOptions};
 use shared::queue::WorkQueue;
 use shared::{Error, Result};
 
@@ -72,17 +73,30 @@ impl ObjectStore for Wrap {
     async fn checksums(&self, key: &str) -> Result<Checksums> {
         self.inner.checksums(key).await
     }
-    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry> {
-        self.inner.copy_from(source, src, dst_key).await
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        src: &ObjectEntry,
+        dst_key: &str,
+        w: &WriteOptions,
+    ) -> Result<ObjectEntry> {
+        self.inner.copy_from(source, src, dst_key, w).await
     }
-    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Download> {
         if let Some(hook) = &self.get {
             hook(key)?;
         }
         self.inner.get(key, if_etag).await
     }
-    async fn put(&self, key: &str, body: Body, size: u64) -> Result<ObjectEntry> {
-        self.inner.put(key, body, size).await
+    async fn put(
+        &self,
+        key: &str,
+        body: Body,
+        size: u64,
+        attrs: &ObjectAttrs,
+        w: &WriteOptions,
+    ) -> Result<ObjectEntry> {
+        self.inner.put(key, body, size, attrs, w).await
     }
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
         self.inner.delete(key, if_etag).await

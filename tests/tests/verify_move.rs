@@ -11,6 +11,7 @@ use shared::backend::StoreFactory;
 use shared::backend::embedded::local_dir::LocalDirStore;
 use shared::model::{IssueKind, JobOptions, JobState, Location, Mode};
 use shared::objstore::ObjectStore;
+use shared::objstore::{ObjectAttrs, WriteOptions};
 
 fn sample(n: usize) -> BTreeMap<String, Vec<u8>> {
     (0..n)
@@ -104,7 +105,9 @@ async fn move_keeps_and_reports_a_source_changed_after_its_copy() {
             let w = writer.clone();
             let body: shared::objstore::Body = Box::pin(std::io::Cursor::new(b"rewritten during the move".to_vec()));
             tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(w.put(victim, body, 25)).unwrap();
+                tokio::runtime::Handle::current()
+                    .block_on(w.put(victim, body, 25, &ObjectAttrs::NONE, &WriteOptions::KEEP))
+                    .unwrap();
             });
         }
     }));

@@ -1,5 +1,6 @@
 //! Copying one object: server-side when both stores are on the same S3 endpoint, streamed
-//! (get, then put) otherwise. Both are conditional on the ETag the source was listed with
+//! (get, then put) otherwise, with the source's attributes (content headers, metadata,
+//! tags, storage class) and the job's write options over them. Both are conditional on the ETag the source was listed with
 //! (CopySourceIfMatch, GET If-Match), so a copy never writes a version other than the one
 //! listed and verified: a worker whose lease expired cannot put an old version over a newer
 //! copy. Transient failures (`Throttled` included) are retried under the process's
@@ -11,7 +12,7 @@
 use shared::Result;
 use shared::error::RetryPolicy;
 use shared::model::ObjectEntry;
-use shared::objstore::ObjectStore;
+use shared::objstore::{ObjectStore, WriteOptions};
 
 use crate::limit::CopyLimit;
 
@@ -22,6 +23,7 @@ pub async fn copy_object(
     dst: &dyn ObjectStore,
     entry: &ObjectEntry,
     dst_key: &str,
+    w: &WriteOptions,
     limit: &CopyLimit,
 ) -> Result<ObjectEntry> {
     let server_side = match (src.copy_source(), dst.copy_source()) {
@@ -31,10 +33,10 @@ pub async fn copy_object(
     limit
         .run(&RetryPolicy::current(), || async {
             match &server_side {
-                Some(s) => dst.copy_from(s, entry, dst_key).await,
+                Some(s) => dst.copy_from(s, entry, dst_key, w).await,
                 None => {
-                    let body = src.get(&entry.key, entry.etag.as_deref()).await?;
-                    dst.put(dst_key, body, entry.size).await
+                    let d = src.get(&entry.key, entry.etag.as_deref()).await?;
+                    dst.put(dst_key, d.body, entry.size, &d.attrs, w).await
                 }
             }
         })

@@ -250,11 +250,12 @@ async fn plan_copies(
 /// ones retried). Returns the keys copied.
 async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut PageResult) -> HashSet<String> {
     let dst_loc = &ctx.spec.destination;
+    let w = &ctx.spec.options.write_options();
     let running = FuturesUnordered::new();
     for (k, e) in todo {
         running.push(async move {
             RunStats::bump(&ctx.stats.copies);
-            let r = copy_object(ctx.src, ctx.dst, e, &dst_loc.full_key(k), ctx.copies).await;
+            let r = copy_object(ctx.src, ctx.dst, e, &dst_loc.full_key(k), w, ctx.copies).await;
             if r.is_ok() {
                 crash_point(MID_COPY);
             }

@@ -17,6 +17,7 @@ use tokio::io::AsyncReadExt;
 use crate::error::Error;
 use crate::model::ObjectEntry;
 use crate::objstore::{Body, ListRequest, ObjectStore};
+use crate::objstore::{ObjectAttrs, WriteOptions};
 
 /// What the backend under test can do, so the suite checks exactly that.
 #[derive(Clone)]
@@ -147,7 +148,7 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
 /// Puts `bytes` at `key`, checking the returned entry.
 pub(crate) async fn put(store: &dyn ObjectStore, key: &str, bytes: &[u8]) -> ObjectEntry {
     let got = store
-        .put(key, body(bytes.to_vec()), bytes.len() as u64)
+        .put(key, body(bytes.to_vec()), bytes.len() as u64, &ObjectAttrs::NONE, &WriteOptions::KEEP)
         .await
         .unwrap_or_else(|e| panic!("put {key:?} ({} bytes) failed: {e}", bytes.len()));
     assert_eq!(got.key, key, "put returned another key");
@@ -158,7 +159,7 @@ pub(crate) async fn put(store: &dyn ObjectStore, key: &str, bytes: &[u8]) -> Obj
 
 /// Reads the whole object at `key`.
 pub async fn read_all(store: &dyn ObjectStore, key: &str) -> Vec<u8> {
-    let mut r = store.get(key, None).await.unwrap_or_else(|e| panic!("get {key:?} failed: {e}"));
+    let mut r = store.get(key, None).await.map(|d| d.body).unwrap_or_else(|e| panic!("get {key:?} failed: {e}"));
     let mut out = Vec::new();
     r.read_to_end(&mut out).await.unwrap_or_else(|e| panic!("reading {key:?} failed: {e}"));
     out

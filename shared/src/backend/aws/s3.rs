@@ -11,13 +11,15 @@ mod multipart;
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ChecksumMode;
+use aws_sdk_s3::types::{ChecksumMode, ServerSideEncryption, StorageClass};
+use std::collections::BTreeMap;
 
 use super::{AwsContext, sdk_error};
 use crate::error::{Error, Result};
 use crate::model::ObjectEntry;
 use crate::objstore::{
-    Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore, is_multipart_etag, unquote_etag,
+    Body, Checksums, CopySource, Deleted, Download, ListPage, ListRequest, ObjectAttrs, ObjectStore, WriteOptions,
+    is_multipart_etag, unquote_etag,
 };
 
 /// The largest object a single PutObject or CopyObject may write.
@@ -211,7 +213,13 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn copy_from(&self, source: &CopySource, src: &ObjectEntry, dst_key: &str) -> Result<ObjectEntry> {
+    async fn copy_from(
+        &self,
+        source: &CopySource,
+        src: &ObjectEntry,
+        dst_key: &str,
+        w: &WriteOptions,
+    ) -> Result<ObjectEntry> {
         if source.endpoint != self.endpoint {
             return Err(Error::invalid(format!(
                 "cannot copy server-side from {} to {}",
@@ -235,8 +243,9 @@ impl ObjectStore for S3Store {
         };
         let multipart = src.etag.as_deref().is_some_and(is_multipart_etag);
         if multipart || src.size > SINGLE_MAX {
-            return multipart::copy(self, source, &src, dst_key).await;
+            return multipart::copy(self, source, &src, dst_key, w).await;
         }
+        // Content headers, user metadata and tags are S3's to copy (its COPY directives).
         let out = self
             .client
             .copy_object()
@@ -245,15 +254,18 @@ impl ObjectStore for S3Store {
             .copy_source(multipart::copy_source_header(&source.bucket, &src.key))
             .set_copy_source_if_match(src.etag.as_deref().map(quote))
             // A copy is STANDARD unless told: keep the source's class.
-            .set_storage_class(kept_class(src.storage_class.as_deref()))
+            .set_storage_class(w.class_for(src.storage_class.as_deref()).map(|c| StorageClass::from(c.as_str())))
+            .set_server_side_encryption(w.sse.as_deref().map(ServerSideEncryption::from))
+            .set_ssekms_key_id(w.sse_kms_key_id.clone())
             .send()
             .await
             .map_err(|e| multipart::copy_error(source, &src, dst_key, e))?;
         let etag = out.copy_object_result().and_then(|r| r.e_tag()).map(unquote_etag);
-        Ok(ObjectEntry { key: dst_key.to_string(), size: src.size, etag, storage_class: src.storage_class.clone() })
+        let storage_class = w.class_for(src.storage_class.as_deref());
+        Ok(ObjectEntry { key: dst_key.to_string(), size: src.size, etag, storage_class })
     }
 
-    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Download> {
         let out = self
             .client
             .get_object()
@@ -263,12 +275,23 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| sdk_error(&format!("get {}", self.url(key)), e))?;
-        Ok(Box::pin(out.body.into_async_read()))
+        let mut attrs = attrs_of!(out);
+        if out.tag_count().is_some_and(|n| n > 0) {
+            attrs.tags = self.tags(&self.bucket, key).await?;
+        }
+        Ok(Download { body: Box::pin(out.body.into_async_read()), attrs })
     }
 
-    async fn put(&self, key: &str, mut body: Body, size: u64) -> Result<ObjectEntry> {
+    async fn put(
+        &self,
+        key: &str,
+        mut body: Body,
+        size: u64,
+        attrs: &ObjectAttrs,
+        w: &WriteOptions,
+    ) -> Result<ObjectEntry> {
         if size > self.multipart_threshold {
-            return multipart::upload(self, key, body, size, self.part_size).await;
+            return multipart::upload(self, key, body, size, self.part_size, attrs, w).await;
         }
         let stream = if size <= INLINE_MAX {
             let data = body::read_exact(&mut body, size).await?;
@@ -278,17 +301,11 @@ impl ObjectStore for S3Store {
             // Streamed: not replayable, so the SDK cannot retry it; the caller re-opens.
             ByteStream::from_body_1_x(body::ReaderBody::new(body, size))
         };
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(size as i64)
-            .body(stream)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("put {}", self.url(key)), e))?;
-        Ok(ObjectEntry { key: key.to_string(), size, etag: out.e_tag().map(unquote_etag), storage_class: None })
+        let req = self.client.put_object().bucket(&self.bucket).key(key).content_length(size as i64).body(stream);
+        let out =
+            with_attrs!(req, attrs, w).send().await.map_err(|e| sdk_error(&format!("put {}", self.url(key)), e))?;
+        let storage_class = w.class_for(attrs.storage_class.as_deref());
+        Ok(ObjectEntry { key: key.to_string(), size, etag: out.e_tag().map(unquote_etag), storage_class })
     }
 
     /// HEADs first (S3 deletes of a missing key succeed, and not every server honours
@@ -331,9 +348,80 @@ fn class_name(class: Option<&str>) -> Option<String> {
     class.filter(|c| *c != "STANDARD").map(str::to_string)
 }
 
-/// The storage class a copy must ask for to keep `class`: none for the default.
-pub(super) fn kept_class(class: Option<&str>) -> Option<aws_sdk_s3::types::StorageClass> {
-    class.filter(|c| *c != "STANDARD").map(aws_sdk_s3::types::StorageClass::from)
+/// A PutObject or CreateMultipartUpload request builder with an object's attributes and
+/// the job's write options set: the one place that says how a new object is written.
+macro_rules! with_attrs {
+    ($req:expr, $attrs:expr, $w:expr) => {{
+        let (attrs, w): (&ObjectAttrs, &WriteOptions) = ($attrs, $w);
+        let metadata: std::collections::HashMap<String, String> = attrs.metadata.clone().into_iter().collect();
+        $req.set_content_type(attrs.content_type.clone())
+            .set_content_encoding(attrs.content_encoding.clone())
+            .set_content_disposition(attrs.content_disposition.clone())
+            .set_content_language(attrs.content_language.clone())
+            .set_cache_control(attrs.cache_control.clone())
+            .set_expires($crate::backend::aws::s3::http_date(attrs.expires.as_deref()))
+            .set_metadata(Some(metadata).filter(|m| !m.is_empty()))
+            .set_tagging($crate::backend::aws::s3::tagging(&attrs.tags))
+            .set_storage_class(
+                w.class_for(attrs.storage_class.as_deref()).map(|c| aws_sdk_s3::types::StorageClass::from(c.as_str())),
+            )
+            .set_server_side_encryption(w.sse.as_deref().map(aws_sdk_s3::types::ServerSideEncryption::from))
+            .set_ssekms_key_id(w.sse_kms_key_id.clone())
+    }};
+}
+pub(super) use with_attrs;
+
+/// The attributes in a GetObject or HeadObject answer (tags excepted: they take a request
+/// of their own), as [`ObjectAttrs`].
+macro_rules! attrs_of {
+    ($out:expr) => {{
+        let out = &$out;
+        let own = |v: Option<&str>| v.map(str::to_string);
+        ObjectAttrs {
+            content_type: own(out.content_type()),
+            content_encoding: own(out.content_encoding()),
+            content_disposition: own(out.content_disposition()),
+            content_language: own(out.content_language()),
+            cache_control: own(out.cache_control()),
+            expires: own(out.expires_string()),
+            metadata: out
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())
+                .unwrap_or_default(),
+            tags: Default::default(),
+            storage_class: class_name(out.storage_class().map(|c| c.as_str())),
+        }
+    }};
+}
+pub(super) use attrs_of;
+
+impl S3Store {
+    /// The tags of `bucket/key`.
+    pub(super) async fn tags(&self, bucket: &str, key: &str) -> Result<BTreeMap<String, String>> {
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&format!("tags of s3://{bucket}/{key}"), e))?;
+        Ok(out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect())
+    }
+}
+
+/// Tags as the `x-amz-tagging` header wants them: a URL-encoded query string.
+pub(super) fn tagging(tags: &BTreeMap<String, String>) -> Option<String> {
+    const ENC: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, ENC).to_string();
+    let pairs: Vec<String> = tags.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+    (!pairs.is_empty()).then(|| pairs.join("&"))
+}
+
+/// An HTTP date (`Expires`) as the SDK's date type; `None` when absent or not a date.
+pub(super) fn http_date(s: Option<&str>) -> Option<aws_smithy_types::DateTime> {
+    s.and_then(|s| aws_smithy_types::DateTime::from_str(s, aws_smithy_types::date_time::Format::HttpDate).ok())
 }
 
 /// An ETag in the quoted form HTTP conditions use.

@@ -23,7 +23,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 use crate::model::ObjectEntry;
-use crate::objstore::{Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore};
+use crate::objstore::{
+    Body, Checksums, CopySource, Deleted, Download, ListPage, ListRequest, ObjectAttrs, ObjectStore, WriteOptions,
+};
 use keys::{TMP_PREFIX, key_path, parent_prefixes, unsupported};
 
 /// A directory seen as a bucket. Cheap to clone; clones share their caches.
@@ -176,7 +178,7 @@ impl ObjectStore for LocalDirStore {
         Ok(Checksums::default())
     }
 
-    async fn copy_from(&self, _: &CopySource, src: &ObjectEntry, _: &str) -> Result<ObjectEntry> {
+    async fn copy_from(&self, _: &CopySource, src: &ObjectEntry, _: &str, _: &WriteOptions) -> Result<ObjectEntry> {
         Err(Error::invalid(format!(
             "a local directory cannot copy {:?} server-side: stream it with get and put",
             src.key
@@ -186,7 +188,9 @@ impl ObjectStore for LocalDirStore {
     /// With `if_etag`, the file's MD5 (from the cache while its size and mtime are
     /// unchanged) must match: checked right after opening, so a file replaced before the
     /// open is refused; one rewritten in place while it is read is caught by verification.
-    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Body> {
+    /// A file has no attributes but the content type its name suggests (`.html`: text/html),
+    /// as `aws s3 cp` guesses it.
+    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Download> {
         let not_found = || Error::NotFound(format!("{key:?} in {}", self.describe()));
         let path = key_path(&self.inner.root, key).map_err(|_| not_found())?;
         let opened = tokio::fs::File::open(&path).await;
@@ -205,10 +209,12 @@ impl ObjectStore for LocalDirStore {
         if !file.metadata().await.map_err(|e| io_err(e, key))?.is_file() {
             return Err(not_found());
         }
-        Ok(Box::pin(file))
+        let content_type = mime_guess::from_path(key).first().map(|m| m.essence_str().to_string());
+        Ok(Download { body: Box::pin(file), attrs: ObjectAttrs { content_type, ..ObjectAttrs::NONE } })
     }
 
-    async fn put(&self, key: &str, body: Body, size: u64) -> Result<ObjectEntry> {
+    /// A file keeps bytes only: `attrs` and `w` have no place in a directory.
+    async fn put(&self, key: &str, body: Body, size: u64, _: &ObjectAttrs, _: &WriteOptions) -> Result<ObjectEntry> {
         let root = &self.inner.root;
         let path = key_path(root, key)?;
         let parent = path.parent().unwrap_or(root).to_path_buf();

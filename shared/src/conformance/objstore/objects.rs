@@ -6,6 +6,7 @@ use super::{Caps, assert_not_found, body, list_all, md5_hex, noise, put, read_al
 use crate::error::Error;
 use crate::model::ObjectEntry;
 use crate::objstore::{Deleted, ObjectStore};
+use crate::objstore::{ObjectAttrs, WriteOptions};
 
 /// Empty, small and several-MiB objects read back byte for byte, with size and MD5 ETag.
 pub(super) async fn round_trips(store: Arc<dyn ObjectStore>) {
@@ -26,7 +27,10 @@ pub(super) async fn missing_objects(store: Arc<dyn ObjectStore>) {
     for key in ["absent", "presen", "present/child", "present2"] {
         let head = store.head(key).await.expect("head of a missing key");
         assert_eq!(head, None, "missing_objects: head of {key:?}");
-        assert_not_found(&format!("missing_objects: get {key:?}"), store.get(key, None).await.map(|_| ()));
+        assert_not_found(
+            &format!("missing_objects: get {key:?}"),
+            store.get(key, None).await.map(|d| d.body).map(|_| ()),
+        );
         let del = store.delete(key, None).await.expect("delete of a missing key");
         assert_eq!(del, Deleted::Absent, "missing_objects: delete {key:?}");
     }
@@ -45,9 +49,9 @@ pub(super) async fn put_replaces(store: Arc<dyn ObjectStore>) {
 
 /// A body shorter or longer than its declared size fails the put and writes nothing.
 pub(super) async fn bad_bodies_write_nothing(store: Arc<dyn ObjectStore>) {
-    let short = store.put("short", body(vec![1; 5]), 10).await;
+    let short = store.put("short", body(vec![1; 5]), 10, &ObjectAttrs::NONE, &WriteOptions::KEEP).await;
     assert!(short.is_err(), "bad_bodies: a 5-byte body for 10 bytes was accepted: {short:?}");
-    let long = store.put("long", body(vec![1; 10]), 5).await;
+    let long = store.put("long", body(vec![1; 10]), 5, &ObjectAttrs::NONE, &WriteOptions::KEEP).await;
     assert!(long.is_err(), "bad_bodies: a 10-byte body for 5 bytes was accepted: {long:?}");
     for key in ["short", "long"] {
         assert_eq!(store.head(key).await.unwrap(), None, "bad_bodies: {key:?} was written");
@@ -82,12 +86,12 @@ pub(super) async fn conditional_delete(store: Arc<dyn ObjectStore>) {
 pub(super) async fn conditional_get(store: Arc<dyn ObjectStore>) {
     let old = put(&*store, "g/obj", b"version one").await;
     let etag = old.etag.clone().expect("put returns an ETag");
-    let mut r = store.get("g/obj", Some(&etag)).await.expect("get with the current ETag");
+    let mut r = store.get("g/obj", Some(&etag)).await.map(|d| d.body).expect("get with the current ETag");
     let mut got = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut r, &mut got).await.unwrap();
     assert_eq!(got, b"version one", "conditional_get: right ETag");
     put(&*store, "g/obj", b"version two, longer").await;
-    match store.get("g/obj", Some(&etag)).await {
+    match store.get("g/obj", Some(&etag)).await.map(|d| d.body) {
         Err(Error::Conflict(_)) => {}
         Err(e) => panic!("conditional_get: stale ETag must be Conflict, got {e:?}"),
         Ok(_) => panic!("conditional_get: stale ETag must be refused, got a body"),
@@ -102,13 +106,22 @@ pub(super) async fn concurrent_puts(store: Arc<dyn ObjectStore>) {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
             let bytes = noise(1000 + i as usize, i);
-            s.put(&format!("c/{i:02}"), body(bytes.clone()), bytes.len() as u64).await
+            s.put(
+                &format!("c/{i:02}"),
+                body(bytes.clone()),
+                bytes.len() as u64,
+                &ObjectAttrs::NONE,
+                &WriteOptions::KEEP,
+            )
+            .await
         }));
     }
     let versions: Vec<Vec<u8>> = (0..8).map(|i| noise(100 * (i + 1), 100 + i as u64)).collect();
     for v in &versions {
         let (s, v) = (store.clone(), v.clone());
-        tasks.push(tokio::spawn(async move { s.put("same", body(v.clone()), v.len() as u64).await }));
+        tasks.push(tokio::spawn(async move {
+            s.put("same", body(v.clone()), v.len() as u64, &ObjectAttrs::NONE, &WriteOptions::KEEP).await
+        }));
     }
     for t in tasks {
         t.await.expect("put task panicked").expect("concurrent put failed");
@@ -140,7 +153,7 @@ pub(super) async fn unsupported_keys_are_refused(store: Arc<dyn ObjectStore>) {
     }
     for k in tricky_keys(true).iter().filter(|k| !common.contains(k)) {
         let data = tricky_content(k);
-        match store.put(k, body(data.clone()), data.len() as u64).await {
+        match store.put(k, body(data.clone()), data.len() as u64, &ObjectAttrs::NONE, &WriteOptions::KEEP).await {
             Err(Error::Permanent(m)) => {
                 assert!(m.contains(k.as_str()) || m.contains(&format!("{k:?}")), "message {m:?} does not name {k:?}")
             }
@@ -167,7 +180,10 @@ pub(super) async fn server_side_copy(a: Arc<dyn ObjectStore>, b: Arc<dyn ObjectS
         let entry = put(&*a, k, &data).await;
         let dst = format!("copied/{k}");
         for attempt in 0..2 {
-            let got = b.copy_from(&src, &entry, &dst).await.unwrap_or_else(|e| panic!("copy {k:?}: {e}"));
+            let got = b
+                .copy_from(&src, &entry, &dst, &WriteOptions::KEEP)
+                .await
+                .unwrap_or_else(|e| panic!("copy {k:?}: {e}"));
             let want = ObjectEntry { key: dst.clone(), ..entry.clone() };
             assert_eq!(got, want, "server_side_copy: copy {attempt} of {k:?}");
         }
@@ -176,8 +192,8 @@ pub(super) async fn server_side_copy(a: Arc<dyn ObjectStore>, b: Arc<dyn ObjectS
     }
     // Within one store too.
     let e = a.head("plain.txt").await.unwrap().expect("plain.txt");
-    let c = a.copy_from(&src, &e, "plain copy").await.expect("copy within a store");
+    let c = a.copy_from(&src, &e, "plain copy", &WriteOptions::KEEP).await.expect("copy within a store");
     assert_eq!((c.size, c.etag), (e.size, e.etag), "server_side_copy: within a store");
     let ghost = ObjectEntry { key: "no such key".into(), size: 1, etag: Some(md5_hex(b"x")), storage_class: None };
-    assert_not_found("copy of a missing source", b.copy_from(&src, &ghost, "ghost").await);
+    assert_not_found("copy of a missing source", b.copy_from(&src, &ghost, "ghost", &WriteOptions::KEEP).await);
 }

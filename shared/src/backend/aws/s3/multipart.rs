@@ -18,11 +18,11 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::{S3Store, body, quote};
+use super::{S3Store, attrs_of, body, class_name, quote, with_attrs};
 use crate::backend::aws::sdk_error;
 use crate::error::{Error, Result, with_retries};
 use crate::model::ObjectEntry;
-use crate::objstore::{Body, CopySource, ObjectStore, unquote_etag};
+use crate::objstore::{Body, CopySource, ObjectAttrs, ObjectStore, WriteOptions, unquote_etag};
 
 /// Part copies (or part HEADs) in flight at once for one object.
 const PARALLEL: usize = 4;
@@ -96,6 +96,7 @@ pub(super) async fn copy(
     source: &CopySource,
     src: &ObjectEntry,
     dst_key: &str,
+    w: &WriteOptions,
 ) -> Result<ObjectEntry> {
     let missing = || Error::NotFound(format!("s3://{}/{}", source.bucket, src.key));
     // A plain HEAD checks the source is still the listed object (a part HEAD carries the
@@ -110,7 +111,11 @@ pub(super) async fn copy(
     }
     let head1 = store.head_in(&source.bucket, &src.key, Some(1)).await?.ok_or_else(missing)?;
     let parts = part_ranges(store, source, src, &head1).await?;
-    let id = create(store, dst_key, Some(&head1)).await?;
+    // UploadPartCopy copies bytes only: the attributes come from the source's HEAD (the
+    // plain one: a part's HEAD need not carry them) and its tags.
+    let mut attrs = attrs_of!(cur);
+    attrs.tags = store.tags(&source.bucket, &src.key).await?;
+    let id = create(store, dst_key, &attrs, w).await?;
     let header = copy_source_header(&source.bucket, &src.key);
     let if_match = src.etag.as_deref().map(quote);
     let copied: Result<Vec<CompletedPart>> = futures::stream::iter(parts.into_iter().enumerate())
@@ -200,8 +205,10 @@ pub(super) async fn upload(
     mut body: Body,
     size: u64,
     min_part: u64,
+    attrs: &ObjectAttrs,
+    w: &WriteOptions,
 ) -> Result<ObjectEntry> {
-    let id = create(store, key, None).await?;
+    let id = create(store, key, attrs, w).await?;
     let part = part_size_for(size, min_part);
     let uploaded: Result<Vec<CompletedPart>> = async {
         let mut parts = Vec::new();
@@ -239,24 +246,10 @@ fn completed(n: i32, etag: Option<&str>) -> CompletedPart {
     CompletedPart::builder().part_number(n).set_e_tag(etag.map(str::to_string)).build()
 }
 
-/// Starts a multipart upload, carrying the source's content headers and metadata if given.
-async fn create(store: &S3Store, key: &str, like: Option<&HeadObjectOutput>) -> Result<String> {
-    let out = store
-        .client
-        .create_multipart_upload()
-        .bucket(&store.bucket)
-        .key(key)
-        .set_content_type(like.and_then(|h| h.content_type().map(str::to_string)))
-        .set_cache_control(like.and_then(|h| h.cache_control().map(str::to_string)))
-        .set_content_disposition(like.and_then(|h| h.content_disposition().map(str::to_string)))
-        .set_content_encoding(like.and_then(|h| h.content_encoding().map(str::to_string)))
-        .set_content_language(like.and_then(|h| h.content_language().map(str::to_string)))
-        .set_metadata(like.and_then(|h| h.metadata().cloned()))
-        .set_storage_class(super::kept_class(like.and_then(|h| h.storage_class().map(|c| c.as_str()))))
-        // SSE-S3 only: a KMS key of the source's may not be usable in the destination.
-        .set_server_side_encryption(
-            like.and_then(|h| h.server_side_encryption()).filter(|s| s.as_str() == "AES256").cloned(),
-        )
+/// Starts a multipart upload of an object with `attrs` and `w` over them.
+async fn create(store: &S3Store, key: &str, attrs: &ObjectAttrs, w: &WriteOptions) -> Result<String> {
+    let req = store.client.create_multipart_upload().bucket(&store.bucket).key(key);
+    let out = with_attrs!(req, attrs, w)
         .send()
         .await
         .map_err(|e| sdk_error(&format!("start upload to {}", store.url(key)), e))?;

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::conformance::objstore::{self as suite, Caps};
+use crate::objstore::{ObjectAttrs, WriteOptions};
 
 fn store_in(dir: &Path) -> LocalDirStore {
     LocalDirStore::new(dir.to_str().unwrap()).unwrap()
@@ -38,7 +39,7 @@ async fn put_never_writes_through_a_symlink_out_of_the_root() {
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
     let store = store_in(dir.path());
-    let r = store.put("link/x", suite_body(b"data"), 4).await;
+    let r = store.put("link/x", suite_body(b"data"), 4, &ObjectAttrs::NONE, &WriteOptions::KEEP).await;
     assert!(matches!(&r, Err(Error::Permanent(m)) if m.contains("outside")), "{r:?}");
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
@@ -47,10 +48,10 @@ async fn put_never_writes_through_a_symlink_out_of_the_root() {
 async fn keys_that_clash_with_files_and_directories_are_permanent_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path());
-    store.put("f", suite_body(b"1"), 1).await.unwrap();
-    store.put("d/x", suite_body(b"2"), 1).await.unwrap();
+    store.put("f", suite_body(b"1"), 1, &ObjectAttrs::NONE, &WriteOptions::KEEP).await.unwrap();
+    store.put("d/x", suite_body(b"2"), 1, &ObjectAttrs::NONE, &WriteOptions::KEEP).await.unwrap();
     for key in ["f/under", "d"] {
-        let r = store.put(key, suite_body(b"3"), 1).await;
+        let r = store.put(key, suite_body(b"3"), 1, &ObjectAttrs::NONE, &WriteOptions::KEEP).await;
         assert!(matches!(&r, Err(Error::Permanent(m)) if m.contains(&format!("{key:?}"))), "{key}: {r:?}");
     }
     // Neither left a temp file behind, nor changed the objects.
@@ -168,7 +169,7 @@ async fn a_page_whose_walked_files_all_vanished_walks_on_and_is_never_empty_and_
 async fn files_written_behind_the_stores_back_are_listed_with_their_md5() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path());
-    store.put("a/1", suite_body(b"one"), 3).await.unwrap();
+    store.put("a/1", suite_body(b"one"), 3, &ObjectAttrs::NONE, &WriteOptions::KEEP).await.unwrap();
     assert_eq!(store.list(&all(10)).await.unwrap().entries.len(), 1);
     std::fs::write(dir.path().join("a/2"), b"two").unwrap();
     let page = store.list(&all(10)).await.unwrap();
@@ -181,8 +182,8 @@ async fn delete_prunes_emptied_directories_but_not_the_root() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let store = store_in(&root);
-    store.put("x/y/z", suite_body(b"z"), 1).await.unwrap();
-    store.put("x/w", suite_body(b"w"), 1).await.unwrap();
+    store.put("x/y/z", suite_body(b"z"), 1, &ObjectAttrs::NONE, &WriteOptions::KEEP).await.unwrap();
+    store.put("x/w", suite_body(b"w"), 1, &ObjectAttrs::NONE, &WriteOptions::KEEP).await.unwrap();
     assert_eq!(store.delete("x/y/z", None).await.unwrap(), Deleted::Yes);
     assert!(!root.join("x/y").exists() && root.join("x").exists());
     assert_eq!(store.delete("x/w", None).await.unwrap(), Deleted::Yes);
