@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use shared::error::with_retries;
-use shared::model::{Connection, JobOptions, JobState, Location, Mode, Scheme};
+use shared::model::{Connection, JobControl, JobOptions, JobState, Location, Mode, Scheme};
 use shared::objstore::StoreOpener;
 use shared::{Error, Result};
 
@@ -52,6 +52,20 @@ enum Command {
     Submit(SubmitArgs),
     /// Show jobs from the service's table.
     Status(StatusArgs),
+    /// Hold a running job: workers take no new page of it until it is resumed.
+    Pause(ControlArgs),
+    /// Let a paused job go on (its pending segments are sent again).
+    Resume(ControlArgs),
+    /// Stop a running or paused job for good, keeping its counts.
+    Cancel(ControlArgs),
+}
+
+#[derive(Args)]
+struct ControlArgs {
+    /// The job's id.
+    job: String,
+    #[command(flatten)]
+    svc: ServiceArgs,
 }
 
 #[derive(Args)]
@@ -107,11 +121,24 @@ struct SubmitArgs {
     /// The job id (default: a new random one). The same id twice is one job.
     #[arg(long)]
     id: Option<String>,
-    /// Compare only; never write.
+    /// What the job does: clone, verify-only or move.
+    #[arg(long, value_enum, default_value = "clone")]
+    mode: ModeArg,
+    /// Compare only; never write (the same as --mode verify-only).
     #[arg(long)]
     verify_only: bool,
+    /// Wait for the job to end, showing its status; exit as `status` does (0 verified).
+    #[arg(long)]
+    wait: bool,
     #[command(flatten)]
     svc: ServiceArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Clone,
+    VerifyOnly,
+    Move,
 }
 
 #[derive(Args)]
@@ -375,15 +402,30 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
             service::run_worker(&settings(&a.svc, None, a.concurrency)?).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Submit(a) => {
-            let mode = if a.verify_only { Mode::VerifyOnly } else { Mode::Clone };
+            let mode = match (a.verify_only, a.mode) {
+                (true, _) | (_, ModeArg::VerifyOnly) => Mode::VerifyOnly,
+                (_, ModeArg::Clone) => Mode::Clone,
+                (_, ModeArg::Move) => Mode::Move,
+            };
             let (src, dst) = a.conn.locations(&a.src, &a.dst)?;
             let options = JobOptions { mode, ..a.writes.apply(JobOptions::default()) };
-            let id = service::submit(&settings(&a.svc, None, None)?, src, dst, a.id, options).await?;
+            let s = settings(&a.svc, None, None)?;
+            let id = service::submit(&s, src, dst, a.id, options).await?;
             println!("{id}");
-            Ok(ExitCode::SUCCESS)
+            match a.wait {
+                true => service::wait(&s, &id).await,
+                false => Ok(ExitCode::SUCCESS),
+            }
         }
         Command::Status(a) => service::status(&settings(&a.svc, None, None)?, a.job.as_deref(), a.json, a.watch).await,
+        Command::Pause(a) => control(a, JobControl::Pause).await,
+        Command::Resume(a) => control(a, JobControl::Resume).await,
+        Command::Cancel(a) => control(a, JobControl::Cancel).await,
     }
+}
+
+async fn control(a: ControlArgs, action: JobControl) -> Result<ExitCode> {
+    service::control(&settings(&a.svc, None, None)?, &a.job, action).await.map(|()| ExitCode::SUCCESS)
 }
 
 fn local_options(r: &RunArgs) -> local::LocalOptions {
@@ -555,9 +597,15 @@ fn finish(out: &local::Outcome, json: bool) -> Result<ExitCode> {
     } else {
         print!("{}", r.human());
     }
-    Ok(match out.job.state {
+    Ok(exit_code(out.job.state))
+}
+
+/// The exit code a job's state gives: 0 verified; 1 finished without being verified
+/// (differences, failures, or cancelled); 2 failed (the job could not run) or not finished.
+pub fn exit_code(state: JobState) -> ExitCode {
+    match state {
         JobState::Verified => ExitCode::SUCCESS,
-        JobState::Mismatch => ExitCode::from(1),
-        JobState::Running | JobState::Failed => ExitCode::from(2),
-    })
+        JobState::Mismatch | JobState::Cancelled => ExitCode::from(1),
+        JobState::Running | JobState::Paused | JobState::Failed => ExitCode::from(2),
+    }
 }

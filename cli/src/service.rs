@@ -12,7 +12,7 @@ use shared::backend::StoreFactory;
 use shared::backend::aws::dynamo::DynamoJobStore;
 use shared::backend::aws::sqs::{QueueSettings, SqsQueue};
 use shared::jobstore::JobStore;
-use shared::model::{JobOptions, JobRecord, JobSpec, Location};
+use shared::model::{JobControl, JobOptions, JobRecord, JobSpec, Location};
 use shared::queue::WorkQueue;
 use shared::wire::CloneRequest;
 use shared::{Error, Result};
@@ -77,11 +77,10 @@ fn stop_on_signal() -> watch::Receiver<bool> {
     rx
 }
 
-/// `bucketclone coordinator`: runs until SIGTERM.
-pub async fn run_coordinator(s: &Settings) -> Result<()> {
-    let svc = connect(s).await?;
-    let requests = Arc::new(SqsQueue::open(svc.stores.aws().await, &s.requests_queue()).await?);
-    let intake = Intake {
+/// The coordinator's view of the deployment: its table and segment queue, and what
+/// requests may name (from the settings).
+fn intake(s: &Settings, svc: Service) -> Intake {
+    Intake {
         jobs: svc.jobs,
         segments: svc.segments,
         stores: svc.stores,
@@ -92,7 +91,27 @@ pub async fn run_coordinator(s: &Settings) -> Result<()> {
                 endpoints: s.allowed_endpoints.clone(),
             },
         },
-    };
+    }
+}
+
+/// `bucketclone pause|resume|cancel JOB`: changes the job's state in the table directly
+/// (resuming re-sends its pending segments); prints the state after.
+pub async fn control(s: &Settings, id: &str, action: JobControl) -> Result<()> {
+    let svc = connect(s).await?;
+    let state = coordinator::control(&intake(s, svc), id, action).await.map_err(|e| match e {
+        Error::NotFound(_) => Error::invalid(format!("no job {id} in table {}", s.table())),
+        Error::Conflict(m) => Error::invalid(m),
+        other => other,
+    })?;
+    println!("{id} {}", state.as_str());
+    Ok(())
+}
+
+/// `bucketclone coordinator`: runs until SIGTERM.
+pub async fn run_coordinator(s: &Settings) -> Result<()> {
+    let svc = connect(s).await?;
+    let requests = Arc::new(SqsQueue::open(svc.stores.aws().await, &s.requests_queue()).await?);
+    let intake = intake(s, svc);
     let cfg = CoordinatorConfig { http_addr: s.http()?, ..Default::default() };
     coordinator::service::run(intake, requests, cfg, stop_on_signal(), None).await
 }
@@ -136,6 +155,23 @@ pub async fn submit(
     Ok(id)
 }
 
+/// `submit --wait`: waits for the coordinator to take the request (at most a minute), then
+/// watches the job to its end; exits as `status` does.
+pub async fn wait(s: &Settings, id: &str) -> Result<std::process::ExitCode> {
+    let jobs = DynamoJobStore::new(StoreFactory::new().aws().await, s.table());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while jobs.job(id).await?.is_none() {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::transient(format!(
+                "job {id} was not accepted within a minute: is a coordinator running for {}?",
+                s.name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    status(s, Some(id), false, true).await
+}
+
 /// `bucketclone status`: one job (or all), as JSON documents or a table, once or watched.
 pub async fn status(s: &Settings, job: Option<&str>, json: bool, watch: bool) -> Result<std::process::ExitCode> {
     let stores = StoreFactory::new();
@@ -176,9 +212,9 @@ pub async fn status(s: &Settings, job: Option<&str>, json: bool, watch: bool) ->
         }
         let done = list.iter().all(|j| j.state.is_terminal());
         if !watch || done {
+            // One job: its state's code (a running one, only looked at, is fine: 0).
             return Ok(match list.first().map(|j| j.state) {
-                Some(shared::model::JobState::Mismatch) if job.is_some() => std::process::ExitCode::from(1),
-                Some(shared::model::JobState::Failed) if job.is_some() => std::process::ExitCode::from(2),
+                Some(st) if job.is_some() && st.is_terminal() => crate::exit_code(st),
                 _ => std::process::ExitCode::SUCCESS,
             });
         }

@@ -1,12 +1,13 @@
 //! The coordinator's HTTP API (axum): `GET /healthz`, `GET /jobs`, `GET /jobs/{id}`,
-//! `GET /jobs/{id}/stats`, `GET /metrics`. Read-only; every number comes from the job store
-//! (and, for `/stats`, from listing the job's two locations).
+//! `GET /jobs/{id}/stats`, `GET /metrics`, and two writes: `POST /jobs` (a clone request,
+//! as on the request queue) and `POST /jobs/{id}/{pause|resume|cancel}`. Every number comes
+//! from the job store (and, for `/stats`, from listing the job's two locations).
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -15,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use crate::Intake;
 use crate::status::{document_with, prometheus};
 use crate::supervisor::Health;
+use shared::Error;
+use shared::model::{JobControl, JobState};
+use shared::wire::Request;
 
 /// What the API reads: the job store and queue, and the supervisor's latest health.
 #[derive(Clone)]
@@ -35,8 +39,9 @@ impl Api {
 pub fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/jobs", get(list_jobs))
+        .route("/jobs", get(list_jobs).post(submit))
         .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/{action}", post(control))
         .route("/jobs/{id}/stats", get(job_stats))
         .route("/metrics", get(metrics))
         .with_state(api)
@@ -64,6 +69,41 @@ async fn list_jobs(State(api): State<Api>) -> Response {
     let health = api.health();
     match api.intake.jobs.jobs(1000).await {
         Ok(jobs) => Json(jobs.iter().map(|j| document_with(j, &health)).collect::<Vec<_>>()).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+/// A clone request in the body, accepted as from the request queue but answered directly:
+/// 202 with the job's id, or 400 saying what is wrong with the request (no job is recorded).
+async fn submit(State(api): State<Api>, body: String) -> Response {
+    let spec = match Request::parse(&body) {
+        Ok(Request::Clone(spec)) => *spec,
+        Ok(Request::Control { .. }) => {
+            let msg = "POST /jobs takes a clone request; control a job with POST /jobs/{id}/{action}";
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response();
+        }
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+    };
+    match api.intake.accept(&spec).await {
+        Ok(_) => {
+            (StatusCode::ACCEPTED, Json(json!({"id": spec.id, "state": JobState::Running.as_str()}))).into_response()
+        }
+        Err(Error::Invalid(m)) => (StatusCode::BAD_REQUEST, Json(json!({"error": m}))).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+/// Pauses, resumes or cancels a job: 200 with its state after, 404 for an unknown job or
+/// action, 409 when the action does not apply to the job's state.
+async fn control(State(api): State<Api>, Path((id, action)): Path<(String, String)>) -> Response {
+    let Some(action) = JobControl::parse(&action) else {
+        let msg = format!("no action {action:?}: pause, resume or cancel");
+        return (StatusCode::NOT_FOUND, Json(json!({"error": msg}))).into_response();
+    };
+    match crate::control(&api.intake, &id, action).await {
+        Ok(state) => Json(json!({"id": id, "state": state.as_str()})).into_response(),
+        Err(Error::NotFound(m)) => (StatusCode::NOT_FOUND, Json(json!({"error": m}))).into_response(),
+        Err(Error::Conflict(m)) => (StatusCode::CONFLICT, Json(json!({"error": m}))).into_response(),
         Err(e) => failure(e),
     }
 }

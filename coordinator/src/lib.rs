@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use shared::error::with_retries;
 use shared::jobstore::{JobStore, Recorded};
-use shared::model::{JobSpec, KeyRange, Location, Mode, Scheme, resolve_path};
+use shared::model::{JobControl, JobSpec, JobState, KeyRange, Location, Mode, Scheme, resolve_path};
 use shared::objstore::StoreOpener;
 use shared::queue::WorkQueue;
 use shared::wire::SegmentMessage;
@@ -177,6 +177,33 @@ impl Intake {
             self.stores.open(&spec.destination).await.map_err(|e| input_error("destination", &spec.destination, e))?;
         with_retries(|| dst.check()).await.map_err(|e| input_error("destination", &spec.destination, e))
     }
+}
+
+/// Pauses, resumes or cancels job `id`. Returns its state after the action: the action's
+/// target, whether it happened now or before (a repeat is a no-op), or for a resumed job
+/// with nothing outstanding the state it settled in.
+///
+/// Pausing or cancelling takes effect within one segment: workers work no new page of a
+/// job that is not running and settle its messages; pages in progress finish and count. A
+/// paused job's pending segments stay in the job store, so resuming sends them all again
+/// (duplicates are harmless) and settles the job if nothing is outstanding.
+///
+/// Errors: `NotFound` for an unknown job; `Conflict` when the action does not apply to the
+/// job's state (resuming a cancelled job, pausing a finished one).
+pub async fn control(intake: &Intake, id: &str, action: JobControl) -> Result<JobState> {
+    let (_, to) = action.transition();
+    let state = intake.jobs.control(id, action).await?.ok_or_else(|| Error::NotFound(format!("no job {id}")))?;
+    if state != to {
+        return Err(Error::Conflict(format!("job {id} is {}: it cannot {}", state.as_str(), action.as_str())));
+    }
+    tracing::info!(job = %id, action = action.as_str(), state = state.as_str(), "job control");
+    if action == JobControl::Resume {
+        supervisor::redrive(intake, id).await?;
+        if let Some(now) = intake.jobs.job(id).await?.map(|j| j.state) {
+            return Ok(now);
+        }
+    }
+    Ok(state)
 }
 
 /// A store problem the requester must fix becomes `Invalid` with a message naming the side;

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use shared::model::{JobSpec, Location, Scheme};
 use shared::queue::WorkQueue;
-use shared::wire::CloneRequest;
+use shared::wire::Request;
 use shared::{Error, Result};
 
 use crate::supervisor::{Health, Supervisor, SupervisorConfig};
@@ -99,8 +99,19 @@ pub async fn run(
 /// Accepts one request body. Ok means "done with this message" (accepted, or refused and
 /// recorded); an error means "try again later" (the message stays on the queue).
 pub async fn handle_request(intake: &Intake, body: &str) -> Result<()> {
-    let spec = match CloneRequest::parse(body) {
-        Ok(spec) => spec,
+    let spec = match Request::parse(body) {
+        Ok(Request::Clone(spec)) => *spec,
+        Ok(Request::Control { id, action }) => {
+            return match crate::control(intake, &id, action).await {
+                Ok(_) => Ok(()),
+                // Nothing to retry: an unknown job, or one the action does not apply to.
+                Err(e @ (Error::NotFound(_) | Error::Conflict(_))) => {
+                    warn!(job = %id, action = action.as_str(), error = %e, "control request not applied");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+        }
         Err(Error::Invalid(msg)) => {
             return match loose_spec(body) {
                 Some(spec) => record_refusal(intake, &spec, &msg).await,

@@ -17,7 +17,7 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::model::{JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord};
+use crate::model::{JobControl, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord};
 
 /// The most children one [`JobStore::complete_segment`] may create, and the most first
 /// segments one [`JobStore::create_job`] may record: the whole write is one DynamoDB
@@ -79,7 +79,7 @@ pub trait JobStore: Send + Sync {
     /// concurrent calls lose nothing. `NotFound` for a segment never created.
     async fn mark_moved(&self, job: &str, range: &KeyRange, marks: &[String]) -> Result<()>;
 
-    /// Moves a running job whose `outstanding` is 0 to its final state (from its counters:
+    /// Moves a running (not paused) job whose `outstanding` is 0 to its final state (from its counters:
     /// `Verified` or `Mismatch`). Returns the job's state after the call; a job still running
     /// with segments outstanding is left alone. Idempotent.
     async fn finalize(&self, job: &str) -> Result<Option<JobState>>;
@@ -87,6 +87,12 @@ pub trait JobStore: Send + Sync {
     /// Ends a running job as `Failed` with `message` (a bad request, a missing bucket).
     /// No-op on a terminal job.
     async fn fail(&self, job: &str, message: &str) -> Result<()>;
+
+    /// Pauses, resumes or cancels the job, in one conditional write: only from the states
+    /// [`JobControl::transition`] allows, keeping its counters. Returns the job's state
+    /// after the call (unchanged when the action does not apply), `None` for an unknown job.
+    /// A paused job is not [`JobStore::running`]; segment completions still count on it.
+    async fn control(&self, job: &str, action: JobControl) -> Result<Option<JobState>>;
 
     /// The job's findings ordered by (key, kind), strictly after `after` (the last issue of
     /// the previous page), at most `limit`: page through them to stream a report of any size.

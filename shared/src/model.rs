@@ -213,6 +213,13 @@ pub struct ObjectEntry {
 }
 
 /// The lifecycle of a job. Terminal states are never left.
+///
+/// ```text
+///   running ──(nothing outstanding)──> verified | mismatch
+///   running ──(bad request, missing bucket)──> failed
+///   running <──pause/resume──> paused
+///   running | paused ──cancel──> cancelled
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -224,11 +231,26 @@ pub enum JobState {
     Mismatch,
     /// The job could not run (bad request, missing bucket, no permission): see `message`.
     Failed,
+    /// Held by a user: workers take no new page of it until it is resumed; pages in
+    /// progress finish and are counted.
+    Paused,
+    /// Stopped by a user for good, with the counts of the pages done until then. Nothing
+    /// was deleted that was not verified (a move deletes only after verifying).
+    Cancelled,
 }
 
 impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Running,
+        JobState::Verified,
+        JobState::Mismatch,
+        JobState::Failed,
+        JobState::Paused,
+        JobState::Cancelled,
+    ];
+
     pub fn is_terminal(self) -> bool {
-        self != JobState::Running
+        !matches!(self, JobState::Running | JobState::Paused)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -236,12 +258,42 @@ impl JobState {
             JobState::Verified => "verified",
             JobState::Mismatch => "mismatch",
             JobState::Failed => "failed",
+            JobState::Paused => "paused",
+            JobState::Cancelled => "cancelled",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [JobState::Running, JobState::Verified, JobState::Mismatch, JobState::Failed]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// What a user can do to a job that has not ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobControl {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+impl JobControl {
+    /// The states the action applies to, and the state it leads to.
+    pub fn transition(self) -> (&'static [JobState], JobState) {
+        match self {
+            JobControl::Pause => (&[JobState::Running], JobState::Paused),
+            JobControl::Resume => (&[JobState::Paused], JobState::Running),
+            JobControl::Cancel => (&[JobState::Running, JobState::Paused], JobState::Cancelled),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobControl::Pause => "pause",
+            JobControl::Resume => "resume",
+            JobControl::Cancel => "cancel",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [JobControl::Pause, JobControl::Resume, JobControl::Cancel].into_iter().find(|c| c.as_str() == s)
     }
 }
 
@@ -470,6 +522,22 @@ mod tests {
         let key_alone = JobOptions { sse_kms_key_id: Some("k".into()), ..Default::default() };
         assert!(err(key_alone, "s3://dst-b").contains("needs sse"));
         assert!(err(ok, "/tmp/dir").contains("bytes only"));
+    }
+
+    #[test]
+    fn job_states_and_controls_round_trip_and_only_running_or_paused_jobs_are_live() {
+        for st in JobState::ALL {
+            assert_eq!(JobState::parse(st.as_str()), Some(st));
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{}\"", st.as_str()));
+        }
+        let live: Vec<_> = JobState::ALL.into_iter().filter(|s| !s.is_terminal()).collect();
+        assert_eq!(live, [JobState::Running, JobState::Paused]);
+        for c in [JobControl::Pause, JobControl::Resume, JobControl::Cancel] {
+            assert_eq!(JobControl::parse(c.as_str()), Some(c));
+            let (from, to) = c.transition();
+            assert!(from.iter().all(|s| !s.is_terminal()), "{c:?} never leaves a terminal state");
+            assert!(!from.contains(&to));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{Connection, JobOptions, JobSpec, KeyRange, Location, Scheme};
+use crate::model::{Connection, JobControl, JobOptions, JobSpec, KeyRange, Location, Scheme};
 
 /// The current version of every message written.
 pub const WIRE_VERSION: u32 = 1;
@@ -138,6 +138,44 @@ impl CloneRequest {
     }
 }
 
+/// A control request on the request queue: `{"action": "cancel", "id": "job-1"}` (or
+/// `"pause"`, `"resume"`; `"v": 1` optional). See [`JobControl`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    #[serde(default = "one")]
+    pub v: u32,
+    pub action: JobControl,
+    pub id: String,
+}
+
+/// What one message on the request queue asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A new job (a [`CloneRequest`]).
+    Clone(Box<JobSpec>),
+    /// Pause, resume or cancel a job (a [`ControlRequest`]).
+    Control { id: String, action: JobControl },
+}
+
+impl Request {
+    /// A control request when the body has an `"action"`, else a clone request. Every
+    /// failure is `Invalid` with a message fit for the job's status.
+    pub fn parse(body: &str) -> Result<Request> {
+        let is_control = serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v.get("action").is_some());
+        if !is_control {
+            return CloneRequest::parse(body).map(|s| Request::Clone(Box::new(s)));
+        }
+        let c: ControlRequest =
+            serde_json::from_str(body).map_err(|e| Error::invalid(format!("malformed control request: {e}")))?;
+        if c.v != WIRE_VERSION {
+            return Err(Error::invalid(format!("unsupported request version {}", c.v)));
+        }
+        crate::model::validate_job_id(&c.id)?;
+        Ok(Request::Control { id: c.id, action: c.action })
+    }
+}
+
 /// A segment of work on the segment queue: one key range of one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentMessage {
@@ -237,6 +275,27 @@ mod tests {
             let err = CloneRequest::parse(body).unwrap_err();
             assert!(matches!(err, Error::Invalid(_)), "{body}: {err:?}");
             assert!(err.to_string().contains(needle), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn control_requests_are_told_apart_from_clone_requests() {
+        assert_eq!(
+            Request::parse(r#"{"action": "cancel", "id": "job-1"}"#).unwrap(),
+            Request::Control { id: "job-1".into(), action: JobControl::Cancel }
+        );
+        let pause = serde_json::to_string(&ControlRequest { v: 1, action: JobControl::Pause, id: "j".into() }).unwrap();
+        assert_eq!(Request::parse(&pause).unwrap(), Request::Control { id: "j".into(), action: JobControl::Pause });
+        let clone = r#"{"id": "j", "source": {"name": "a-b"}, "destination": {"name": "c-d"}}"#;
+        assert!(matches!(Request::parse(clone).unwrap(), Request::Clone(s) if s.id == "j"));
+        for (body, needle) in [
+            (r#"{"action": "delete", "id": "j"}"#, "malformed control request"),
+            (r#"{"action": "cancel"}"#, "malformed control request"),
+            (r#"{"action": "cancel", "id": "j j"}"#, "job id"),
+            (r#"{"action": "cancel", "id": "j", "v": 2}"#, "version"),
+        ] {
+            let e = Request::parse(body).unwrap_err();
+            assert!(matches!(e, Error::Invalid(_)) && e.to_string().contains(needle), "{body}: {e}");
         }
     }
 

@@ -83,6 +83,23 @@ pub fn http_get(addr: &str, path: &str) -> serde_json::Value {
     serde_json::from_str(body).expect("a JSON body")
 }
 
+/// `POST path` with a JSON `body` on the coordinator's HTTP API at `addr`: the status code
+/// and the body as JSON.
+pub fn http_post(addr: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP API");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status code");
+    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
@@ -140,6 +157,11 @@ impl Service {
         assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
         let addr = format!("127.0.0.1:{}", free_port());
         let coordinator = spawn(&["coordinator", "--name", name, "--http", &addr], &env);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "the coordinator's HTTP API did not come up on {addr}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let requests = SqsQueue::open(ctx, &format!("{name}-requests")).await.expect("requests queue");
         let jobs = DynamoJobStore::new(ctx, format!("{name}-jobs"));
         Service { name: name.to_string(), addr, jobs, requests, coordinator, workers: Vec::new(), env }
@@ -178,6 +200,14 @@ impl Service {
             assert!(Instant::now() < deadline, "job {id} did not finish within {limit:?}");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+
+    /// `bucketclone args... --name <name>` with the deployment's environment, to its end.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let args: Vec<&str> = args.iter().copied().chain(["--name", self.name.as_str()]).collect();
+        let out = command(&args, &self.env).stdout(Stdio::piped()).stderr(Stdio::piped()).output().expect("run");
+        eprintln!("$ bucketclone {}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        out
     }
 
     /// `bucketclone status <id> --json`: the status document.

@@ -17,7 +17,9 @@ use bucketclone_tests::{moto, unique};
 use shared::Result;
 use shared::backend::aws::dynamo::DynamoJobStore;
 use shared::jobstore::{JobStore, Recorded};
-use shared::model::{JobRecord, JobSpec, JobState, KeyRange, Location, ObjectIssue, SegmentCompletion, SegmentRecord};
+use shared::model::{
+    JobControl, JobRecord, JobSpec, JobState, KeyRange, Location, ObjectIssue, SegmentCompletion, SegmentRecord,
+};
 
 /// A store that lets one call at a time through to the inner one (see the module doc).
 struct OneAtATime {
@@ -74,6 +76,10 @@ impl JobStore for OneAtATime {
     async fn fail(&self, job: &str, message: &str) -> Result<()> {
         let _turn = self.turn.lock().await;
         self.inner.fail(job, message).await
+    }
+    async fn control(&self, job: &str, action: JobControl) -> Result<Option<JobState>> {
+        let _turn = self.turn.lock().await;
+        self.inner.control(job, action).await
     }
     async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>> {
         let _turn = self.turn.lock().await;

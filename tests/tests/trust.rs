@@ -205,6 +205,9 @@ impl JobStore for Refusing {
     async fn fail(&self, job: &str, message: &str) -> Result<()> {
         self.inner.fail(job, message).await
     }
+    async fn control(&self, job: &str, action: shared::model::JobControl) -> Result<Option<JobState>> {
+        self.inner.control(job, action).await
+    }
     async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>> {
         self.inner.issues(job, after, limit).await
     }

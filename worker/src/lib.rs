@@ -1,7 +1,8 @@
 //! The worker: leases segments from the queue and works them, many at once, through the
 //! crash-safe segment protocol:
 //!
-//! 1. lease the message; read the segment's record; if it is already done, go to 5;
+//! 1. lease the message; read the segment's record; if it is already done, go to 5; if its
+//!    job is not running (paused, cancelled, finished), ack it and stop;
 //! 2. work one page ([`page::work_page`]): list, copy, verify, (move: delete), children;
 //! 3. record the outcome, the children and the job's counters in ONE atomic write
 //!    ([`JobStore::complete_segment`]; a repeat is a no-op);
@@ -29,7 +30,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use shared::error::Disposition;
 use shared::faults::{AFTER_COPY, AFTER_RECORD, BEFORE_ACK, crash_point};
 use shared::jobstore::{JobStore, Recorded};
-use shared::model::{Counters, IssueKind, JobSpec, KeyRange, ObjectIssue, SegmentCompletion, now_ms};
+use shared::model::{Counters, IssueKind, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, now_ms};
 use shared::objstore::ObjectStore;
 use shared::objstore::StoreOpener;
 use shared::queue::{Delivery, LeaseId, WorkQueue};
@@ -267,9 +268,16 @@ impl Worker {
             debug!("segment already done; re-enqueueing its pending children");
             return self.enqueue_pending(id, &rec.children).await;
         }
+        // Only a running job gets a new page. A paused job's segments stay pending in the
+        // job store, where resuming finds them and sends them again; a cancelled or
+        // finished job's are done with. Either way the message is settled.
         match self.jobs.job(id).await? {
-            Some(j) if !j.state.is_terminal() => {}
-            _ => return Ok(()),
+            Some(j) if j.state == JobState::Running => {}
+            Some(j) => {
+                debug!(state = j.state.as_str(), "the job is not running; segment left pending");
+                return Ok(());
+            }
+            None => return Ok(()),
         }
         let started = now_ms();
         let ctx = page::PageCtx {

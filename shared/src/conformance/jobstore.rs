@@ -16,6 +16,7 @@
 //! - `fail` on an unknown job is `NotFound`; `finalize` on one is `Ok(None)`.
 
 mod cases;
+mod control;
 mod issues;
 mod trust;
 
@@ -55,6 +56,8 @@ where
     case!(trust::running_lists_running_jobs_only_and_notes_touch_only_them);
     case!(trust::move_marks_are_a_union);
     case!(trust::losing_duplicate_completions_leave_no_findings);
+    case!(control::pause_keeps_counting_and_resume_settles);
+    case!(control::cancel_is_final_and_keeps_the_counts);
 }
 
 /// A job id unused anywhere: `case` plus a random suffix.

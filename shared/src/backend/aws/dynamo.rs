@@ -50,7 +50,8 @@ use super::{AwsContext, sdk_error};
 use crate::error::{Error, Result, retry, with_retries};
 use crate::jobstore::{JobStore, MAX_CHILDREN, Recorded};
 use crate::model::{
-    JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms, validate_job_id,
+    JobControl, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms,
+    validate_job_id,
 };
 use items::{
     ISSUE_END, ISSUE_PREFIX, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, RUNNING_GSI_PK, RUNNING_INDEX, SEG_PREFIX, issue_attempt,
@@ -334,7 +335,7 @@ impl JobStore for DynamoJobStore {
         let Some(rec) = self.job(job).await? else {
             return Ok(None);
         };
-        if rec.state.is_terminal() || rec.counters.outstanding > 0 {
+        if rec.state != JobState::Running || rec.counters.outstanding > 0 {
             return Ok(Some(rec.state));
         }
         let state = rec.final_state();
@@ -356,6 +357,43 @@ impl JobStore for DynamoJobStore {
         {
             Ok(_) => Ok(Some(state)),
             // Someone else settled it (or failed it) first: report what it is now.
+            Err(Error::Conflict(_)) => Ok(self.job(job).await?.map(|j| j.state)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One conditional update: the state, and the job's entry in the `jobs-running` index
+    /// (a paused or cancelled job leaves it, a resumed one comes back).
+    async fn control(&self, job: &str, action: JobControl) -> Result<Option<JobState>> {
+        let (from, to) = action.transition();
+        let set = "SET #state = :to, #updated = :now";
+        let expr = match to {
+            JobState::Running => format!("{set}, gsi2pk = :r"),
+            _ => format!("{set} REMOVE gsi2pk"),
+        };
+        let allowed: Vec<String> = (0..from.len()).map(|i| format!(":f{i}")).collect();
+        let mut b = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&job_pk(job), JOB_SK)))
+            .update_expression(expr)
+            .condition_expression(format!("#state IN ({})", allowed.join(", ")))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#updated", "updated_ms")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":now", n(now_ms()));
+        if to == JobState::Running {
+            b = b.expression_attribute_values(":r", s(RUNNING_GSI_PK));
+        }
+        for (name, st) in allowed.iter().zip(from) {
+            b = b.expression_attribute_values(name, s(st.as_str()));
+        }
+        match with_retries(|| async { b.clone().send().await.map_err(|e| sdk_error("changing a job's state", e)) })
+            .await
+        {
+            Ok(_) => Ok(Some(to)),
+            // Not in a state the action applies to (or no such job): say what it is.
             Err(Error::Conflict(_)) => Ok(self.job(job).await?.map(|j| j.state)),
             Err(e) => Err(e),
         }

@@ -27,8 +27,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::error::{Error, Result};
 use crate::jobstore::{JobStore, MAX_CHILDREN, Recorded};
 use crate::model::{
-    Counters, IssueKind, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms,
-    validate_job_id,
+    Counters, IssueKind, JobControl, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion,
+    SegmentRecord, now_ms, validate_job_id,
 };
 
 mod schema;
@@ -328,7 +328,7 @@ impl JobStore for SqliteJobStore {
             let Some(rec) = read_job(&tx, sql, &job)? else {
                 return Ok(None);
             };
-            if rec.state.is_terminal() || rec.counters.outstanding > 0 {
+            if rec.state != JobState::Running || rec.counters.outstanding > 0 {
                 return Ok(Some(rec.state));
             }
             let state = rec.final_state();
@@ -339,6 +339,32 @@ impl JobStore for SqliteJobStore {
             .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             Ok(Some(state))
+        })
+        .await
+    }
+
+    async fn control(&self, job: &str, action: JobControl) -> Result<Option<JobState>> {
+        let job = job.to_string();
+        self.call(move |conn, _| {
+            let (from, to) = action.transition();
+            let tx = immediate(conn)?;
+            let state: Option<String> = tx
+                .query_row("SELECT state FROM jobstore_job WHERE id = ?1", [&job], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            let Some(now) = state.as_deref().and_then(JobState::parse) else {
+                return Ok(None);
+            };
+            if !from.contains(&now) {
+                return Ok(Some(now));
+            }
+            tx.execute(
+                "UPDATE jobstore_job SET state = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![job, to.as_str(), now_ms()],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(Some(to))
         })
         .await
     }
