@@ -256,7 +256,9 @@ impl SecondMoto {
     pub fn start() -> SecondMoto {
         let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/moto_server.py");
-        let child = Command::new("python3")
+        // The Python scripts/moto.sh found or installed moto for (a venv under target/).
+        let python = std::env::var("BUCKETCLONE_PYTHON").unwrap_or_else(|_| "python3".into());
+        let child = Command::new(python)
             .args([script, "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
