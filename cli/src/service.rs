@@ -113,6 +113,7 @@ pub async fn run_coordinator(s: &Settings) -> Result<()> {
     let requests = Arc::new(SqsQueue::open(svc.stores.aws().await, &s.requests_queue()).await?);
     let intake = intake(s, svc);
     let cfg = CoordinatorConfig { http_addr: s.http()?, ..Default::default() };
+    shared::telemetry::install();
     coordinator::service::run(intake, requests, cfg, stop_on_signal(), None).await
 }
 
@@ -131,7 +132,27 @@ pub async fn run_worker(s: &Settings) -> Result<()> {
         cfg.id = format!("{host}-{}", std::process::id());
     }
     tracing::info!(worker = %cfg.id, "worker starting");
-    Worker::new(cfg, svc.segments, svc.jobs, svc.stores).run(stop_on_signal()).await
+    shared::telemetry::install();
+    let stop = stop_on_signal();
+    let server = match s.worker.http_addr.as_str() {
+        "" => None,
+        addr => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(addr = %l.local_addr()?, "worker HTTP (/metrics, /healthz) listening");
+                Some(tokio::spawn(worker::http::serve(l, svc.segments.clone(), svc.jobs.clone(), stop.clone())))
+            }
+            // Another worker on this machine has it: work anyway, without the port.
+            Err(e) => {
+                tracing::warn!(addr, error = %e, "worker HTTP port unavailable; running without /metrics and /healthz");
+                None
+            }
+        },
+    };
+    let run = Worker::new(cfg, svc.segments, svc.jobs, svc.stores).run(stop).await;
+    if let Some(s) = server {
+        let _ = s.await;
+    }
+    run
 }
 
 /// `bucketclone submit`: sends a clone request and returns the job id.

@@ -36,6 +36,8 @@ pub struct Settings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSettings {
+    /// The worker's HTTP port (`/metrics`, `/healthz`); empty: none.
+    pub http_addr: String,
     pub segments_in_flight: usize,
     pub concurrency: usize,
     pub lease_secs: u64,
@@ -65,6 +67,7 @@ impl Settings {
         let mut b = config::Config::builder()
             .set_default("name", "bucketclone")
             .and_then(|b| b.set_default("http_addr", "127.0.0.1:8080"))
+            .and_then(|b| b.set_default("worker.http_addr", "127.0.0.1:9090"))
             .and_then(|b| b.set_default("worker.segments_in_flight", 8))
             .and_then(|b| b.set_default("worker.concurrency", 64))
             .and_then(|b| b.set_default("worker.lease_secs", 60))

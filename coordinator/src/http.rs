@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use std::sync::{Arc, Mutex};
 
 use crate::Intake;
-use crate::status::{document_with, prometheus};
+use crate::status::{document_with, jobs_with_series, record_metrics};
 use crate::supervisor::Health;
 use shared::Error;
 use shared::model::{JobControl, JobState};
@@ -38,7 +38,7 @@ impl Api {
 /// The API's routes over the job store, the segment queue and the supervisor's health.
 pub fn router(api: Api) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/jobs", get(list_jobs).post(submit))
         .route("/jobs/{id}", get(get_job))
         .route("/jobs/{id}/{action}", post(control))
@@ -59,6 +59,12 @@ pub async fn serve(listener: tokio::net::TcpListener, api: Api, mut stop: watch:
     if let Err(e) = axum::serve(listener, router(api)).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "HTTP server failed");
     }
+}
+
+/// 200 when the segment queue and the job store answer, 503 saying which does not.
+async fn healthz(State(api): State<Api>) -> Response {
+    let (code, body) = shared::telemetry::health_response(api.intake.segments.as_ref(), api.intake.jobs.as_ref()).await;
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE), body).into_response()
 }
 
 fn failure(e: shared::Error) -> Response {
@@ -116,21 +122,21 @@ async fn get_job(State(api): State<Api>, Path(id): Path<String>) -> Response {
     }
 }
 
+/// The process's metrics, then the queues' depths and the series of running and
+/// just-finished jobs, made fresh for this scrape.
 async fn metrics(State(api): State<Api>) -> Response {
-    let jobs = match api.intake.jobs.jobs(1000).await {
+    let (running, newest) = match tokio::try_join!(api.intake.jobs.running(), api.intake.jobs.jobs(100)) {
         Ok(j) => j,
         Err(e) => return failure(e),
     };
-    let depth = api.intake.segments.depth().await.unwrap_or_default();
-    let mut text = prometheus(&jobs, &depth, &api.health());
+    let jobs = jobs_with_series(running, newest, shared::model::now_ms());
+    let mut queues = vec![("segments", api.intake.segments.depth().await.unwrap_or_default())];
     if let Some(q) = &api.requests {
-        let d = q.depth().await.unwrap_or_default();
-        text += "# HELP bucketclone_request_queue_messages Clone requests by state.\n";
-        text += "# TYPE bucketclone_request_queue_messages gauge\n";
-        for (state, n) in [("visible", d.visible), ("in_flight", d.in_flight), ("dead_letter", d.dead_letters)] {
-            text += &format!("bucketclone_request_queue_messages{{state=\"{state}\"}} {n}\n");
-        }
+        queues.push(("requests", q.depth().await.unwrap_or_default()));
     }
+    let health = api.health();
+    let mut text = shared::telemetry::render();
+    text += &shared::telemetry::render_local(|| record_metrics(&jobs, &queues, &health));
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 

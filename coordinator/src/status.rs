@@ -1,9 +1,10 @@
-//! The job status document: one JSON shape for `bucketclone status --json`, `GET /jobs/{id}`
-//! and the Prometheus gauges, so every view reports the same numbers.
+//! The job status document: one JSON shape for `bucketclone status --json` and
+//! `GET /jobs/{id}`, and the same counters as Prometheus series, so every view reports the
+//! same numbers.
 
 use serde_json::{Value, json};
 
-use shared::model::{Counters, JobRecord, now_ms};
+use shared::model::{Counters, JobRecord, JobState, now_ms};
 use shared::queue::QueueDepth;
 
 use crate::supervisor::Health;
@@ -46,40 +47,52 @@ pub fn document(job: &JobRecord) -> Value {
     })
 }
 
-/// Prometheus text exposition of every job's counters, the service's queue depth (dead
-/// letters included) and the supervisor's view of stalled jobs.
-pub fn prometheus(jobs: &[JobRecord], depth: &QueueDepth, health: &Health) -> String {
-    let mut out = String::new();
-    out += "# HELP bucketclone_segment_queue_messages Segment messages by state.\n";
-    out += "# TYPE bucketclone_segment_queue_messages gauge\n";
-    for (state, n) in [("visible", depth.visible), ("in_flight", depth.in_flight), ("dead_letter", depth.dead_letters)]
-    {
-        out += &format!("bucketclone_segment_queue_messages{{state=\"{state}\"}} {n}\n");
-    }
-    out += "# HELP bucketclone_job_dead_letter_segments A running job's segments in the dead-letter queue.\n";
-    out += "# TYPE bucketclone_job_dead_letter_segments gauge\n";
-    out += "# HELP bucketclone_job_stalled_seconds Seconds since a running job last finished a segment.\n";
-    out += "# TYPE bucketclone_job_stalled_seconds gauge\n";
-    let mut ids: Vec<&String> = health.jobs.keys().collect();
-    ids.sort();
-    for id in ids {
-        let h = &health.jobs[id];
-        out += &format!("bucketclone_job_dead_letter_segments{{job=\"{id}\"}} {}\n", h.dead_segments);
-        out += &format!("bucketclone_job_stalled_seconds{{job=\"{id}\"}} {}\n", h.stalled_secs);
-    }
-    out += "# HELP bucketclone_job_counter A job's counter (objects, bytes, segments, differences).\n";
-    out += "# TYPE bucketclone_job_counter gauge\n";
-    for j in jobs {
-        for (name, v) in Counters::NAMES.iter().zip(j.counters.values()) {
-            out += &format!("bucketclone_job_counter{{job=\"{}\",counter=\"{name}\"}} {v}\n", j.spec.id);
+/// How long a finished job keeps its series on `/metrics`: long enough for every scraper to
+/// see its final numbers, short enough that series do not pile up.
+pub const FINISHED_SERIES_MS: i64 = 10 * 60 * 1000;
+
+/// The jobs that get series: every running one, and those that ended in the last
+/// [`FINISHED_SERIES_MS`] (so their final numbers are scraped); not paused ones, not old ones.
+pub fn jobs_with_series(running: Vec<JobRecord>, newest: Vec<JobRecord>, now_ms: i64) -> Vec<JobRecord> {
+    let mut out: Vec<JobRecord> = running.into_iter().filter(|j| j.state == JobState::Running).collect();
+    for j in newest {
+        let recent = j.state.is_terminal() && now_ms - j.updated_ms <= FINISHED_SERIES_MS;
+        if recent && !out.iter().any(|o| o.spec.id == j.spec.id) {
+            out.push(j);
         }
     }
-    out += "# HELP bucketclone_job_state 1 for the job's current state.\n";
-    out += "# TYPE bucketclone_job_state gauge\n";
-    for j in jobs {
-        out += &format!("bucketclone_job_state{{job=\"{}\",state=\"{}\"}} 1\n", j.spec.id, j.state.as_str());
-    }
     out
+}
+
+/// Records the coordinator's gauges into the current recorder (see
+/// [`shared::telemetry::render_local`]): each queue's messages by state, dead letters
+/// included, and for each of `jobs` (see [`jobs_with_series`]) its counters, outstanding
+/// segments and state, and the supervisor's view (seconds stalled, segments in the
+/// dead-letter queue).
+pub fn record_metrics(jobs: &[JobRecord], queues: &[(&str, QueueDepth)], health: &Health) {
+    use shared::telemetry::QUEUE_MESSAGES;
+    for (queue, d) in queues {
+        for (state, n) in [("visible", d.visible), ("in_flight", d.in_flight), ("dead_letter", d.dead_letters)] {
+            metrics::gauge!(QUEUE_MESSAGES, "queue" => queue.to_string(), "state" => state).set(n as f64);
+        }
+    }
+    for j in jobs {
+        let job = j.spec.id.clone();
+        metrics::gauge!("bucketclone_job_state", "job" => job.clone(), "state" => j.state.as_str()).set(1.0);
+        for (name, v) in Counters::NAMES.iter().zip(j.counters.values()) {
+            match *name {
+                "outstanding" => {
+                    metrics::gauge!("bucketclone_job_outstanding_segments", "job" => job.clone()).set(v as f64)
+                }
+                _ => metrics::counter!(format!("bucketclone_job_{name}_total"), "job" => job.clone())
+                    .absolute(v.max(0) as u64),
+            }
+        }
+        if let Some(h) = health.jobs.get(&j.spec.id) {
+            metrics::gauge!("bucketclone_job_stalled_seconds", "job" => job.clone()).set(h.stalled_secs as f64);
+            metrics::gauge!("bucketclone_job_dead_letter_segments", "job" => job.clone()).set(h.dead_segments as f64);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -114,15 +127,35 @@ mod tests {
     }
 
     #[test]
-    fn prometheus_text_has_one_line_per_counter() {
+    fn metrics_carry_the_jobs_counters_and_the_queues() {
         let depth = QueueDepth { visible: 3, in_flight: 1, dead_letters: 2 };
         let mut health = Health::default();
         health.jobs.insert("j1".into(), crate::supervisor::JobHealth { dead_segments: 2, ..Default::default() });
-        let t = prometheus(&[job()], &depth, &health);
-        assert!(t.contains("bucketclone_job_counter{job=\"j1\",counter=\"copied_bytes\"} 99\n"));
-        assert!(t.contains("bucketclone_segment_queue_messages{state=\"visible\"} 3\n"));
-        assert!(t.contains("bucketclone_segment_queue_messages{state=\"dead_letter\"} 2\n"));
-        assert!(t.contains("bucketclone_job_dead_letter_segments{job=\"j1\"} 2\n"));
-        assert!(t.contains("bucketclone_job_state{job=\"j1\",state=\"verified\"} 1\n"));
+        let t = shared::telemetry::render_local(|| record_metrics(&[job()], &[("segments", depth)], &health));
+        assert!(t.contains("# TYPE bucketclone_job_copied_bytes_total counter"), "{t}");
+        assert!(t.contains("bucketclone_job_copied_bytes_total{job=\"j1\"} 99\n"), "{t}");
+        assert!(t.contains("bucketclone_job_state{job=\"j1\",state=\"verified\"} 1\n"), "{t}");
+        assert!(t.contains("bucketclone_queue_messages{queue=\"segments\",state=\"dead_letter\"} 2\n"), "{t}");
+        assert!(t.contains("bucketclone_job_dead_letter_segments{job=\"j1\"} 2\n"), "{t}");
+    }
+
+    #[test]
+    fn series_are_for_running_and_just_finished_jobs_only() {
+        let with = |id: &str, state: JobState, updated_ms: i64| JobRecord {
+            spec: JobSpec { id: id.into(), ..job().spec },
+            state,
+            updated_ms,
+            ..job()
+        };
+        let now = 100 * FINISHED_SERIES_MS;
+        let running = vec![with("run", JobState::Running, 0)];
+        let newest = vec![
+            with("run", JobState::Running, 0),
+            with("just-done", JobState::Verified, now - 1_000),
+            with("paused", JobState::Paused, now),
+            with("long-done", JobState::Mismatch, now - FINISHED_SERIES_MS - 1),
+        ];
+        let ids: Vec<String> = jobs_with_series(running, newest, now).into_iter().map(|j| j.spec.id).collect();
+        assert_eq!(ids, ["run", "just-done"]);
     }
 }

@@ -74,13 +74,26 @@ pub fn aborted(status: &ExitStatus) -> bool {
 
 /// `GET path` on the coordinator's HTTP API at `addr`; the body as JSON (must be 200).
 pub fn http_get(addr: &str, path: &str) -> serde_json::Value {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP API");
+    let (code, body) = http_get_text(addr, path);
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).expect("a JSON body")
+}
+
+/// `GET path` on an HTTP server at `addr`: the status code and the body as text.
+pub fn http_get_text(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP server");
     write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").expect("send");
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read");
     let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    serde_json::from_str(body).expect("a JSON body")
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status code");
+    (code, body.to_string())
+}
+
+/// The value of the Prometheus sample `series` (name and labels exactly as rendered) in
+/// `text`, if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// `POST path` with a JSON `body` on the coordinator's HTTP API at `addr`: the status code

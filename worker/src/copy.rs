@@ -30,7 +30,8 @@ pub async fn copy_object(
         (Some(s), Some(d)) if s.endpoint == d.endpoint => Some(s),
         _ => None,
     };
-    limit
+    let started = std::time::Instant::now();
+    let copied = limit
         .run(&RetryPolicy::current(), || async {
             match &server_side {
                 Some(s) => dst.copy_from(s, entry, dst_key, w).await,
@@ -40,5 +41,9 @@ pub async fn copy_object(
                 }
             }
         })
-        .await
+        .await;
+    if copied.is_ok() {
+        metrics::histogram!(shared::telemetry::COPY_SECONDS).record(started.elapsed().as_secs_f64());
+    }
+    copied
 }

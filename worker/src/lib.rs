@@ -17,6 +17,7 @@
 
 pub mod compare;
 pub mod copy;
+pub mod http;
 pub mod limit;
 pub mod page;
 
@@ -34,6 +35,7 @@ use shared::model::{Counters, IssueKind, JobSpec, JobState, KeyRange, ObjectIssu
 use shared::objstore::ObjectStore;
 use shared::objstore::StoreOpener;
 use shared::queue::{Delivery, LeaseId, WorkQueue};
+use shared::telemetry;
 use shared::wire::SegmentMessage;
 use shared::{Error, Result};
 
@@ -200,6 +202,7 @@ impl Worker {
     /// fails or panics, renewal ends with it.
     async fn handle(self: &Arc<Self>, d: Delivery) {
         use futures::FutureExt;
+        metrics::counter!(telemetry::SEGMENTS_LEASED).increment(1);
         let work = std::panic::AssertUnwindSafe(self.process(&d)).catch_unwind();
         let result = tokio::select! {
             r = work => r.unwrap_or_else(|_| Err(Error::invalid("panicked while working the segment"))),
@@ -317,6 +320,7 @@ impl Worker {
         };
         match self.jobs.complete_segment(&completion).await? {
             Recorded::Now => {
+                record_metrics(&completion.delta);
                 crash_point(AFTER_RECORD);
                 self.push_children(id, &children).await?
             }
@@ -366,6 +370,20 @@ impl Worker {
         self.open.lock().await.insert(id.to_string(), job.clone());
         Ok(Some(job))
     }
+}
+
+/// Counts a recorded page in the process's metrics. Only pages this worker recorded (not a
+/// duplicate that lost), so across workers the totals equal the jobs' counters.
+fn record_metrics(delta: &Counters) {
+    use telemetry::*;
+    let n = |v: i64| v.max(0) as u64;
+    metrics::counter!(SEGMENTS_COMPLETED).increment(1);
+    metrics::counter!(OBJECTS_COPIED).increment(n(delta.copied_objects));
+    metrics::counter!(BYTES_COPIED).increment(n(delta.copied_bytes));
+    metrics::counter!(OBJECTS_VERIFIED).increment(n(delta.verified_objects));
+    metrics::counter!(OBJECTS_SKIPPED).increment(n(delta.skipped_objects));
+    metrics::counter!(OBJECTS_FAILED).increment(n(delta.failed_objects));
+    metrics::counter!(OBJECTS_DELETED).increment(n(delta.deleted_objects));
 }
 
 /// The record of a range that could not be listed at all: no children (nothing below it can

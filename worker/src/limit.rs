@@ -106,12 +106,22 @@ impl CopyLimit {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        use shared::telemetry::{COPIES_IN_FLIGHT, RETRIES, THROTTLES};
+        let attempts = std::sync::atomic::AtomicU32::new(0);
         policy
             .run(|| {
                 let attempt = op();
+                if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                    metrics::counter!(RETRIES).increment(1);
+                }
                 async move {
                     let permit = self.acquire().await;
+                    metrics::gauge!(COPIES_IN_FLIGHT).increment(1.0);
                     let r = attempt.await;
+                    metrics::gauge!(COPIES_IN_FLIGHT).decrement(1.0);
+                    if matches!(r, Err(shared::Error::Throttled(_))) {
+                        metrics::counter!(THROTTLES).increment(1);
+                    }
                     permit.observe(&r);
                     r
                 }
