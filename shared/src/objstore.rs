@@ -132,11 +132,32 @@ pub struct CopySource {
     pub bucket: String,
 }
 
-/// Stored checksums (`x-amz-checksum-*`), when a HEAD asked for them and the object has one.
+/// What a store can tell about an object's content beyond its listing: its checksums
+/// (`x-amz-checksum-*`, read with a HEAD asking for them, or computed by the store) and
+/// whether its ETag is an MD5 of the content. Asked for only for the pairs whose ETags
+/// cannot decide.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checksums {
-    /// (algorithm, base64 value), e.g. ("SHA256", "...").
+    /// Full-object checksums: (algorithm, base64 value), e.g. ("CRC64NVME", "..."). Equal
+    /// values of one algorithm mean equal content; different values, different content.
     pub values: Vec<(String, String)>,
+    /// Composite checksums (a checksum of the parts' checksums, S3's `COMPOSITE` type):
+    /// equal only when the content and the part boundaries are; different values prove
+    /// nothing.
+    pub composite: Vec<(String, String)>,
+    /// True when the object's ETag is known to be the MD5 of its content (a single-part
+    /// upload without SSE-KMS or SSE-C; a local file). False when it is not, or unknown.
+    pub etag_is_md5: bool,
+    /// The ETag of the object these describe, when known: a different one than listed
+    /// means the object changed in between and these say nothing about the listed one.
+    pub etag: Option<String>,
+}
+
+impl Checksums {
+    /// The full-object value of `algorithm`, if any.
+    pub fn full(&self, algorithm: &str) -> Option<&str> {
+        self.values.iter().find(|(a, _)| a == algorithm).map(|(_, v)| v.as_str())
+    }
 }
 
 /// What a conditional delete did.
@@ -168,7 +189,9 @@ pub trait ObjectStore: Send + Sync {
     /// The object's size and ETag, or `None` if it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectEntry>>;
 
-    /// The object's stored checksums (empty when it has none or the store keeps none).
+    /// What the store can tell about the object's content (see [`Checksums`]): one request
+    /// (a HEAD) on S3, a read of the file in a local directory. `NotFound` if it does not
+    /// exist. The engine asks only for pairs whose ETags cannot decide.
     async fn checksums(&self, key: &str) -> Result<Checksums>;
 
     /// Copies the object `src` (as listed) of `source`, a store whose
@@ -219,6 +242,23 @@ pub fn is_multipart_etag(etag: &str) -> bool {
     etag.rsplit_once('-').is_some_and(|(h, n)| h.len() == 32 && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Standard base64 with padding, as S3's checksum headers spell values.
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
+        for i in 0..4 {
+            match i <= chunk.len() {
+                true => out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char),
+                false => out.push('='),
+            }
+        }
+    }
+    out
+}
+
 /// Strips the quotes S3 puts around ETags.
 pub fn unquote_etag(etag: &str) -> String {
     etag.trim_matches('"').to_string()
@@ -234,5 +274,12 @@ mod tests {
         assert!(!is_multipart_etag("d41d8cd98f00b204e9800998ecf8427e"));
         assert!(!is_multipart_etag("abc-3"));
         assert_eq!(unquote_etag("\"abc\""), "abc");
+    }
+
+    #[test]
+    fn base64_pads_like_s3() {
+        assert_eq!(base64(b""), "");
+        assert_eq!([base64(b"f"), base64(b"fo"), base64(b"foo")], ["Zg==", "Zm8=", "Zm9v"]);
+        assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x01]), "//4AAQ==");
     }
 }

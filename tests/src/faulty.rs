@@ -1,8 +1,12 @@
 //! Fault injection for tests: [`ThrottlingStore`], an object store that answers
 //! `Throttled` like S3's per-prefix request limit; [`SlowStore`], slow writes that count
 //! concurrent writes of one key; [`LostRenewals`], a queue whose lease renewals never
-//! arrive; and [`FailingEndpoint`], an HTTP server that fails every request with one status
-//! and counts them (to count what an SDK client really sends).
+//! arrive; [`FailingEndpoint`], an HTTP server that fails every request with one status
+//! and counts them (to count what an SDK client really sends); and [`KmsLike`], a store
+//! whose ETags are not MD5s, as with SSE-KMS.
+
+mod kms;
+pub use kms::{KmsEtags, KmsLike};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -57,7 +57,8 @@ async fn seen(ctx: &AwsContext, bucket: &str, key: &str) -> String {
 async fn source(ctx: &AwsContext) -> String {
     let name = unique("attr-src");
     S3Store::create_bucket(ctx, &name).await.unwrap();
-    let store = S3Store::new(ctx, &name).with_multipart(5 << 20, 5 << 20);
+    // CRC32: moto stores a CRC32 named CRC64NVME for multipart uploads (see the README).
+    let store = S3Store::new(ctx, &name).with_multipart(5 << 20, 5 << 20).with_upload_checksum("CRC32");
     for (key, size) in OBJECTS {
         let bytes: Vec<u8> = (0..*size).map(|i| (i % 251) as u8).collect();
         store.put(key, body(bytes), *size as u64, &attrs(), &WriteOptions::KEEP).await.unwrap();
@@ -81,7 +82,8 @@ async fn clone(
     let conn = Connection { endpoint_url: dst_url.map(str::to_string), ..Default::default() };
     let (ls, ld) = (Location::s3(src, "").unwrap(), Location::s3(&dst, "").unwrap().with_conn(conn).unwrap());
     let stores = Arc::new(StoreFactory::with_aws(ctx.clone()));
-    stores.insert(&ld, Arc::new(S3Store::new(dst_ctx, &dst).with_multipart(5 << 20, 5 << 20)));
+    let store = S3Store::new(dst_ctx, &dst).with_multipart(5 << 20, 5 << 20).with_upload_checksum("CRC32");
+    stores.insert(&ld, Arc::new(store));
     let dir = tempfile::tempdir().unwrap();
     let opts = LocalOptions { state: dir.path().join("s.sqlite"), workers: 1, concurrency: 4, show_progress: false };
     let out = run_with(stores, ls, ld, options, &opts).await.unwrap();

@@ -16,7 +16,7 @@ use shared::model::{Counters, IssueKind, JobSpec, KeyRange, Mode, ObjectEntry, O
 use shared::objstore::{Deleted, ListPage, ListRequest, ObjectStore};
 use shared::{Error, Result};
 
-use crate::compare::{Verdict, compare, compare_checksums};
+use crate::compare::{Verdict, compare, settle};
 use crate::copy::copy_object;
 use crate::limit::CopyLimit;
 
@@ -103,15 +103,15 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
         out.delta.source_objects += 1;
         out.delta.source_bytes += e.size as i64;
     }
-    let mut copied = HashSet::new();
+    let (mut copied, mut proven) = (HashSet::new(), HashSet::new());
     if ctx.spec.options.mode != Mode::VerifyOnly {
-        let todo = plan_copies(ctx, &mut src, &mut dst).await;
+        let todo = plan_copies(ctx, &mut src, &mut dst, &mut proven).await;
         copied = copy_all(ctx, &todo, &mut out).await;
         if !copied.is_empty() {
             dst = list_dest(ctx, &covered).await?;
         }
     }
-    let verified = classify(ctx, &src, &mut dst, &copied, &moved, &mut out).await;
+    let verified = classify(ctx, &src, &mut dst, (&copied, &proven), &moved, &mut out).await;
     if ctx.spec.options.mode == Mode::Move {
         out.to_delete = verified;
     }
@@ -189,43 +189,48 @@ async fn list_dest(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<BTreeMap<Strin
     }
 }
 
-/// Compares one pair, resolving missing ETags with HEADs and multipart ETags with
-/// checksums. May refresh the entries it HEADs.
+/// Compares one pair, resolving missing ETags with HEADs and differing ETags with both
+/// sides' checksums (one request per side, counted in `head_calls`). May refresh the
+/// entries it HEADs.
 async fn verdict(ctx: &PageCtx<'_>, s: &mut ObjectEntry, d: &mut ObjectEntry) -> Result<Verdict> {
     let size_only = ctx.spec.options.size_only;
-    match compare(s, d, size_only) {
-        Verdict::NeedsHead => {
-            for (store, e) in [(ctx.src, &mut *s), (ctx.dst, &mut *d)] {
-                if e.etag.is_none() {
-                    RunStats::bump(&ctx.stats.head_calls);
-                    if let Some(h) = with_retries(|| store.head(&e.key)).await? {
-                        *e = h;
-                    }
+    let mut v = compare(s, d, size_only);
+    if v == Verdict::NeedsHead {
+        for (store, e) in [(ctx.src, &mut *s), (ctx.dst, &mut *d)] {
+            if e.etag.is_none() {
+                RunStats::bump(&ctx.stats.head_calls);
+                if let Some(h) = with_retries(|| store.head(&e.key)).await? {
+                    *e = h;
                 }
             }
-            Ok(match compare(s, d, size_only) {
-                Verdict::NeedsHead => Verdict::Unverifiable("no ETag on either side"),
-                v => v,
-            })
         }
-        Verdict::Unverifiable(why) => {
-            RunStats::bump(&ctx.stats.head_calls);
-            let a = with_retries(|| ctx.src.checksums(&s.key)).await?;
-            let b = with_retries(|| ctx.dst.checksums(&d.key)).await?;
-            Ok(compare_checksums(&a, &b).unwrap_or(Verdict::Unverifiable(why)))
-        }
-        v => Ok(v),
+        v = match compare(s, d, size_only) {
+            Verdict::NeedsHead => Verdict::Unverifiable("no ETag on either side"),
+            v => v,
+        };
     }
+    if v == Verdict::NeedsChecksums {
+        let mut sums = Vec::with_capacity(2);
+        for (store, e) in [(ctx.src, &*s), (ctx.dst, &*d)] {
+            RunStats::bump(&ctx.stats.head_calls);
+            sums.push(with_retries(|| store.checksums(&e.key)).await?);
+        }
+        v = settle(s, d, &sums[0], &sums[1]);
+    }
+    Ok(v)
 }
 
 /// The source entries to copy: missing or different in the destination. An unverifiable
-/// pair is copied again only server-side, where the copy keeps the source's ETag form.
-/// Source entries keep what a HEAD learnt about them, so they are not asked twice. A pair
-/// whose comparison fails (a HEAD refused) is left alone here: verification reports it.
+/// pair is copied again only server-side, where the copy keeps the source's ETag form and
+/// checksum. Source entries keep what a HEAD learnt about them, so they are not asked
+/// twice; pairs proven equal by checksums go in `proven` (key, destination ETag), so
+/// verification does not ask again. A pair whose comparison fails (a HEAD refused) is left
+/// alone here: verification reports it.
 async fn plan_copies(
     ctx: &PageCtx<'_>,
     src: &mut [(String, ObjectEntry)],
     dst: &mut BTreeMap<String, ObjectEntry>,
+    proven: &mut HashSet<(String, Option<String>)>,
 ) -> Vec<(String, ObjectEntry)> {
     let server_side =
         matches!((ctx.src.copy_source(), ctx.dst.copy_source()), (Some(a), Some(b)) if a.endpoint == b.endpoint);
@@ -234,7 +239,13 @@ async fn plan_copies(
         let copy = match dst.get_mut(k.as_str()) {
             None => true,
             Some(d) => match verdict(ctx, s, d).await {
-                Ok(Verdict::Equal) | Err(_) => false,
+                Ok(Verdict::Equal) => {
+                    if s.etag != d.etag {
+                        proven.insert((k.clone(), d.etag.clone()));
+                    }
+                    false
+                }
+                Err(_) => false,
                 Ok(Verdict::Unverifiable(_)) => server_side,
                 Ok(_) => true,
             },
@@ -281,13 +292,15 @@ async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut P
     copied
 }
 
-/// Classifies every key of the page after the work and tallies it. Returns the source
-/// entries proven identical in the destination, each with its [`move_mark`].
+/// Classifies every key of the page after the work and tallies it: `copied` keys, and
+/// `proven` (key, destination ETag) pairs that planning proved equal by checksums and were
+/// not written since. Returns the source entries proven identical in the destination, each
+/// with its [`move_mark`].
 async fn classify(
     ctx: &PageCtx<'_>,
     src: &[(String, ObjectEntry)],
     dst: &mut BTreeMap<String, ObjectEntry>,
-    copied: &HashSet<String>,
+    (copied, proven): (&HashSet<String>, &HashSet<(String, Option<String>)>),
     moved: &HashSet<String>,
     out: &mut PageResult,
 ) -> Vec<(ObjectEntry, String)> {
@@ -306,7 +319,9 @@ async fn classify(
         out.delta.dest_bytes += d.size as i64;
         let mut s = s.clone();
         let mut detail = None;
-        let kind = match verdict(ctx, &mut s, &mut d).await {
+        let known = proven.contains(&(k.clone(), d.etag.clone())) && !copied.contains(k);
+        let v = if known { Ok(Verdict::Equal) } else { verdict(ctx, &mut s, &mut d).await };
+        let kind = match v {
             Err(e) => {
                 tracing::warn!(key = %k, error = %e, "comparison failed");
                 detail = Some(format!("could not compare: {e}"));
@@ -324,7 +339,7 @@ async fn classify(
             }
             Ok(Verdict::SizeDiffers) => IssueKind::SizeDiffers,
             Ok(Verdict::ContentDiffers) => IssueKind::ContentDiffers,
-            Ok(Verdict::Unverifiable(_) | Verdict::NeedsHead) => IssueKind::Unverifiable,
+            Ok(Verdict::Unverifiable(_) | Verdict::NeedsHead | Verdict::NeedsChecksums) => IssueKind::Unverifiable,
         };
         if copied_failed.contains(k) {
             continue;

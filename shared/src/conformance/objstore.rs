@@ -108,6 +108,7 @@ where
     objects::bad_bodies_write_nothing(new_store().await).await;
     objects::conditional_delete(new_store().await).await;
     objects::conditional_get(new_store().await).await;
+    objects::checksums_describe_the_content(new_store().await).await;
     objects::concurrent_puts(new_store().await).await;
     objects::check_store(new_store().await, &caps).await;
     listing::tricky_keys_list_in_byte_order(new_store().await, &caps).await;
@@ -130,6 +131,21 @@ pub fn body(bytes: Vec<u8>) -> Body {
 /// The hex MD5 of `bytes`: a single-part object's ETag.
 pub fn md5_hex(bytes: &[u8]) -> String {
     hex::encode(Md5::digest(bytes))
+}
+
+/// The full-object checksum `algorithm` of `bytes` as S3 spells it (base64 of the
+/// big-endian value), for the algorithms the suite can compute.
+pub fn checksum_of(algorithm: &str, bytes: &[u8]) -> Option<String> {
+    use crc_fast::CrcAlgorithm::{Crc32Iscsi, Crc32IsoHdlc, Crc64Nvme};
+    use sha2::{Digest as _, Sha256};
+    let crc = |alg, width: usize| crate::objstore::base64(&crc_fast::checksum(alg, bytes).to_be_bytes()[8 - width..]);
+    match algorithm {
+        "CRC32" => Some(crc(Crc32IsoHdlc, 4)),
+        "CRC32C" => Some(crc(Crc32Iscsi, 4)),
+        "CRC64NVME" => Some(crc(Crc64Nvme, 8)),
+        "SHA256" => Some(crate::objstore::base64(&Sha256::digest(bytes))),
+        _ => None,
+    }
 }
 
 /// `n` bytes of deterministic noise (so a misplaced chunk is caught, unlike zeroes).

@@ -4,7 +4,8 @@
 //! not at all (`put` writes a hidden temp file in the target directory, syncs it and
 //! renames it over the key); nothing is ever written outside the root, and keys a directory
 //! cannot hold (see [`keys::unsupported_reason`]) fail with `Permanent` before any write.
-//! ETags are the hex MD5 of the content, computed on listing and HEAD (see [`meta`]).
+//! ETags are the hex MD5 of the content, computed on listing and HEAD (see [`meta`]);
+//! checksums (CRC32, CRC32C, CRC64NVME, SHA256) are computed when asked for.
 //! Listings name every entry in their range that is not copied, with the reason (see
 //! [`listing`] for the symlink policy).
 //! Server-side copy is not offered: the engine streams between directories.
@@ -173,9 +174,20 @@ impl ObjectStore for LocalDirStore {
         self.blocking(move |s| s.head(&key)).await
     }
 
-    /// A directory keeps no checksums: always empty.
-    async fn checksums(&self, _key: &str) -> Result<Checksums> {
-        Ok(Checksums::default())
+    /// Computed from the file on demand (it keeps none): one read of the whole file, for
+    /// the objects whose ETags cannot decide (see [`meta::checksums_file`]).
+    async fn checksums(&self, key: &str) -> Result<Checksums> {
+        let missing = format!("{key:?} in {}", self.describe());
+        let path = key_path(&self.inner.root, key).map_err(|_| Error::NotFound(missing.clone()))?;
+        let key = key.to_string();
+        self.blocking(move |_| match meta::checksums_file(&path) {
+            Ok(c) => Ok(c),
+            Err(e) if walk::vanished(&e) || e.kind() == std::io::ErrorKind::IsADirectory => {
+                Err(Error::NotFound(missing))
+            }
+            Err(e) => Err(io_err(e, &key)),
+        })
+        .await
     }
 
     async fn copy_from(&self, _: &CopySource, src: &ObjectEntry, _: &str, _: &WriteOptions) -> Result<ObjectEntry> {

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{Caps, assert_not_found, body, list_all, md5_hex, noise, put, read_all, tricky_content, tricky_keys};
+use super::{
+    Caps, assert_not_found, body, checksum_of, list_all, md5_hex, noise, put, read_all, tricky_content, tricky_keys,
+};
 use crate::error::Error;
 use crate::model::ObjectEntry;
 use crate::objstore::{Deleted, ObjectStore};
@@ -134,6 +136,24 @@ pub(super) async fn concurrent_puts(store: Arc<dyn ObjectStore>) {
     assert_eq!(head.etag, Some(md5_hex(&same)), "concurrent_puts: ETag does not match content");
 }
 
+/// `checksums` of a written object: its ETag, an MD5 (a single-part write), and at least one
+/// full-object checksum, each one right for the bytes; `NotFound` for a missing key.
+pub(super) async fn checksums_describe_the_content(store: Arc<dyn ObjectStore>) {
+    for (key, bytes) in [("sum/hello", b"hello".to_vec()), ("sum/empty", Vec::new()), ("sum/noise", noise(70_000, 5))] {
+        let obj = put(&*store, key, &bytes).await;
+        let c = store.checksums(key).await.unwrap_or_else(|e| panic!("checksums of {key:?}: {e}"));
+        assert_eq!(c.etag, obj.etag, "checksums of {key:?}: the ETag");
+        assert!(c.etag_is_md5, "checksums of {key:?}: a single-part write's ETag is its MD5");
+        assert!(!c.values.is_empty(), "checksums of {key:?}: no full-object checksum ({c:?})");
+        for (alg, v) in &c.values {
+            if let Some(want) = checksum_of(alg, &bytes) {
+                assert_eq!(v, &want, "checksums of {key:?}: {alg}");
+            }
+        }
+    }
+    assert_not_found("checksums of a missing key", store.checksums("sum/absent").await);
+}
+
 /// `check` passes on an existing store; on a missing one `check` and `list` are NotFound.
 pub(super) async fn check_store(store: Arc<dyn ObjectStore>, caps: &Caps) {
     store.check().await.unwrap_or_else(|e| panic!("check of {} failed: {e}", store.describe()));
@@ -189,6 +209,12 @@ pub(super) async fn server_side_copy(a: Arc<dyn ObjectStore>, b: Arc<dyn ObjectS
         }
         assert_eq!(b.head(&dst).await.unwrap().map(|e| e.etag), Some(entry.etag.clone()));
         assert!(read_all(&*b, &dst).await == data, "server_side_copy: bytes of {k:?} differ");
+        if k == "big/object" || k == "plain.txt" {
+            // The copy carries the source's checksum, so the two can be compared by it.
+            let (cs, cd) = (a.checksums(k).await.unwrap(), b.checksums(&dst).await.unwrap());
+            let common = cs.values.iter().any(|(alg, v)| cd.full(alg) == Some(v.as_str()));
+            assert!(common, "server_side_copy: {k:?} and its copy share no checksum: {cs:?} / {cd:?}");
+        }
     }
     // Within one store too.
     let e = a.head("plain.txt").await.unwrap().expect("plain.txt");

@@ -14,7 +14,7 @@
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -100,8 +100,17 @@ pub(super) async fn copy(
 ) -> Result<ObjectEntry> {
     let missing = || Error::NotFound(format!("s3://{}/{}", source.bucket, src.key));
     // A plain HEAD checks the source is still the listed object (a part HEAD carries the
-    // part's ETag on some servers); part 1's HEAD gives the part size and count.
-    let cur = store.head_in(&source.bucket, &src.key, None).await?.ok_or_else(missing)?;
+    // part's ETag on some servers) and gives its checksum, which the copy asks for too;
+    // part 1's HEAD gives the part size and count.
+    let cur = store
+        .client
+        .head_object()
+        .bucket(&source.bucket)
+        .key(&src.key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .map_err(|e| sdk_error(&format!("head s3://{}/{}", source.bucket, src.key), e))?;
     let cur_size = cur.content_length().unwrap_or(0).max(0) as u64;
     if cur.e_tag().map(unquote_etag) != src.etag || cur_size != src.size {
         return Err(Error::Permanent(format!(
@@ -115,7 +124,8 @@ pub(super) async fn copy(
     // plain one: a part's HEAD need not carry them) and its tags.
     let mut attrs = attrs_of!(cur);
     attrs.tags = store.tags(&source.bucket, &src.key).await?;
-    let id = create(store, dst_key, &attrs, w).await?;
+    let sum = super::checksums::for_copy_of(&super::checksums::from_head(&cur));
+    let id = create(store, dst_key, &attrs, w, &sum).await?;
     let header = copy_source_header(&source.bucket, &src.key);
     let if_match = src.etag.as_deref().map(quote);
     let copied: Result<Vec<CompletedPart>> = futures::stream::iter(parts.into_iter().enumerate())
@@ -135,8 +145,14 @@ pub(super) async fn copy(
                     req.clone().send().await.map_err(|e| copy_error(source, src, dst_key, e))
                 })
                 .await?;
-                let etag = out.copy_part_result().and_then(|r| r.e_tag());
-                Ok(completed(i as i32 + 1, etag))
+                let r = out.copy_part_result();
+                let part = completed(i as i32 + 1, r.and_then(|r| r.e_tag()))
+                    .set_checksum_crc32(r.and_then(|r| r.checksum_crc32()).map(str::to_string))
+                    .set_checksum_crc32_c(r.and_then(|r| r.checksum_crc32_c()).map(str::to_string))
+                    .set_checksum_crc64_nvme(r.and_then(|r| r.checksum_crc64_nvme()).map(str::to_string))
+                    .set_checksum_sha1(r.and_then(|r| r.checksum_sha1()).map(str::to_string))
+                    .set_checksum_sha256(r.and_then(|r| r.checksum_sha256()).map(str::to_string));
+                Ok(part.build())
             }
         })
         .buffer_unordered(PARALLEL)
@@ -208,7 +224,10 @@ pub(super) async fn upload(
     attrs: &ObjectAttrs,
     w: &WriteOptions,
 ) -> Result<ObjectEntry> {
-    let id = create(store, key, attrs, w).await?;
+    // A full-object checksum, so the object verifies against a source that has the same
+    // one (a local file computes it), whatever its part size.
+    let sum = (store.upload_checksum.clone(), ChecksumType::FullObject);
+    let id = create(store, key, attrs, w, &sum).await?;
     let part = part_size_for(size, min_part);
     let uploaded: Result<Vec<CompletedPart>> = async {
         let mut parts = Vec::new();
@@ -223,13 +242,20 @@ pub(super) async fn upload(
                     .upload_id(&id)
                     .part_number(i as i32 + 1)
                     .content_length(len as i64)
+                    .checksum_algorithm(sum.0.clone())
                     .body(ByteStream::from(data.clone()))
                     .send()
                     .await
                     .map_err(|e| sdk_error(&format!("upload part {} of {}", i + 1, store.url(key)), e))
             })
             .await?;
-            parts.push(completed(i as i32 + 1, out.e_tag()));
+            let part = completed(i as i32 + 1, out.e_tag())
+                .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+                .set_checksum_crc32_c(out.checksum_crc32_c().map(str::to_string))
+                .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_string))
+                .set_checksum_sha1(out.checksum_sha1().map(str::to_string))
+                .set_checksum_sha256(out.checksum_sha256().map(str::to_string));
+            parts.push(part.build());
         }
         body::expect_end(&mut body, size).await?;
         Ok(parts)
@@ -242,13 +268,26 @@ pub(super) async fn upload(
     finish(store, key, &id, entry, size).await
 }
 
-fn completed(n: i32, etag: Option<&str>) -> CompletedPart {
-    CompletedPart::builder().part_number(n).set_e_tag(etag.map(str::to_string)).build()
+fn completed(n: i32, etag: Option<&str>) -> aws_sdk_s3::types::builders::CompletedPartBuilder {
+    CompletedPart::builder().part_number(n).set_e_tag(etag.map(str::to_string))
 }
 
-/// Starts a multipart upload of an object with `attrs` and `w` over them.
-async fn create(store: &S3Store, key: &str, attrs: &ObjectAttrs, w: &WriteOptions) -> Result<String> {
-    let req = store.client.create_multipart_upload().bucket(&store.bucket).key(key);
+/// Starts a multipart upload of an object with `attrs` and `w` over them, asking for the
+/// checksum `sum`.
+async fn create(
+    store: &S3Store,
+    key: &str,
+    attrs: &ObjectAttrs,
+    w: &WriteOptions,
+    sum: &(ChecksumAlgorithm, ChecksumType),
+) -> Result<String> {
+    let req = store
+        .client
+        .create_multipart_upload()
+        .bucket(&store.bucket)
+        .key(key)
+        .checksum_algorithm(sum.0.clone())
+        .checksum_type(sum.1.clone());
     let out = with_attrs!(req, attrs, w)
         .send()
         .await
