@@ -23,8 +23,30 @@ use shared::model::{Connection, JobControl, JobOptions, JobState, Location, Mode
 use shared::objstore::StoreOpener;
 use shared::{Error, Result};
 
+const EXAMPLES: &str = "\
+Examples:
+  bucketclone demo                                      # a sample clone on this machine, verified
+  bucketclone clone s3://src-bucket s3://dst-bucket/backup
+  bucketclone clone ./photos s3://my-bucket/photos --storage-class STANDARD_IA
+  bucketclone clone s3://data s3://data --source-endpoint-url https://minio.internal:9000 \\
+      --source-profile minio --destination-profile prod
+  bucketclone verify s3://a s3://b --report diff.jsonl
+  bucketclone move s3://a/old s3://b/new --dry-run
+  bucketclone submit s3://src s3://dst --name prod --wait    # on the deployed service
+  bucketclone status JOB --name prod --watch
+  bucketclone completions bash > /etc/bash_completion.d/bucketclone
+
+Exit codes: 0 verified; 1 finished with differences or failures, or cancelled; 2 usage,
+configuration or input errors.";
+
 #[derive(Parser)]
-#[command(name = "bucketclone", version, about = "Clone very large S3 buckets, verified", max_term_width = 100)]
+#[command(
+    name = "bucketclone",
+    version,
+    about = "Clone very large S3 buckets, verified",
+    max_term_width = 100,
+    after_help = EXAMPLES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,6 +80,11 @@ enum Command {
     Resume(ControlArgs),
     /// Stop a running or paused job for good, keeping its counts.
     Cancel(ControlArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args)]
@@ -372,13 +399,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr: human lines by default, JSON with `BUCKETCLONE_LOG_FORMAT=json`; the
-/// level from `BUCKETCLONE_LOG` (an env-filter, e.g. `info,worker=debug`).
+/// Logs go to stderr: human lines on a terminal, JSON lines otherwise (a service's log
+/// collector, a file), never with colour codes outside a terminal;
+/// `BUCKETCLONE_LOG_FORMAT=json|text` decides explicitly. The level comes from
+/// `BUCKETCLONE_LOG` (an env-filter, e.g. `info,worker=debug`).
 fn init_logs(default: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BUCKETCLONE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let json = std::env::var("BUCKETCLONE_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let terminal = std::io::stderr().is_terminal();
+    let json = match std::env::var("BUCKETCLONE_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !terminal,
+    };
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(terminal).with_writer(|| progress::LogWriter);
     if json { b.json().init() } else { b.init() }
 }
 
@@ -421,6 +456,11 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Pause(a) => control(a, JobControl::Pause).await,
         Command::Resume(a) => control(a, JobControl::Resume).await,
         Command::Cancel(a) => control(a, JobControl::Cancel).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "bucketclone", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -607,5 +647,24 @@ pub fn exit_code(state: JobState) -> ExitCode {
         JobState::Verified => ExitCode::SUCCESS,
         JobState::Mismatch | JobState::Cancelled => ExitCode::from(1),
         JobState::Running | JobState::Paused | JobState::Failed => ExitCode::from(2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_completes() {
+        Cli::command().debug_assert();
+        let mut out = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "bucketclone", &mut out);
+        let script = String::from_utf8(out).unwrap();
+        for word in ["clone", "submit", "cancel", "--source-endpoint-url", "--storage-class"] {
+            assert!(script.contains(word), "the bash completion offers {word}");
+        }
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Examples:") && help.contains("bucketclone demo"), "{help}");
     }
 }

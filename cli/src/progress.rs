@@ -1,47 +1,85 @@
-//! Progress on a terminal: objects, bytes, rate and a rough ETA, redrawn in place on stderr.
-//! Silent when stderr is not a terminal (logs and `--json` stay clean).
+//! Progress on a terminal: objects, bytes, rate and a rough ETA, drawn by indicatif in place
+//! on stderr, with log lines written around it. Silent when stderr is not a terminal (logs
+//! and `--json` stay clean).
 //!
 //! The total is not known up front (nothing lists the whole source first), so the ETA
 //! extrapolates from the segments still outstanding and the objects per finished segment;
 //! it is marked `~` and sharpens as the job goes.
 
 use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared::model::JobRecord;
 
 use crate::report::human_bytes;
 
+/// The bar on screen, if any: log lines are written around it ([`LogWriter`]).
+static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// A live progress line (indicatif) for one job, redrawn in place on stderr.
 pub struct Progress {
-    enabled: bool,
+    bar: Option<ProgressBar>,
     started: Instant,
-    last_draw: Option<Instant>,
-    drew: bool,
 }
 
 impl Progress {
+    /// A progress line when `wanted` and stderr is a terminal; otherwise nothing is drawn.
     pub fn new(wanted: bool) -> Self {
-        Progress {
-            enabled: wanted && std::io::stderr().is_terminal(),
-            started: Instant::now(),
-            last_draw: None,
-            drew: false,
-        }
+        let bar = (wanted && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"));
+            bar.enable_steady_tick(Duration::from_millis(250));
+            *BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+            bar
+        });
+        Progress { bar, started: Instant::now() }
+    }
+
+    /// True while a line is drawn.
+    pub fn active(&self) -> bool {
+        self.bar.is_some()
     }
 
     pub fn update(&mut self, job: &JobRecord) {
-        if !self.enabled || self.last_draw.is_some_and(|t| t.elapsed().as_millis() < 500) {
-            return;
+        if let Some(bar) = &self.bar {
+            // The job's own age (it may have started before this process), at least ours.
+            let age = (shared::model::now_ms() - job.created_ms).max(0) as f64 / 1000.0;
+            bar.set_message(line(job, age.max(self.started.elapsed().as_secs_f64())));
         }
-        self.last_draw = Some(Instant::now());
-        let _ = write!(std::io::stderr(), "\r\x1b[2K{}", line(job, self.started.elapsed().as_secs_f64()));
-        self.drew = true;
     }
 
+    /// Leaves the last line on screen and stops drawing.
     pub fn finish(&mut self) {
-        if self.drew {
-            let _ = writeln!(std::io::stderr());
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+            *BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Where log lines go: stderr, around the progress line when one is drawn, so a warning
+/// never tears it.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf)).map(|()| buf.len()),
+            None => std::io::stderr().write_all(buf).map(|()| buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

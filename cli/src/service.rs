@@ -198,6 +198,8 @@ pub async fn status(s: &Settings, job: Option<&str>, json: bool, watch: bool) ->
     let stores = StoreFactory::new();
     let jobs = DynamoJobStore::new(stores.aws().await, s.table());
     let segments = SqsQueue::open(stores.aws().await, &s.segments_queue()).await.ok();
+    // Watching one job on a terminal: a live progress line, then the final status.
+    let mut progress = crate::progress::Progress::new(watch && job.is_some() && !json);
     loop {
         let list: Vec<JobRecord> = match job {
             Some(id) => {
@@ -205,6 +207,12 @@ pub async fn status(s: &Settings, job: Option<&str>, json: bool, watch: bool) ->
             }
             None => jobs.jobs(100).await?,
         };
+        if progress.active() && !list[0].state.is_terminal() {
+            progress.update(&list[0]);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        progress.finish();
         let dead = match &segments {
             Some(q) if q.depth().await.is_ok_and(|d| d.dead_letters > 0) => {
                 coordinator::supervisor::dead_segments_by_job(q, 1000).await

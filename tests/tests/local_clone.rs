@@ -142,3 +142,34 @@ fn segments_done(state: &std::path::Path) -> i64 {
         store.jobs(10).await.ok().and_then(|j| j.first().map(|j| j.counters.segments_done)).unwrap_or(0)
     })
 }
+
+/// Logs written where no terminal reads them (a pipe, a file, a log collector) are JSON
+/// lines without colour codes; `BUCKETCLONE_LOG_FORMAT=text` asks for human lines.
+#[test]
+fn logs_off_a_terminal_are_json_lines_without_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    write_tree(&src, &BTreeMap::from([("a.txt".to_string(), b"a".to_vec())]));
+    let clone = |format: Option<&str>| {
+        let state = dir.path().join(format!("{format:?}.sqlite"));
+        let mut c = bin();
+        c.args(["clone", src.to_str().unwrap(), dst.to_str().unwrap(), "--json", "--state", state.to_str().unwrap()]);
+        c.env("BUCKETCLONE_LOG", "info").env_remove("BUCKETCLONE_LOG_FORMAT");
+        if let Some(f) = format {
+            c.env("BUCKETCLONE_LOG_FORMAT", f);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let logs = clone(None);
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "an info-level run logs something");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(!logs.contains('\u{1b}'), "no ANSI codes off a terminal");
+    let text = clone(Some("text"));
+    assert!(text.lines().any(|l| l.contains(" INFO ")) && !text.contains('\u{1b}'), "{text}");
+}
