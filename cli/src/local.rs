@@ -172,7 +172,7 @@ async fn job_id(jobs: &dyn JobStore, spec: &JobSpec) -> Result<String> {
     use sha2::{Digest, Sha256};
     let key = format!("{}\n{}\n{:?}", spec.source, spec.destination, spec.options);
     let base = format!("local-{}", &hex::encode(Sha256::digest(key.as_bytes()))[..12]);
-    for j in jobs.jobs(10_000).await? {
+    for j in jobs.jobs(10_000, None).await? {
         if j.spec.id.starts_with(&base) && !j.state.is_terminal() {
             return Ok(j.spec.id);
         }

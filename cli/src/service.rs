@@ -205,7 +205,7 @@ pub async fn status(s: &Settings, job: Option<&str>, json: bool, watch: bool) ->
             Some(id) => {
                 vec![jobs.job(id).await?.ok_or_else(|| Error::invalid(format!("no job {id} in table {}", s.table())))?]
             }
-            None => jobs.jobs(100).await?,
+            None => jobs.jobs(100, None).await?,
         };
         if progress.active() && !list[0].state.is_terminal() {
             progress.update(&list[0]);

@@ -4,11 +4,13 @@
 //! from the job store (and, for `/stats`, from listing the job's two locations).
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use shared::jobstore::JobCursor;
+use std::collections::HashMap;
 use tokio::sync::watch;
 
 use std::sync::{Arc, Mutex};
@@ -71,10 +73,27 @@ fn failure(e: shared::Error) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()}))).into_response()
 }
 
-async fn list_jobs(State(api): State<Api>) -> Response {
+/// `GET /jobs?limit=N&after=TOKEN`: jobs newest first, a page at a time (`limit` 1-1000,
+/// default 100); `next` is the `after` of the following page, null on the last one.
+async fn list_jobs(State(api): State<Api>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, Json(json!({"error": m}))).into_response();
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return bad("limit must be 1-1000".into()),
+    };
+    let after = match q.get("after").map(|t| JobCursor::parse(t)) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => return bad(e.to_string()),
+    };
     let health = api.health();
-    match api.intake.jobs.jobs(1000).await {
-        Ok(jobs) => Json(jobs.iter().map(|j| document_with(j, &health)).collect::<Vec<_>>()).into_response(),
+    match api.intake.jobs.jobs(limit, after.as_ref()).await {
+        Ok(jobs) => {
+            let next = (jobs.len() == limit).then(|| jobs.last().map(|j| JobCursor::after(j).to_token())).flatten();
+            let docs: Vec<_> = jobs.iter().map(|j| document_with(j, &health)).collect();
+            Json(json!({"jobs": docs, "next": next})).into_response()
+        }
         Err(e) => failure(e),
     }
 }
@@ -125,7 +144,7 @@ async fn get_job(State(api): State<Api>, Path(id): Path<String>) -> Response {
 /// The process's metrics, then the queues' depths and the series of running and
 /// just-finished jobs, made fresh for this scrape.
 async fn metrics(State(api): State<Api>) -> Response {
-    let (running, newest) = match tokio::try_join!(api.intake.jobs.running(), api.intake.jobs.jobs(100)) {
+    let (running, newest) = match tokio::try_join!(api.intake.jobs.running(), api.intake.jobs.jobs(100, None)) {
         Ok(j) => j,
         Err(e) => return failure(e),
     };

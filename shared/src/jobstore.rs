@@ -33,6 +33,31 @@ pub enum Recorded {
     Already,
 }
 
+/// Where a page of [`JobStore::jobs`] ends: the last job's creation time and id. As text
+/// (`<created_ms>.<id>`) it is the `after` of `GET /jobs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCursor {
+    pub created_ms: i64,
+    pub id: String,
+}
+
+impl JobCursor {
+    /// The cursor just after `job`.
+    pub fn after(job: &JobRecord) -> Self {
+        JobCursor { created_ms: job.created_ms, id: job.spec.id.clone() }
+    }
+    pub fn to_token(&self) -> String {
+        format!("{}.{}", self.created_ms, self.id)
+    }
+    /// Reads a token; `Invalid` when it is not one.
+    pub fn parse(token: &str) -> Result<Self> {
+        let bad = || crate::Error::invalid(format!("{token:?} is not a page token"));
+        let (ms, id) = token.split_once('.').ok_or_else(bad)?;
+        crate::model::validate_job_id(id).map_err(|_| bad())?;
+        Ok(JobCursor { created_ms: ms.parse().map_err(|_| bad())?, id: id.to_string() })
+    }
+}
+
 /// Durable job state. All methods may be called concurrently from many processes.
 #[async_trait]
 pub trait JobStore: Send + Sync {
@@ -49,8 +74,9 @@ pub trait JobStore: Send + Sync {
     /// existing job is never changed, and `Already` is returned.
     async fn create_failed(&self, spec: &JobSpec, message: &str) -> Result<Recorded>;
 
-    /// Every job, newest first, at most `limit`.
-    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>>;
+    /// Jobs newest first, at most `limit`, strictly after `after` (the last job of the
+    /// previous page) in that order: page through them to list any number.
+    async fn jobs(&self, limit: usize, after: Option<&JobCursor>) -> Result<Vec<JobRecord>>;
 
     /// Every running job, however many and however old: what a supervisor watches.
     async fn running(&self) -> Result<Vec<JobRecord>>;
@@ -97,4 +123,18 @@ pub trait JobStore: Send + Sync {
     /// The job's findings ordered by (key, kind), strictly after `after` (the last issue of
     /// the previous page), at most `limit`: page through them to stream a report of any size.
     async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_bad_ones_are_refused() {
+        let c = JobCursor { created_ms: 1_764_000_000_123, id: "job.a-1".into() };
+        assert_eq!(JobCursor::parse(&c.to_token()).unwrap(), c);
+        for bad in ["", "123", "x.job", "12.bad id", "12."] {
+            assert!(matches!(JobCursor::parse(bad), Err(crate::Error::Invalid(_))), "{bad:?}");
+        }
+    }
 }

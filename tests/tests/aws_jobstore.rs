@@ -49,9 +49,9 @@ impl JobStore for OneAtATime {
         let _turn = self.turn.lock().await;
         self.inner.job(id).await
     }
-    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+    async fn jobs(&self, limit: usize, after: Option<&shared::jobstore::JobCursor>) -> Result<Vec<JobRecord>> {
         let _turn = self.turn.lock().await;
-        self.inner.jobs(limit).await
+        self.inner.jobs(limit, after).await
     }
     async fn segment(&self, job: &str, range: &KeyRange) -> Result<Option<SegmentRecord>> {
         let _turn = self.turn.lock().await;
@@ -117,7 +117,7 @@ async fn ensure_table_twice_is_idempotent_and_keeps_the_data() {
         DynamoJobStore::ensure_table(&ctx, table.clone()).await.expect("second ensure_table on the existing table");
     let job = second.job("kept").await.unwrap().expect("job survives");
     assert_eq!((job.spec, job.counters.outstanding), (spec, 1));
-    let listed = second.jobs(10).await.unwrap();
+    let listed = second.jobs(10, None).await.unwrap();
     assert_eq!(listed.len(), 1, "the index of the existing table works");
 }
 

@@ -139,7 +139,7 @@ fn segments_done(state: &std::path::Path) -> i64 {
     rt.block_on(async {
         use shared::jobstore::JobStore;
         let Ok(store) = shared::backend::embedded::sqlite_jobstore::SqliteJobStore::open(state) else { return 0 };
-        store.jobs(10).await.ok().and_then(|j| j.first().map(|j| j.counters.segments_done)).unwrap_or(0)
+        store.jobs(10, None).await.ok().and_then(|j| j.first().map(|j| j.counters.segments_done)).unwrap_or(0)
     })
 }
 

@@ -81,7 +81,7 @@ async fn the_service_clones_a_bucket_with_a_worker_killed_mid_job() {
     assert_eq!(job.counters.source_bytes, bytes as i64);
     assert_eq!(job.counters.verified_objects, count as i64);
     assert_eq!(job.counters.outstanding, 0);
-    assert_eq!(jobs.jobs(1000).await.unwrap().iter().filter(|j| j.spec.id == job_id).count(), 1);
+    assert_eq!(jobs.jobs(1000, None).await.unwrap().iter().filter(|j| j.spec.id == job_id).count(), 1);
 
     let (s, d) = (S3Store::new(&ctx, &src), S3Store::new(&ctx, &dst));
     assert_eq!(listing(&s).await, listing(&d).await, "destination listing (key, size, ETag) equals the source's");

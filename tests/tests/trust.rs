@@ -171,8 +171,8 @@ impl JobStore for Refusing {
     async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
         self.inner.job(id).await
     }
-    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
-        self.inner.jobs(limit).await
+    async fn jobs(&self, limit: usize, after: Option<&shared::jobstore::JobCursor>) -> Result<Vec<JobRecord>> {
+        self.inner.jobs(limit, after).await
     }
     async fn running(&self) -> Result<Vec<JobRecord>> {
         self.inner.running().await

@@ -48,7 +48,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{AwsContext, sdk_error};
 use crate::error::{Error, Result, retry, with_retries};
-use crate::jobstore::{JobStore, MAX_CHILDREN, Recorded};
+use crate::jobstore::{JobCursor, JobStore, MAX_CHILDREN, Recorded};
 use crate::model::{
     JobControl, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord, now_ms,
     validate_job_id,
@@ -117,9 +117,19 @@ impl DynamoJobStore {
 
     /// The `pk`s in a sparse keys-only index's partition `value`, newest first, at most `limit`.
     async fn index_keys(&self, index: &str, value: &str, limit: usize) -> Result<Vec<String>> {
+        self.index_keys_from(index, value, limit, None).await
+    }
+
+    /// [`Self::index_keys`] after the item whose keys are `start` (exclusive).
+    async fn index_keys_from(
+        &self,
+        index: &str,
+        value: &str,
+        limit: usize,
+        mut start: Option<std::collections::HashMap<String, AttributeValue>>,
+    ) -> Result<Vec<String>> {
         let attr = if index == JOBS_INDEX { "gsi1pk" } else { "gsi2pk" };
         let mut pks: Vec<String> = Vec::new();
-        let mut start = None;
         while pks.len() < limit {
             let query = self
                 .client
@@ -277,8 +287,15 @@ impl JobStore for DynamoJobStore {
         self.get(&job_pk(id), JOB_SK).await?.map(|item| job_from(&item)).transpose()
     }
 
-    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
-        let pks = self.index_keys(JOBS_INDEX, JOBS_GSI_PK, limit).await?;
+    async fn jobs(&self, limit: usize, after: Option<&JobCursor>) -> Result<Vec<JobRecord>> {
+        // The index resumes after exactly that item: its index key and its table key.
+        let start = after.map(|c| {
+            let mut k = key(&job_pk(&c.id), JOB_SK);
+            k.insert("gsi1pk".into(), s(JOBS_GSI_PK));
+            k.insert("created_ms".into(), n(c.created_ms));
+            k
+        });
+        let pks = self.index_keys_from(JOBS_INDEX, JOBS_GSI_PK, limit, start).await?;
         self.read_jobs(pks).await
     }
 

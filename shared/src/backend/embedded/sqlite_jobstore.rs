@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
-use crate::jobstore::{JobStore, MAX_CHILDREN, Recorded};
+use crate::jobstore::{JobCursor, JobStore, MAX_CHILDREN, Recorded};
 use crate::model::{
     Counters, IssueKind, JobControl, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion,
     SegmentRecord, now_ms, validate_job_id,
@@ -240,12 +240,19 @@ impl JobStore for SqliteJobStore {
         self.call(move |conn, sql| read_job(conn, sql, &id)).await
     }
 
-    async fn jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+    async fn jobs(&self, limit: usize, after: Option<&JobCursor>) -> Result<Vec<JobRecord>> {
+        let after = after.map(|c| (c.created_ms, c.id.clone()));
         self.call(move |conn, sql| {
             // rowid breaks ties between jobs created in the same millisecond.
-            let q = format!("{} ORDER BY created_ms DESC, rowid DESC LIMIT ?1", sql.select_job);
+            let q = format!(
+                "{} WHERE ?2 IS NULL OR created_ms < ?2 \
+                 OR (created_ms = ?2 AND rowid < (SELECT rowid FROM jobstore_job WHERE id = ?3)) \
+                 ORDER BY created_ms DESC, rowid DESC LIMIT ?1",
+                sql.select_job
+            );
             let mut st = conn.prepare_cached(&q).map_err(db_err)?;
-            let mut rows = st.query([limit as i64]).map_err(db_err)?;
+            let (ms, id) = (after.as_ref().map(|a| a.0), after.map(|a| a.1));
+            let mut rows = st.query(params![limit as i64, ms, id]).map_err(db_err)?;
             let mut out = Vec::new();
             while let Some(r) = rows.next().map_err(db_err)? {
                 out.push(job_from_row(r)?);

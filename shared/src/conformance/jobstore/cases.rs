@@ -294,7 +294,7 @@ pub(super) async fn jobs_lists_newest_first(store: Arc<dyn JobStore>) {
     // An index may lag its table (a DynamoDB GSI): wait a little for all three.
     let mut ours = Vec::new();
     for _ in 0..50 {
-        let all = store.jobs(10_000).await.unwrap();
+        let all = store.jobs(10_000, None).await.unwrap();
         ours = all.into_iter().map(|j| j.spec.id).filter(|i| ids.contains(i)).collect();
         if ours.len() == 3 {
             break;
@@ -302,11 +302,27 @@ pub(super) async fn jobs_lists_newest_first(store: Arc<dyn JobStore>) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(ours, newest_first, "jobs() newest first");
-    let one = store.jobs(1).await.unwrap();
+    let one = store.jobs(1, None).await.unwrap();
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].spec.id, ids[2], "jobs(1) is the newest");
     assert_eq!(one[0].counters.outstanding, 1, "full records, not keys");
-    assert_eq!(store.jobs(2).await.unwrap().len(), 2, "limit honoured");
+    assert_eq!(store.jobs(2, None).await.unwrap().len(), 2, "limit honoured");
+
+    // Pages of two, each after the last job of the one before, list every job once.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.jobs(2, after.as_ref()).await.unwrap();
+        paged.extend(page.iter().map(|j| j.spec.id.clone()));
+        match page.last() {
+            Some(last) if page.len() == 2 => after = Some(crate::jobstore::JobCursor::after(last)),
+            _ => break,
+        }
+    }
+    let distinct: std::collections::HashSet<&String> = paged.iter().collect();
+    assert_eq!(distinct.len(), paged.len(), "no job on two pages");
+    let ours_paged: Vec<String> = paged.into_iter().filter(|i| ids.contains(i)).collect();
+    assert_eq!(ours_paged, newest_first, "paging keeps the order and loses nothing");
 }
 
 async fn segment_ids(store: &Arc<dyn JobStore>, job: &str) -> Vec<String> {
