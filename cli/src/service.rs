@@ -126,6 +126,7 @@ pub async fn run_worker(s: &Settings) -> Result<()> {
         lease: Duration::from_secs(s.worker.lease_secs),
         drain: Duration::from_secs(s.worker.drain_secs),
         poll_wait: Duration::from_secs(10),
+        ecs_agent_uri: std::env::var("ECS_AGENT_URI").ok(),
         ..WorkerConfig::default()
     };
     if let Ok(host) = std::env::var("HOSTNAME") {

@@ -20,6 +20,7 @@ pub mod copy;
 pub mod http;
 pub mod limit;
 pub mod page;
+pub mod protection;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,6 +62,9 @@ pub struct WorkerConfig {
     pub drain: Duration,
     /// After a transient failure, the message comes back after this delay.
     pub retry_delay: Duration,
+    /// The ECS agent's URI (`ECS_AGENT_URI`) when running as an ECS task: the worker then
+    /// protects its task from scale-in while it holds segments ([`protection`]).
+    pub ecs_agent_uri: Option<String>,
 }
 
 impl Default for WorkerConfig {
@@ -74,6 +78,7 @@ impl Default for WorkerConfig {
             fanout: 5,
             drain: Duration::from_secs(30),
             retry_delay: Duration::from_secs(5),
+            ecs_agent_uri: None,
         }
     }
 }
@@ -135,8 +140,12 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.cfg.segments_in_flight.max(1)));
         let mut tasks = JoinSet::new();
         let mut failures = 0u32;
+        let mut protection = self.cfg.ecs_agent_uri.as_deref().and_then(protection::TaskProtection::new);
         while !*stop.borrow() {
             while tasks.try_join_next().is_some() {}
+            if let Some(p) = protection.as_mut() {
+                p.sync(!tasks.is_empty()).await;
+            }
             let free = slots.available_permits();
             if free == 0 {
                 tokio::select! {
@@ -175,6 +184,9 @@ impl Worker {
             }
         }
         self.drain(tasks).await;
+        if let Some(p) = protection.as_mut() {
+            p.sync(false).await;
+        }
         Ok(())
     }
 
