@@ -535,8 +535,15 @@ async fn run_demo(d: DemoArgs) -> Result<ExitCode> {
 /// Opens the store of `loc`, which must exist: never creates anything. A bucket or
 /// directory that does not exist is an input error (exit 2) naming it.
 async fn open_existing(what: &str, loc: &Location) -> Result<std::sync::Arc<dyn shared::objstore::ObjectStore>> {
-    let store = shared::backend::StoreFactory::new().open(loc).await?;
-    with_retries(|| store.check()).await.map_err(|e| match e {
+    let stores = shared::backend::StoreFactory::new();
+    // Opening may ask the bucket for its region: that request is the first attempt.
+    let store = with_retries(|| async {
+        let store = stores.open(loc).await?;
+        store.check().await?;
+        Ok(store)
+    })
+    .await
+    .map_err(|e| match e {
         Error::NotFound(m) => Error::Invalid(format!("{what} {loc} does not exist ({m})")),
         other => other.context(format!("{what} {loc}")),
     })?;

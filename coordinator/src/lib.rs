@@ -166,16 +166,19 @@ impl Intake {
     }
 
     async fn check_stores(&self, spec: &JobSpec) -> Result<()> {
-        let src = self.stores.open(&spec.source).await.map_err(|e| input_error("source", &spec.source, e))?;
-        with_retries(|| src.check()).await.map_err(|e| input_error("source", &spec.source, e))?;
+        self.open_checked(&spec.source).await.map_err(|e| input_error("source", &spec.source, e))?;
         // Only a job that writes may create its destination directory; verify never creates.
         if spec.destination.scheme == Scheme::Local && spec.options.mode != Mode::VerifyOnly {
             std::fs::create_dir_all(&spec.destination.root)
                 .map_err(|e| Error::invalid(format!("destination {}: cannot create it: {e}", spec.destination)))?;
         }
-        let dst =
-            self.stores.open(&spec.destination).await.map_err(|e| input_error("destination", &spec.destination, e))?;
-        with_retries(|| dst.check()).await.map_err(|e| input_error("destination", &spec.destination, e))
+        self.open_checked(&spec.destination).await.map_err(|e| input_error("destination", &spec.destination, e))
+    }
+
+    /// Opens `loc`'s store and checks it exists, with retries: opening may ask a bucket
+    /// for its region, and that request counts as an attempt.
+    async fn open_checked(&self, loc: &Location) -> Result<()> {
+        with_retries(|| async { self.stores.open(loc).await?.check().await }).await
     }
 }
 

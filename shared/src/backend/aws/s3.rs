@@ -22,6 +22,7 @@ use crate::objstore::{
     Body, Checksums, CopySource, Deleted, Download, ListPage, ListRequest, ObjectAttrs, ObjectStore, WriteOptions,
     is_multipart_etag, unquote_etag,
 };
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 /// The largest object a single PutObject or CopyObject may write.
 const SINGLE_MAX: u64 = 5 << 30;
@@ -340,12 +341,21 @@ impl ObjectStore for S3Store {
 async fn bucket_region(ctx: &AwsContext, bucket: &str) -> Result<Option<String>> {
     let region = match ctx.s3().head_bucket().bucket(bucket).send().await {
         Ok(out) => out.bucket_region().map(str::to_string),
-        Err(e) => match e.raw_response() {
-            Some(r) => r.headers().get("x-amz-bucket-region").map(str::to_string),
-            None => return Err(sdk_error(&format!("find the region of bucket {bucket}"), e)),
+        Err(e) => match e.raw_response().map(|r| r.headers().get("x-amz-bucket-region").map(str::to_string)) {
+            // A refusal (403, 404, 301) names the region when S3 knows it; a missing or
+            // forbidden bucket is reported by the check that follows, not here.
+            Some(region) if region.is_some() || !is_passing(e.raw_response()) => region,
+            // No answer, or a passing one (5xx, throttling): the caller's retry policy
+            // decides, and this request counts as one of its attempts.
+            _ => return Err(sdk_error(&format!("find the region of bucket {bucket}"), e)),
         },
     };
     Ok(region.filter(|r| !r.is_empty()))
+}
+
+/// Whether `response` is a passing failure (a 5xx or a 429) rather than an answer.
+fn is_passing(response: Option<&HttpResponse>) -> bool {
+    response.is_some_and(|r| r.status().is_server_error() || r.status().as_u16() == 429)
 }
 
 /// A listed or HEADed storage class as [`ObjectEntry::storage_class`] keeps it: `None` for
