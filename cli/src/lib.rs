@@ -8,17 +8,19 @@
 //! 2 usage, configuration or input errors (one line on stderr says which).
 
 pub mod demo;
+mod filter_args;
 pub mod local;
 pub mod progress;
 pub mod report;
 pub mod service;
 pub mod settings;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use shared::error::with_retries;
+use shared::filter::{Filter, KeyFilter};
 use shared::model::{Connection, JobControl, JobOptions, JobState, Location, Mode, Scheme};
 use shared::objstore::StoreOpener;
 use shared::{Error, Result};
@@ -106,6 +108,8 @@ struct StatsArgs {
     /// Count per prefix down to this many levels.
     #[arg(long, default_value_t = 1)]
     depth: usize,
+    #[command(flatten)]
+    filters: filter_args::FilterArgs,
 }
 
 /// Which deployment to talk to.
@@ -145,6 +149,8 @@ struct SubmitArgs {
     conn: ConnArgs,
     #[command(flatten)]
     writes: WriteArgs,
+    #[command(flatten)]
+    filters: filter_args::FilterArgs,
     /// The job id (default: a new random one). The same id twice is one job.
     #[arg(long)]
     id: Option<String>,
@@ -318,6 +324,8 @@ struct RunArgs {
     skip_uncopyable: bool,
     #[command(flatten)]
     writes: WriteArgs,
+    #[command(flatten)]
+    filters: filter_args::FilterArgs,
 }
 
 impl WriteArgs {
@@ -386,11 +394,13 @@ struct DemoArgs {
 
 /// Parses the command line, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let filters = filter_args::ordered(&matches);
     let daemon = matches!(cli.command, Command::Coordinator(_) | Command::Worker(_));
     init_logs(if daemon { "info" } else { "warn" });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-    match rt.block_on(dispatch(cli.command)) {
+    match rt.block_on(dispatch(cli.command, filters)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -417,18 +427,19 @@ fn init_logs(default: &str) {
     if json { b.json().init() } else { b.init() }
 }
 
-async fn dispatch(cmd: Command) -> Result<ExitCode> {
+/// Runs `cmd`; `filters` are its `--include`/`--exclude` in command-line order.
+async fn dispatch(cmd: Command, filters: Vec<Filter>) -> Result<ExitCode> {
     // Invalid AWS_MAX_ATTEMPTS, AWS_RETRY_MODE or BUCKETCLONE_S3_PATH_STYLE stop every
     // command here, before any work.
     shared::error::RetryPolicy::init()?;
     shared::backend::aws::check_env()?;
     match cmd {
-        Command::Clone(a) => run_job(a, Mode::Clone).await,
-        Command::Verify(a) => run_job(a, Mode::VerifyOnly).await,
-        Command::Move(m) if m.dry_run => dry_run_move(&m.job).await,
-        Command::Move(m) => run_job(m.job, Mode::Move).await,
-        Command::Demo(d) => run_demo(d).await,
-        Command::Stats(a) => stats(&a).await,
+        Command::Clone(a) => run_job(a, Mode::Clone, filters).await,
+        Command::Verify(a) => run_job(a, Mode::VerifyOnly, filters).await,
+        Command::Move(m) if m.dry_run => dry_run_move(&m.job, &filters).await,
+        Command::Move(m) => run_job(m.job, Mode::Move, filters).await,
+        Command::Demo(d) => run_demo(d, filters).await,
+        Command::Stats(a) => stats(&a, &filters).await,
         Command::Init(a) => service::init(&settings(&a, None, None)?).await.map(|()| ExitCode::SUCCESS),
         Command::Coordinator(a) => {
             service::run_coordinator(&settings(&a.svc, a.http, None)?).await.map(|()| ExitCode::SUCCESS)
@@ -443,7 +454,7 @@ async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 (_, ModeArg::Move) => Mode::Move,
             };
             let (src, dst) = a.conn.locations(&a.src, &a.dst)?;
-            let options = JobOptions { mode, ..a.writes.apply(JobOptions::default()) };
+            let options = JobOptions { mode, filters, ..a.writes.apply(JobOptions::default()) };
             let s = settings(&a.svc, None, None)?;
             let id = service::submit(&s, src, dst, a.id, options).await?;
             println!("{id}");
@@ -477,9 +488,10 @@ fn local_options(r: &RunArgs) -> local::LocalOptions {
     }
 }
 
-fn job_options(r: &RunArgs, mode: Mode) -> JobOptions {
+fn job_options(r: &RunArgs, mode: Mode, filters: Vec<Filter>) -> JobOptions {
     JobOptions {
         mode,
+        filters,
         page_size: r.page_size,
         size_only: r.size_only,
         skip_uncopyable: r.skip_uncopyable,
@@ -487,9 +499,9 @@ fn job_options(r: &RunArgs, mode: Mode) -> JobOptions {
     }
 }
 
-async fn run_job(a: JobArgs, mode: Mode) -> Result<ExitCode> {
+async fn run_job(a: JobArgs, mode: Mode, filters: Vec<Filter>) -> Result<ExitCode> {
     let (src, dst) = a.conn.locations(&a.src, &a.dst)?;
-    let out = local::run(src, dst, job_options(&a.run, mode), &local_options(&a.run)).await?;
+    let out = local::run(src, dst, job_options(&a.run, mode, filters), &local_options(&a.run)).await?;
     if let Some(path) = &a.report {
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
         report::stream_issues(out.jobs.as_ref(), &out.job.spec.id, &mut f).await?;
@@ -499,7 +511,7 @@ async fn run_job(a: JobArgs, mode: Mode) -> Result<ExitCode> {
     finish(&out, a.run.json)
 }
 
-async fn run_demo(d: DemoArgs) -> Result<ExitCode> {
+async fn run_demo(d: DemoArgs, filters: Vec<Filter>) -> Result<ExitCode> {
     let tmp;
     let dir = match &d.dir {
         Some(p) => p.clone(),
@@ -525,7 +537,9 @@ async fn run_demo(d: DemoArgs) -> Result<ExitCode> {
     if d.run.state.is_none() {
         opts.state = dir.join("state.sqlite");
     }
-    let out = local::run(Location::local(&src)?, Location::local(&dst)?, job_options(&d.run, Mode::Clone), &opts).await;
+    let out =
+        local::run(Location::local(&src)?, Location::local(&dst)?, job_options(&d.run, Mode::Clone, filters), &opts)
+            .await;
     if d.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -550,10 +564,11 @@ async fn open_existing(what: &str, loc: &Location) -> Result<std::sync::Arc<dyn 
     Ok(store)
 }
 
-async fn stats(a: &StatsArgs) -> Result<ExitCode> {
+async fn stats(a: &StatsArgs, filters: &[Filter]) -> Result<ExitCode> {
     let loc = with_global(Location::parse(&a.location)?, Connection::default(), &a.conn)?;
+    shared::filter::validate(filters)?;
     let store = open_existing("location", &loc).await?;
-    let doc = shared::stats::collect(store.as_ref(), &loc, a.depth).await?;
+    let doc = shared::stats::collect(store.as_ref(), &loc, a.depth, &KeyFilter::new(filters)).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -583,8 +598,11 @@ async fn stats(a: &StatsArgs) -> Result<ExitCode> {
 
 /// `move --dry-run`: every source object would be deleted once its copy is verified;
 /// uncopyable entries would stay. Refuses what the move itself would refuse up front.
-async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
+async fn dry_run_move(a: &JobArgs, filters: &[Filter]) -> Result<ExitCode> {
     let (src, dst) = a.conn.locations(&a.src, &a.dst)?;
+    shared::filter::validate(filters)?;
+    let filter = KeyFilter::new(filters);
+    let kept_by = |full: &str| filter.admits(src.rel_key(full).unwrap_or(full));
     if src.overlaps(&dst) {
         return Err(Error::invalid(format!(
             "destination {dst} overlaps source {src}: a move must not write inside its own source"
@@ -600,12 +618,12 @@ async fn dry_run_move(a: &JobArgs) -> Result<ExitCode> {
     let (mut n, mut bytes, mut kept) = (0u64, 0u64, 0u64);
     loop {
         let page = with_retries(|| store.list(&req)).await?;
-        for e in &page.entries {
+        for e in page.entries.iter().filter(|e| kept_by(&e.key)) {
             println!("would delete after verified copy: {}", src.rel_key(&e.key).unwrap_or(&e.key));
             n += 1;
             bytes += e.size;
         }
-        for u in &page.skipped {
+        for u in page.skipped.iter().filter(|u| kept_by(&u.key)) {
             println!("would keep (uncopyable): {}: {}", src.rel_key(&u.key).unwrap_or(&u.key), u.reason);
             kept += 1;
         }

@@ -168,11 +168,12 @@ async fn job_stats(State(api): State<Api>, Path(id): Path<String>) -> Response {
         Ok(None) => return (StatusCode::NOT_FOUND, Json(json!({"error": format!("no job {id}")}))).into_response(),
         Err(e) => return failure(e),
     };
+    let filter = shared::filter::KeyFilter::new(&job.spec.options.filters);
     let side = |loc: shared::model::Location| {
-        let stores = intake.stores.clone();
+        let (stores, filter) = (intake.stores.clone(), &filter);
         async move {
             let store = stores.open(&loc).await?;
-            shared::stats::collect(store.as_ref(), &loc, 1).await
+            shared::stats::collect(store.as_ref(), &loc, 1, filter).await
         }
     };
     match tokio::try_join!(side(job.spec.source.clone()), side(job.spec.destination.clone())) {

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod conformance;
 pub mod error;
 pub mod faults;
+pub mod filter;
 pub mod jobstore;
 pub mod keyrange;
 pub mod model;

@@ -59,6 +59,10 @@ pub struct JobOptions {
     /// The destination account's KMS key for `aws:kms`; unset: the bucket's default key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sse_kms_key_id: Option<String>,
+    /// Include and exclude patterns, in order, with `aws s3 sync` semantics (see
+    /// [`crate::filter`]): a key they leave out is not part of the job on either side.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<crate::filter::Filter>,
 }
 
 impl Default for JobOptions {
@@ -71,6 +75,7 @@ impl Default for JobOptions {
             storage_class: None,
             sse: None,
             sse_kms_key_id: None,
+            filters: Vec::new(),
         }
     }
 }
@@ -151,6 +156,7 @@ impl JobSpec {
             loc.clone().with_conn(loc.conn.clone()).map_err(|e| e.context(side))?;
         }
         self.options.validate_writes(&self.destination)?;
+        crate::filter::validate(&self.options.filters)?;
         if self.source.overlaps(&self.destination) {
             return Err(Error::invalid(format!(
                 "destination {} overlaps source {}: a clone must not write inside its own source",

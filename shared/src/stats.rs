@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use crate::Result;
 use crate::error::with_retries;
+use crate::filter::KeyFilter;
 use crate::model::{Location, ObjectEntry};
 use crate::objstore::{ListRequest, ObjectStore, Uncopyable};
 
@@ -157,20 +158,24 @@ impl StatsBuilder {
     }
 }
 
-/// Walks every object under `loc` (one list page after another) into a document.
-pub async fn collect(store: &dyn ObjectStore, loc: &Location, depth: usize) -> Result<StatsDoc> {
+/// Walks every object under `loc` that `filter` keeps (one list page after another) into
+/// a document.
+pub async fn collect(store: &dyn ObjectStore, loc: &Location, depth: usize, filter: &KeyFilter) -> Result<StatsDoc> {
     let mut b = StatsBuilder::new(depth);
     let mut req =
         ListRequest { prefix: loc.prefix.clone(), start_after: loc.prefix.clone(), end: None, max_keys: 1000 };
     loop {
         let page = with_retries(|| store.list(&req)).await?;
         for ObjectEntry { key, size, etag, .. } in &page.entries {
-            if let Some(rel) = loc.rel_key(key).filter(|k| !k.is_empty()) {
+            if let Some(rel) = loc.rel_key(key).filter(|k| !k.is_empty() && filter.admits(k)) {
                 b.add(rel, *size, etag.as_deref());
             }
         }
         for Uncopyable { key, reason } in &page.skipped {
-            b.add_uncopyable(loc.rel_key(key).unwrap_or(key), reason);
+            let rel = loc.rel_key(key).unwrap_or(key);
+            if filter.admits(rel) {
+                b.add_uncopyable(rel, reason);
+            }
         }
         // After the last key of either kind: a page may end with an uncopyable entry.
         match (page.truncated, page.last_key()) {

@@ -221,11 +221,15 @@ mod tests {
     #[test]
     fn accepts_extensions_and_round_trips() {
         let body = r#"{"v":1,"id":"j","source":{"name":"a-b","prefix":"x/y"},"destination":{"url":"s3://c-d/z"},
-                      "options":{"mode":"verify-only","page_size":10}}"#;
+                      "options":{"mode":"verify-only","page_size":10,"filters":[{"exclude":"*"},{"include":"*.log"}]}}"#;
         let spec = CloneRequest::parse(body).unwrap();
         assert_eq!(spec.source.prefix, "x/y/");
         assert_eq!(spec.destination.prefix, "z/");
         assert_eq!(spec.options.page_size, 10);
+        use crate::filter::Filter;
+        assert_eq!(spec.options.filters, [Filter::Exclude("*".into()), Filter::Include("*.log".into())]);
+        let empty = body.replace("*.log", "");
+        assert!(CloneRequest::parse(&empty).unwrap_err().to_string().contains("empty pattern"));
         let again = CloneRequest::parse(&serde_json::to_string(&CloneRequest::from_spec(&spec)).unwrap()).unwrap();
         assert_eq!(again, spec);
     }

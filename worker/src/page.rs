@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use shared::error::{RetryPolicy, with_retries};
 use shared::faults::{AFTER_LISTING, MID_COPY, crash_point};
+use shared::filter::KeyFilter;
 use shared::keyrange::children_after_page;
 use shared::model::{Counters, IssueKind, JobSpec, KeyRange, Mode, ObjectEntry, ObjectIssue, move_mark};
 use shared::objstore::{Deleted, ListPage, ListRequest, ObjectStore};
@@ -73,13 +74,32 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
     let page = list_source(ctx, range).await?;
     let mut out = PageResult::default();
     let rel = |full: &str| src_loc.rel_key(full).map(str::to_string);
+    let filter = KeyFilter::new(&ctx.spec.options.filters);
+    // The page's own keys, copyable or not, filtered out or not, in key order: they place
+    // the split points of a truncated page.
+    let mut page_keys: Vec<String> = page
+        .entries
+        .iter()
+        .map(|e| &e.key)
+        .chain(page.skipped.iter().map(|u| &u.key))
+        .filter_map(|k| rel(k))
+        .filter(|k| !k.is_empty())
+        .collect();
+    page_keys.sort_unstable();
     for u in &page.skipped {
         let key = rel(&u.key).unwrap_or_else(|| u.key.clone());
+        if !filter.admits(&key) {
+            continue;
+        }
         out.delta.uncopyable += 1;
         out.issues.push(issue(&key, IssueKind::Uncopyable, None, None, Some(u.reason.clone())));
     }
-    let mut src: Vec<(String, ObjectEntry)> =
-        page.entries.into_iter().filter_map(|e| rel(&e.key).map(|k| (k, e))).filter(|(k, _)| !k.is_empty()).collect();
+    let mut src: Vec<(String, ObjectEntry)> = page
+        .entries
+        .into_iter()
+        .filter_map(|e| rel(&e.key).map(|k| (k, e)))
+        .filter(|(k, _)| !k.is_empty() && filter.admits(k))
+        .collect();
     // The keys this page answers for: up to its last key when truncated, else the range.
     let last = match page.truncated {
         true => Some(rel(page.last_key.as_deref().unwrap_or_default()).ok_or_else(|| {
@@ -91,7 +111,7 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
         Some(l) => KeyRange { start_after: range.start_after.clone(), end: Some(l.clone()) },
         None => range.clone(),
     };
-    let mut dst = list_dest(ctx, &covered).await?;
+    let mut dst = list_dest(ctx, &covered, &filter).await?;
     crash_point(AFTER_LISTING);
     let moved = match ctx.spec.options.mode {
         Mode::Move => ctx.jobs.segment(&ctx.spec.id, range).await?.map(|r| r.moved).unwrap_or_default(),
@@ -108,7 +128,7 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
         let todo = plan_copies(ctx, &mut src, &mut dst, &mut proven).await;
         copied = copy_all(ctx, &todo, &mut out).await;
         if !copied.is_empty() {
-            dst = list_dest(ctx, &covered).await?;
+            dst = list_dest(ctx, &covered, &filter).await?;
         }
     }
     let verified = classify(ctx, &src, &mut dst, (&copied, &proven), &moved, &mut out).await;
@@ -116,10 +136,7 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
         out.to_delete = verified;
     }
     if last.is_some() {
-        // The page's own keys, copyable or not, in key order: they place the split points.
-        let mut keys: Vec<&str> = src.iter().map(|(k, _)| k.as_str()).collect();
-        keys.extend(page.skipped.iter().filter_map(|u| src_loc.rel_key(&u.key)));
-        keys.sort_unstable();
+        let keys: Vec<&str> = page_keys.iter().map(String::as_str).collect();
         // Never empty: `last` itself is one of them.
         out.children = children_after_page(range, &keys, ctx.fanout)
             .ok_or_else(|| Error::transient("a truncated page with no keys; listing again"))?;
@@ -162,8 +179,9 @@ async fn list_source(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<SourcePage> 
     Ok(SourcePage { entries: page.entries, skipped: page.skipped, truncated: page.truncated, last_key })
 }
 
-/// Every destination object in `range` (relative keys), however many pages that takes.
-async fn list_dest(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<BTreeMap<String, ObjectEntry>> {
+/// Every destination object in `range` that `filter` keeps (relative keys), however many
+/// pages that takes.
+async fn list_dest(ctx: &PageCtx<'_>, range: &KeyRange, filter: &KeyFilter) -> Result<BTreeMap<String, ObjectEntry>> {
     let loc = &ctx.spec.destination;
     let mut req = ListRequest {
         prefix: loc.prefix.clone(),
@@ -178,7 +196,7 @@ async fn list_dest(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<BTreeMap<Strin
         // After skipped entries too: a page may end with one (or hold nothing else).
         let last = page.last_key().map(str::to_string);
         for e in page.entries {
-            if let Some(k) = loc.rel_key(&e.key).filter(|k| !k.is_empty()) {
+            if let Some(k) = loc.rel_key(&e.key).filter(|k| !k.is_empty() && filter.admits(k)) {
                 out.insert(k.to_string(), e);
             }
         }
