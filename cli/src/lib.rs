@@ -150,6 +150,8 @@ struct SubmitArgs {
     #[command(flatten)]
     writes: WriteArgs,
     #[command(flatten)]
+    archived: ArchivedArgs,
+    #[command(flatten)]
     filters: filter_args::FilterArgs,
     /// The job id (default: a new random one). The same id twice is one job.
     #[arg(long)]
@@ -323,6 +325,8 @@ struct RunArgs {
     #[arg(long)]
     skip_uncopyable: bool,
     #[command(flatten)]
+    archived: ArchivedArgs,
+    #[command(flatten)]
     writes: WriteArgs,
     #[command(flatten)]
     filters: filter_args::FilterArgs,
@@ -336,6 +340,27 @@ impl WriteArgs {
             sse_kms_key_id: self.sse_kms_key_id.clone(),
             ..o
         }
+    }
+}
+
+/// What to do with archived source objects (Glacier Flexible Retrieval, Deep Archive,
+/// Intelligent-Tiering archive tiers), which cannot be copied until they are restored.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Archived objects (S3 sources)")]
+struct ArchivedArgs {
+    /// Report archived objects that are not restored as skipped ("needs restore") instead of
+    /// failing verification: the job can end "verified, N skipped".
+    #[arg(long)]
+    skip_archived: bool,
+    /// Ask S3 to restore each archived object for DAYS days (RestoreObject, Standard tier);
+    /// run the same job again once the restores are done to copy them.
+    #[arg(long, value_name = "DAYS")]
+    restore: Option<u32>,
+}
+
+impl ArchivedArgs {
+    fn apply(&self, o: JobOptions) -> JobOptions {
+        JobOptions { skip_archived: self.skip_archived, restore_days: self.restore, ..o }
     }
 }
 
@@ -454,7 +479,7 @@ async fn dispatch(cmd: Command, filters: Vec<Filter>) -> Result<ExitCode> {
                 (_, ModeArg::Move) => Mode::Move,
             };
             let (src, dst) = a.conn.locations(&a.src, &a.dst)?;
-            let options = JobOptions { mode, filters, ..a.writes.apply(JobOptions::default()) };
+            let options = JobOptions { mode, filters, ..a.archived.apply(a.writes.apply(JobOptions::default())) };
             let s = settings(&a.svc, None, None)?;
             let id = service::submit(&s, src, dst, a.id, options).await?;
             println!("{id}");
@@ -495,7 +520,7 @@ fn job_options(r: &RunArgs, mode: Mode, filters: Vec<Filter>) -> JobOptions {
         page_size: r.page_size,
         size_only: r.size_only,
         skip_uncopyable: r.skip_uncopyable,
-        ..r.writes.apply(JobOptions::default())
+        ..r.archived.apply(r.writes.apply(JobOptions::default()))
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Differences {
     pub unverifiable: i64,
     /// Source entries that cannot be copied (reported skips with `--skip-uncopyable`).
     pub uncopyable: i64,
+    /// Archived source objects that need a restore (reported skips with `--skip-archived`).
+    pub needs_restore: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -89,6 +91,7 @@ impl Report {
                 content_differs: c.content_differs,
                 unverifiable: c.unverifiable,
                 uncopyable: c.uncopyable,
+                needs_restore: c.needs_restore,
             },
             deleted: Tally { objects: c.deleted_objects, bytes: c.deleted_bytes },
             kept_changed: c.kept_changed,
@@ -109,9 +112,17 @@ impl Report {
     pub fn human(&self) -> String {
         let d = &self.differences;
         // A verified job that skipped entries says so on its first line.
-        let state = match (self.state, d.uncopyable) {
-            ("verified", n) if n > 0 => format!("VERIFIED, {n} skipped (uncopyable)"),
-            (s, _) => s.to_uppercase(),
+        let state = match (self.state, d.uncopyable, d.needs_restore) {
+            ("verified", 0, 0) => "VERIFIED".to_string(),
+            ("verified", u, a) => {
+                let why: Vec<String> = [(u, "uncopyable"), (a, "archived, need restore")]
+                    .iter()
+                    .filter(|(n, _)| *n > 0)
+                    .map(|(n, w)| format!("{n} {w}"))
+                    .collect();
+                format!("VERIFIED, {} skipped ({})", u + a, why.join(", "))
+            }
+            (s, _, _) => s.to_uppercase(),
         };
         let mut s = format!(
             "job {}: {}\n  source       {}  {} objects, {}\n  destination  {}  {} objects, {}\n  copied {} objects ({}), already identical {}, verified {}, failed {}\n",
@@ -129,12 +140,12 @@ impl Report {
             self.verified,
             self.failed,
         );
-        // Skipped uncopyable entries of a verified job are on its first line, not differences.
-        let uncopyable = if self.state == "verified" { 0 } else { d.uncopyable };
-        if d.missing + d.extra + d.size_differs + d.content_differs + d.unverifiable + uncopyable > 0 {
+        // Skipped entries of a verified job are on its first line, not differences.
+        let skipped = if self.state == "verified" { 0 } else { d.uncopyable + d.needs_restore };
+        if d.missing + d.extra + d.size_differs + d.content_differs + d.unverifiable + skipped > 0 {
             s += &format!(
-                "  differences: missing {}, extra {}, size differs {}, content differs {}, unverifiable {}, uncopyable {}\n",
-                d.missing, d.extra, d.size_differs, d.content_differs, d.unverifiable, d.uncopyable
+                "  differences: missing {}, extra {}, size differs {}, content differs {}, unverifiable {}, uncopyable {}, needs restore {}\n",
+                d.missing, d.extra, d.size_differs, d.content_differs, d.unverifiable, d.uncopyable, d.needs_restore
             );
         }
         if self.deleted.objects + self.kept_changed > 0 {

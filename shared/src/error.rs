@@ -34,6 +34,10 @@ pub enum Error {
     /// Bad input or configuration: stop with this message; retrying cannot help.
     #[error("{0}")]
     Invalid(String),
+    /// The object's content is archived (Glacier Flexible Retrieval, Deep Archive, an
+    /// Intelligent-Tiering archive tier): it cannot be read until it is restored.
+    #[error("needs restore: {0}")]
+    Archived(String),
 }
 
 /// What happens to the work an error interrupted.
@@ -52,6 +56,9 @@ pub enum Disposition {
     DeadLetter,
     /// The request is unusable as given: refuse it with this message (a failed job).
     Refuse,
+    /// This object cannot be read until it is restored from an archive: record a
+    /// "needs restore" finding (a job may skip those, or ask for restores), go on.
+    Restore,
 }
 
 /// `Result` with [`Error`] as the default error.
@@ -83,6 +90,7 @@ impl Error {
             Error::Conflict(_) => Disposition::Done,
             Error::Permanent(_) | Error::NotFound(_) | Error::AccessDenied(_) => Disposition::Finding,
             Error::Invalid(_) => Disposition::Refuse,
+            Error::Archived(_) => Disposition::Restore,
         }
     }
     /// Adds context in front of the message, keeping the classification.
@@ -95,6 +103,7 @@ impl Error {
             Error::AccessDenied(m) => Error::AccessDenied(format!("{what}: {m}")),
             Error::Conflict(m) => Error::Conflict(format!("{what}: {m}")),
             Error::Invalid(m) => Error::Invalid(format!("{what}: {m}")),
+            Error::Archived(m) => Error::Archived(format!("{what}: {m}")),
         }
     }
 }

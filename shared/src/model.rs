@@ -48,6 +48,16 @@ pub struct JobOptions {
     /// symlinked directory) are reported skips instead of differences: the job can end
     /// "verified, N skipped". Off by default: then such an entry makes the job a mismatch.
     pub skip_uncopyable: bool,
+    /// Archived source objects (Glacier Flexible Retrieval, Deep Archive, Intelligent-Tiering
+    /// archive tiers) that are not restored are reported "needs restore" and counted as
+    /// skipped: the job can end "verified, N skipped". Off by default: then they make it a
+    /// mismatch.
+    #[serde(default)]
+    pub skip_archived: bool,
+    /// Ask S3 to restore each archived source object for this many days (RestoreObject,
+    /// Standard tier); a later run of the same job copies the restored ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_days: Option<u32>,
     /// The storage class of every object written (`STANDARD_IA`, `GLACIER_IR`, ...); unset:
     /// each keeps its source's.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +82,8 @@ impl Default for JobOptions {
             page_size: 1000,
             size_only: false,
             skip_uncopyable: false,
+            skip_archived: false,
+            restore_days: None,
             storage_class: None,
             sse: None,
             sse_kms_key_id: None,
@@ -156,6 +168,14 @@ impl JobSpec {
             loc.clone().with_conn(loc.conn.clone()).map_err(|e| e.context(side))?;
         }
         self.options.validate_writes(&self.destination)?;
+        if let Some(d) = self.options.restore_days
+            && !(1..=36_500).contains(&d)
+        {
+            return Err(Error::invalid(format!("restore_days {d}: S3 keeps a restored copy for 1 to 36500 days")));
+        }
+        if self.options.restore_days.is_some() && self.options.mode == Mode::VerifyOnly {
+            return Err(Error::invalid("restore_days: a verify-only job reads nothing, so it restores nothing"));
+        }
         crate::filter::validate(&self.options.filters)?;
         if self.source.overlaps(&self.destination) {
             return Err(Error::invalid(format!(
@@ -353,13 +373,18 @@ counters! {
     segments_failed,
     /// Source entries that cannot be copied at all (see [`JobOptions::skip_uncopyable`]).
     uncopyable,
+    /// Archived source objects not copied because they need a restore first (see
+    /// [`JobOptions::skip_archived`]).
+    needs_restore,
 }
 
 impl Counters {
-    /// True when nothing failed, differs or is unproven. Uncopyable source entries count
-    /// against it unless the job asked to skip them (`skip_uncopyable`).
-    pub fn all_verified(&self, skip_uncopyable: bool) -> bool {
-        (self.uncopyable == 0 || skip_uncopyable)
+    /// True when nothing failed, differs or is unproven. Uncopyable source entries and
+    /// archived ones that need a restore count against it unless the job asked to skip
+    /// them ([`JobOptions::skip_uncopyable`], [`JobOptions::skip_archived`]).
+    pub fn all_verified(&self, options: &JobOptions) -> bool {
+        (self.uncopyable == 0 || options.skip_uncopyable)
+            && (self.needs_restore == 0 || options.skip_archived)
             && self.failed_objects == 0
             && self.missing == 0
             && self.extra == 0
@@ -370,8 +395,8 @@ impl Counters {
             && self.segments_failed == 0
     }
     /// The terminal state these counters earn once nothing is outstanding.
-    pub fn final_state(&self, skip_uncopyable: bool) -> JobState {
-        if self.all_verified(skip_uncopyable) { JobState::Verified } else { JobState::Mismatch }
+    pub fn final_state(&self, options: &JobOptions) -> JobState {
+        if self.all_verified(options) { JobState::Verified } else { JobState::Mismatch }
     }
 }
 
@@ -391,7 +416,7 @@ pub struct JobRecord {
 impl JobRecord {
     /// The terminal state the job's counters earn once nothing is outstanding.
     pub fn final_state(&self) -> JobState {
-        self.counters.final_state(self.spec.options.skip_uncopyable)
+        self.counters.final_state(&self.spec.options)
     }
 }
 
@@ -420,6 +445,9 @@ pub enum IssueKind {
     /// The comparison itself failed for this key (a HEAD or checksum call refused): the key
     /// is not proven either way. See `detail`.
     CheckFailed,
+    /// An archived source object that must be restored before it can be copied: not
+    /// copied. See `detail` for its class and whether a restore was asked for.
+    NeedsRestore,
 }
 
 /// One key's difference or failure, reported by key relative to the job's prefixes.
@@ -548,13 +576,19 @@ mod tests {
 
     #[test]
     fn final_state_needs_every_object_proven() {
+        let plain = JobOptions::default();
+        let skip_uncopyable = JobOptions { skip_uncopyable: true, ..JobOptions::default() };
+        let skip_both = JobOptions { skip_archived: true, ..skip_uncopyable.clone() };
         let mut c = Counters { verified_objects: 5, ..Default::default() };
-        assert_eq!(c.final_state(false), JobState::Verified);
+        assert_eq!(c.final_state(&plain), JobState::Verified);
         c.uncopyable = 2;
-        assert_eq!(c.final_state(false), JobState::Mismatch, "an uncopyable entry is a difference");
-        assert_eq!(c.final_state(true), JobState::Verified, "unless the job asked to skip them");
+        assert_eq!(c.final_state(&plain), JobState::Mismatch, "an uncopyable entry is a difference");
+        assert_eq!(c.final_state(&skip_uncopyable), JobState::Verified, "unless the job asked to skip them");
+        c.needs_restore = 1;
+        assert_eq!(c.final_state(&skip_uncopyable), JobState::Mismatch, "an archived object is a difference");
+        assert_eq!(c.final_state(&skip_both), JobState::Verified, "unless the job asked to skip archived ones");
         c.unverifiable = 1;
-        assert_eq!(c.final_state(true), JobState::Mismatch);
+        assert_eq!(c.final_state(&skip_both), JobState::Mismatch);
         assert_eq!(Counters::from_values(&c.values()), c);
     }
 }

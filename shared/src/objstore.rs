@@ -223,6 +223,35 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes `key` if its current ETag is `if_etag` (when given). Where the store has no
     /// conditional delete the adapter re-checks with a HEAD first. Idempotent.
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted>;
+
+    /// Whether the object's content can be read now (see [`Archive`]): one HEAD on S3, asked
+    /// only for objects listed in an archive class or refused as archived. `NotFound` if it
+    /// does not exist.
+    async fn archive(&self, key: &str) -> Result<Archive>;
+
+    /// Asks for a temporary readable copy of archived `key` for `days` days (S3's
+    /// RestoreObject, Standard tier). Done when a restore is already in progress; `Invalid`
+    /// where the store has no archives.
+    async fn restore(&self, key: &str, days: u32) -> Result<()>;
+}
+
+/// Whether an object's content can be read, as far as its store tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Archive {
+    /// Readable: not archived, or a restored copy is available.
+    Readable,
+    /// In an archive (the storage class, or the Intelligent-Tiering archive tier): it needs
+    /// a restore.
+    Archived(String),
+    /// A restore was asked for and is not done yet.
+    Restoring(String),
+}
+
+/// True for the storage classes whose objects must be restored before they are read.
+/// (Intelligent-Tiering's archive tiers do not show in listings: a copy refused as
+/// archived tells.)
+pub fn is_archive_class(class: Option<&str>) -> bool {
+    matches!(class, Some("GLACIER" | "DEEP_ARCHIVE"))
 }
 
 /// Opens the store that holds a location: how the engine reaches buckets and directories,

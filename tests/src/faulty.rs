@@ -175,6 +175,12 @@ impl<G: WriteGate> ObjectStore for Gated<G> {
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
         self.inner.delete(key, if_etag).await
     }
+    async fn archive(&self, key: &str) -> Result<shared::objstore::Archive> {
+        self.inner.archive(key).await
+    }
+    async fn restore(&self, key: &str, days: u32) -> Result<()> {
+        self.inner.restore(key, days).await
+    }
 }
 
 /// An HTTP endpoint on 127.0.0.1 answering every request with `status` and an empty body,

@@ -210,6 +210,12 @@ impl ObjectStore for CountingStore {
         Self::bump(&self.requests.delete);
         self.inner.delete(key, if_etag).await
     }
+    async fn archive(&self, key: &str) -> shared::Result<shared::objstore::Archive> {
+        self.inner.archive(key).await
+    }
+    async fn restore(&self, key: &str, days: u32) -> shared::Result<()> {
+        self.inner.restore(key, days).await
+    }
 }
 
 /// Every object of a store as full key -> (size, ETag), page after page.

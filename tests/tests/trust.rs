@@ -101,6 +101,12 @@ impl ObjectStore for Wrap {
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
         self.inner.delete(key, if_etag).await
     }
+    async fn archive(&self, key: &str) -> Result<shared::objstore::Archive> {
+        self.inner.archive(key).await
+    }
+    async fn restore(&self, key: &str, days: u32) -> Result<()> {
+        self.inner.restore(key, days).await
+    }
 }
 
 const LIMIT: Duration = Duration::from_secs(60);

@@ -14,7 +14,7 @@ use shared::faults::{AFTER_LISTING, MID_COPY, crash_point};
 use shared::filter::KeyFilter;
 use shared::keyrange::children_after_page;
 use shared::model::{Counters, IssueKind, JobSpec, KeyRange, Mode, ObjectEntry, ObjectIssue, move_mark};
-use shared::objstore::{Deleted, ListPage, ListRequest, ObjectStore};
+use shared::objstore::{Archive, Deleted, ListPage, ListRequest, ObjectStore, is_archive_class};
 use shared::{Error, Result};
 
 use crate::compare::{Verdict, compare, settle};
@@ -277,14 +277,33 @@ async fn plan_copies(
 
 /// Copies every entry, its attempts within the worker's adaptive copy limit (throttled
 /// ones retried). Returns the keys copied.
+///
+/// A source listed in an archive class is asked first whether it is readable (one HEAD);
+/// one that is not, or whose copy is refused as archived (Intelligent-Tiering's archive
+/// tiers do not show in listings), is a "needs restore" finding, never a copy failure:
+/// with [`JobOptions::restore_days`](shared::model::JobOptions) a restore is asked for.
 async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut PageResult) -> HashSet<String> {
     let dst_loc = &ctx.spec.destination;
     let w = &ctx.spec.options.write_options();
     let running = FuturesUnordered::new();
     for (k, e) in todo {
         running.push(async move {
+            if is_archive_class(e.storage_class.as_deref()) {
+                match with_retries(|| ctx.src.archive(&e.key)).await {
+                    Ok(Archive::Readable) => {}
+                    Ok(Archive::Archived(class)) => return (k, e, Err(needs_restore(ctx, e, &class, false).await)),
+                    Ok(Archive::Restoring(class)) => return (k, e, Err(needs_restore(ctx, e, &class, true).await)),
+                    Err(err) => return (k, e, Err(err)),
+                }
+            }
             RunStats::bump(&ctx.stats.copies);
-            let r = copy_object(ctx.src, ctx.dst, e, &dst_loc.full_key(k), w, ctx.copies).await;
+            let r = match copy_object(ctx.src, ctx.dst, e, &dst_loc.full_key(k), w, ctx.copies).await {
+                Err(Error::Archived(_)) => {
+                    let class = e.storage_class.as_deref().unwrap_or("an archive tier");
+                    Err(needs_restore(ctx, e, class, false).await)
+                }
+                r => r,
+            };
             if r.is_ok() {
                 crash_point(MID_COPY);
             }
@@ -300,6 +319,10 @@ async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut P
                 out.delta.copied_objects += 1;
                 out.delta.copied_bytes += e.size as i64;
             }
+            Err(Error::Archived(detail)) => {
+                out.delta.needs_restore += 1;
+                out.issues.push(issue(k, IssueKind::NeedsRestore, Some(e.clone()), None, Some(detail)));
+            }
             Err(err) => {
                 tracing::warn!(key = %k, error = %err, "copy failed");
                 out.delta.failed_objects += 1;
@@ -308,6 +331,22 @@ async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut P
         }
     }
     copied
+}
+
+/// The [`Error::Archived`] finding for archived source `e` (in `class`), after asking for
+/// its restore when the job says so and none is running. A refused restore is in the
+/// finding's detail: the object still needs one.
+async fn needs_restore(ctx: &PageCtx<'_>, e: &ObjectEntry, class: &str, restoring: bool) -> Error {
+    let detail = match (restoring, ctx.spec.options.restore_days) {
+        (true, _) => "a restore is in progress: run the job again once it is done".to_string(),
+        (false, None) => "restore it (RestoreObject, or --restore DAYS), or skip it with --skip-archived".to_string(),
+        (false, Some(days)) => match with_retries(|| ctx.src.restore(&e.key, days)).await {
+            Ok(()) => format!("restore requested for {days} days: run the job again once it is done"),
+            Err(err) => format!("its restore was refused: {err}"),
+        },
+    };
+    tracing::info!(key = %e.key, class, detail, "archived source: needs restore");
+    Error::Archived(format!("archived ({class}): {detail}"))
 }
 
 /// Classifies every key of the page after the work and tallies it: `copied` keys, and
@@ -322,8 +361,14 @@ async fn classify(
     moved: &HashSet<String>,
     out: &mut PageResult,
 ) -> Vec<(ObjectEntry, String)> {
-    let copied_failed: HashSet<String> =
-        out.issues.iter().filter(|i| i.kind == IssueKind::CopyFailed).map(|i| i.key.clone()).collect();
+    // Keys whose copy was attempted and failed, or not attempted because they need a
+    // restore: their finding is already recorded, so they are not missing or different too.
+    let copied_failed: HashSet<String> = out
+        .issues
+        .iter()
+        .filter(|i| matches!(i.kind, IssueKind::CopyFailed | IssueKind::NeedsRestore))
+        .map(|i| i.key.clone())
+        .collect();
     let mut verified = Vec::new();
     for (k, s) in src {
         let Some(mut d) = dst.remove(k) else {

@@ -131,4 +131,10 @@ impl ObjectStore for KmsLike {
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
         self.inner.delete(key, self.etags.real(if_etag).as_deref()).await
     }
+    async fn archive(&self, key: &str) -> Result<shared::objstore::Archive> {
+        self.inner.archive(key).await
+    }
+    async fn restore(&self, key: &str, days: u32) -> Result<()> {
+        self.inner.restore(key, days).await
+    }
 }

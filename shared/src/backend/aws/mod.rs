@@ -226,6 +226,9 @@ pub fn classify(status: Option<u16>, code: Option<&str>, message: String) -> Err
             | "AWS.SimpleQueueService.NonExistentQueue"
             | "QueueDoesNotExist",
         ) => Error::NotFound(message),
+        // S3's answer to reading an archived object (403 InvalidObjectState; the older
+        // ObjectNotInActiveTierError): checked before the 403 it comes with.
+        (_, "InvalidObjectState" | "ObjectNotInActiveTierError") => Error::Archived(message),
         (_, "AccessDenied" | "AccessDeniedException" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
             Error::AccessDenied(message)
         }
@@ -360,6 +363,7 @@ mod tests {
             Error::AccessDenied(_) => "denied",
             Error::Conflict(_) => "conflict",
             Error::Permanent(_) => "permanent",
+            Error::Archived(_) => "archived",
             other => panic!("unexpected {other:?}"),
         };
         let cases: &[(Option<u16>, Option<&str>, &str)] = &[
@@ -380,6 +384,8 @@ mod tests {
             (Some(400), Some("ConditionalCheckFailedException"), "conflict"),
             (Some(400), Some("ValidationException"), "permanent"),
             (Some(301), Some("PermanentRedirect"), "permanent"),
+            (Some(403), Some("InvalidObjectState"), "archived"),
+            (Some(403), Some("ObjectNotInActiveTierError"), "archived"),
         ];
         for (status, code, want) in cases {
             assert_eq!(kind(*status, *code), *want, "status {status:?}, code {code:?}");

@@ -19,8 +19,8 @@ use super::{AwsContext, sdk_error};
 use crate::error::{Error, Result};
 use crate::model::ObjectEntry;
 use crate::objstore::{
-    Body, Checksums, CopySource, Deleted, Download, ListPage, ListRequest, ObjectAttrs, ObjectStore, WriteOptions,
-    is_multipart_etag, unquote_etag,
+    Archive, Body, Checksums, CopySource, Deleted, Download, ListPage, ListRequest, ObjectAttrs, ObjectStore,
+    WriteOptions, is_multipart_etag, unquote_etag,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
@@ -190,6 +190,35 @@ impl ObjectStore for S3Store {
         Ok(ListPage { entries, skipped: Vec::new(), truncated })
     }
 
+    async fn archive(&self, key: &str) -> Result<Archive> {
+        let h = self.head_in(&self.bucket, key, None).await?;
+        let h = h.ok_or_else(|| Error::NotFound(format!("s3://{}/{key}", self.bucket)))?;
+        let class = h.storage_class().map(|c| c.as_str().to_string());
+        Ok(archive_of(class.as_deref(), h.archive_status().map(|s| s.as_str()), h.restore()))
+    }
+
+    async fn restore(&self, key: &str, days: u32) -> Result<()> {
+        use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
+        let what = format!("restore s3://{}/{key}", self.bucket);
+        let h = self.head_in(&self.bucket, key, None).await?;
+        let h = h.ok_or_else(|| Error::NotFound(what.clone()))?;
+        // Intelligent-Tiering's archive tiers take no days: the object moves back to the
+        // frequent tier. Glacier and Deep Archive give a copy for `days`.
+        let request = match h.archive_status() {
+            Some(_) => RestoreRequest::builder().build(),
+            None => {
+                let tier = GlacierJobParameters::builder().tier(Tier::Standard).build().map_err(Error::invalid)?;
+                RestoreRequest::builder().days(days as i32).glacier_job_parameters(tier).build()
+            }
+        };
+        let r = self.client.restore_object().bucket(&self.bucket).key(key).restore_request(request).send().await;
+        match r.map_err(|e| sdk_error(&what, e)) {
+            // RestoreAlreadyInProgress (409): someone asked before.
+            Ok(_) | Err(Error::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
         Ok(self.head_in(&self.bucket, key, None).await?.map(|h| ObjectEntry {
             key: key.to_string(),
@@ -353,6 +382,22 @@ async fn bucket_region(ctx: &AwsContext, bucket: &str) -> Result<Option<String>>
     Ok(region.filter(|r| !r.is_empty()))
 }
 
+/// What a HEAD says about an object's archive: its storage class, Intelligent-Tiering's
+/// `x-amz-archive-status`, and `x-amz-restore` (`ongoing-request="true"` while a restore
+/// runs, `ongoing-request="false", expiry-date=...` once a copy is readable).
+fn archive_of(class: Option<&str>, archive_status: Option<&str>, restore: Option<&str>) -> Archive {
+    let what = match archive_status {
+        Some(s) => format!("{} {s}", class.unwrap_or("INTELLIGENT_TIERING")),
+        None => class.unwrap_or("STANDARD").to_string(),
+    };
+    match restore {
+        Some(r) if r.contains("ongoing-request=\"true\"") => Archive::Restoring(what),
+        Some(r) if r.contains("ongoing-request=\"false\"") => Archive::Readable,
+        _ if archive_status.is_some() || crate::objstore::is_archive_class(class) => Archive::Archived(what),
+        _ => Archive::Readable,
+    }
+}
+
 /// Whether `response` is a passing failure (a 5xx or a 429) rather than an answer.
 fn is_passing(response: Option<&HttpResponse>) -> bool {
     response.is_some_and(|r| r.status().is_server_error() || r.status().as_u16() == 429)
@@ -443,4 +488,29 @@ pub(super) fn http_date(s: Option<&str>) -> Option<aws_smithy_types::DateTime> {
 /// An ETag in the quoted form HTTP conditions use.
 fn quote(etag: &str) -> String {
     format!("\"{etag}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Archive, archive_of};
+
+    #[test]
+    fn a_head_tells_archived_restoring_and_restored_apart() {
+        let archived = |c: &str| Archive::Archived(c.to_string());
+        assert_eq!(archive_of(None, None, None), Archive::Readable);
+        assert_eq!(archive_of(Some("STANDARD_IA"), None, None), Archive::Readable);
+        assert_eq!(archive_of(Some("GLACIER_IR"), None, None), Archive::Readable, "instant retrieval reads");
+        assert_eq!(archive_of(Some("GLACIER"), None, None), archived("GLACIER"));
+        assert_eq!(archive_of(Some("DEEP_ARCHIVE"), None, None), archived("DEEP_ARCHIVE"));
+        assert_eq!(
+            archive_of(Some("INTELLIGENT_TIERING"), Some("DEEP_ARCHIVE_ACCESS"), None),
+            archived("INTELLIGENT_TIERING DEEP_ARCHIVE_ACCESS")
+        );
+        assert_eq!(
+            archive_of(Some("GLACIER"), None, Some("ongoing-request=\"true\"")),
+            Archive::Restoring("GLACIER".into())
+        );
+        let restored = "ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\"";
+        assert_eq!(archive_of(Some("GLACIER"), None, Some(restored)), Archive::Readable);
+    }
 }

@@ -25,7 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::error::{Error, Result};
 use crate::model::ObjectEntry;
 use crate::objstore::{
-    Body, Checksums, CopySource, Deleted, Download, ListPage, ListRequest, ObjectAttrs, ObjectStore, WriteOptions,
+    Archive, Body, Checksums, CopySource, Deleted, Download, ListPage, ListRequest, ObjectAttrs, ObjectStore,
+    WriteOptions,
 };
 use keys::{TMP_PREFIX, key_path, parent_prefixes, unsupported};
 
@@ -147,6 +148,17 @@ impl Inner {
 
 #[async_trait]
 impl ObjectStore for LocalDirStore {
+    async fn archive(&self, _key: &str) -> Result<Archive> {
+        Ok(Archive::Readable)
+    }
+
+    async fn restore(&self, key: &str, _days: u32) -> Result<()> {
+        Err(Error::invalid(format!(
+            "{}: {key:?} is a file: a directory has no archive to restore from",
+            self.describe()
+        )))
+    }
+
     fn describe(&self) -> String {
         self.inner.root.display().to_string()
     }

@@ -52,18 +52,11 @@ where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let what = format!("copy s3://{}/{} to {dst_key:?}", source.bucket, src.key);
-    let archived = matches!(
-        aws_sdk_s3::error::ProvideErrorMetadata::code(&e),
-        Some("ObjectNotInActiveTierError" | "InvalidObjectState")
-    );
-    if archived {
-        return Error::Permanent(format!(
-            "{what}: the source is archived (storage class {}): it needs a restore (RestoreObject) \
-             before it can be copied",
-            src.storage_class.as_deref().unwrap_or("unknown")
-        ));
-    }
     match sdk_error(&what, e) {
+        Error::Archived(m) => Error::Archived(format!(
+            "the source is archived (storage class {}): restore it (RestoreObject) before it can be copied ({m})",
+            src.storage_class.as_deref().unwrap_or("unknown")
+        )),
         Error::Conflict(m) => Error::Permanent(format!(
             "{what}: the source changed since it was listed (ETag no longer {:?}): {m}",
             src.etag.as_deref().unwrap_or("")
