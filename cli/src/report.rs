@@ -114,14 +114,9 @@ impl Report {
         // A verified job that skipped entries says so on its first line.
         let state = match (self.state, d.uncopyable, d.needs_restore) {
             ("verified", 0, 0) => "VERIFIED".to_string(),
-            ("verified", u, a) => {
-                let why: Vec<String> = [(u, "uncopyable"), (a, "archived, need restore")]
-                    .iter()
-                    .filter(|(n, _)| *n > 0)
-                    .map(|(n, w)| format!("{n} {w}"))
-                    .collect();
-                format!("VERIFIED, {} skipped ({})", u + a, why.join(", "))
-            }
+            ("verified", u, 0) => format!("VERIFIED, {u} skipped (uncopyable)"),
+            ("verified", 0, a) => format!("VERIFIED, {a} skipped (archived, need restore)"),
+            ("verified", u, a) => format!("VERIFIED, {} skipped ({u} uncopyable, {a} archived, need restore)", u + a),
             (s, _, _) => s.to_uppercase(),
         };
         let mut s = format!(

@@ -224,6 +224,12 @@ pub trait ObjectStore: Send + Sync {
     /// conditional delete the adapter re-checks with a HEAD first. Idempotent.
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted>;
 
+    /// Makes every write this store has acknowledged durable: after it returns, a power
+    /// loss keeps them. The engine calls it once per page that wrote here, before the page
+    /// is recorded (and before a move deletes any source), so writes themselves need not
+    /// each wait for the disk. Nothing to do on S3, whose writes are durable when answered.
+    async fn sync(&self) -> Result<()>;
+
     /// Whether the object's content can be read now (see [`Archive`]): one HEAD on S3, asked
     /// only for objects listed in an archive class or refused as archived. `NotFound` if it
     /// does not exist.

@@ -175,6 +175,9 @@ impl<G: WriteGate> ObjectStore for Gated<G> {
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
         self.inner.delete(key, if_etag).await
     }
+    async fn sync(&self) -> Result<()> {
+        self.inner.sync().await
+    }
     async fn archive(&self, key: &str) -> Result<shared::objstore::Archive> {
         self.inner.archive(key).await
     }

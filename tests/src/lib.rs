@@ -32,6 +32,22 @@ pub fn unique(base: &str) -> String {
     format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
+/// New empty buckets on the emulator, named after `bases` with random suffixes, with stores
+/// over them.
+pub async fn new_buckets<const N: usize>(
+    ctx: &AwsContext,
+    bases: [&str; N],
+) -> [(String, shared::backend::aws::s3::S3Store); N] {
+    use shared::backend::aws::s3::S3Store;
+    let mut out = Vec::with_capacity(N);
+    for base in bases {
+        let name = unique(base);
+        S3Store::create_bucket(ctx, &name).await.unwrap();
+        out.push((name.clone(), S3Store::new(ctx, &name)));
+    }
+    out.try_into().unwrap_or_else(|_| unreachable!("N buckets"))
+}
+
 /// Environment for a child `bucketclone` process so its AWS chain points at the emulator.
 pub fn emulator_env() -> Vec<(&'static str, String)> {
     vec![
@@ -209,6 +225,9 @@ impl ObjectStore for CountingStore {
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> shared::Result<Deleted> {
         Self::bump(&self.requests.delete);
         self.inner.delete(key, if_etag).await
+    }
+    async fn sync(&self) -> shared::Result<()> {
+        self.inner.sync().await
     }
     async fn archive(&self, key: &str) -> shared::Result<shared::objstore::Archive> {
         self.inner.archive(key).await

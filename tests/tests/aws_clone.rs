@@ -173,13 +173,15 @@ async fn copies_keep_the_storage_class_and_archived_objects_need_a_restore() {
     let out = run(&[&["clone", &sa, &sb][..], &args[..]].concat());
     assert_eq!(out.status.code(), Some(1), "an archived object keeps the job from verifying");
     let r = report(&out);
-    assert_eq!((&r["state"], &r["copied"]["objects"], &r["failed"]), (&"mismatch".into(), &3.into(), &1.into()));
+    assert_eq!((&r["state"], &r["copied"]["objects"], &r["failed"]), (&"mismatch".into(), &3.into(), &0.into()));
+    assert_eq!(r["differences"]["needs_restore"], 1);
     let text = std::fs::read_to_string(&found).unwrap();
     let findings: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let cold: Vec<_> = findings.iter().filter(|f| f["key"] == "cold").collect();
     assert_eq!(cold.len(), 1, "{findings:?}");
+    assert_eq!(cold[0]["kind"], "needs-restore");
     let why = cold[0]["detail"].as_str().unwrap_or_default();
-    assert!(why.contains("needs a restore") && why.contains("GLACIER"), "{why}");
+    assert!(why.contains("restore") && why.contains("GLACIER"), "{why}");
 
     for (key, class) in [("ia/one", Some("STANDARD_IA")), ("ia/two", Some("ONEZONE_IA")), ("plain", None)] {
         let h = s3.head_object().bucket(&b).key(key).send().await.unwrap();

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use bucketclone::local::{LocalOptions, Outcome, run_with};
 use bucketclone_tests::faulty::{KmsEtags, KmsLike};
-use bucketclone_tests::{listing, moto, unique, write_tree};
+use bucketclone_tests::{listing, moto, new_buckets, unique, write_tree};
 use shared::backend::StoreFactory;
 use shared::backend::aws::s3::S3Store;
 use shared::backend::embedded::local_dir::LocalDirStore;
@@ -135,11 +135,7 @@ async fn plain_objects_need_no_checksum_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_like_buckets_verify_by_checksum_on_s3() {
     let ctx = moto().await;
-    let (a, b) = (unique("kmssrc"), unique("kmsdst"));
-    for name in [&a, &b] {
-        S3Store::create_bucket(&ctx, name).await.unwrap();
-    }
-    let src = S3Store::new(&ctx, &a);
+    let [(a, src), (b, _)] = new_buckets(&ctx, ["kmssrc", "kmsdst"]).await;
     let n = 20;
     for i in 0..n {
         let data = format!("object {i:03}").into_bytes();

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use bucketclone_tests::{listing, moto, report, run, tree, unique, write_tree};
-use shared::backend::aws::s3::S3Store;
+use bucketclone_tests::{listing, moto, new_buckets, report, run, tree, write_tree};
 use shared::conformance::objstore::body;
 use shared::objstore::{ObjectAttrs, ObjectStore, WriteOptions};
 
@@ -100,11 +99,7 @@ fn a_filter_with_an_empty_pattern_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_clone_with_filters_copies_the_included_keys_and_verify_agrees() {
     let ctx = moto().await;
-    let (a, b) = (unique("fsrc"), unique("fdst"));
-    for n in [&a, &b] {
-        S3Store::create_bucket(&ctx, n).await.unwrap();
-    }
-    let (src, dst) = (S3Store::new(&ctx, &a), S3Store::new(&ctx, &b));
+    let [(a, src), (b, dst)] = new_buckets(&ctx, ["fsrc", "fdst"]).await;
     // Under a prefix: patterns match keys relative to the location.
     for (k, v) in source() {
         src.put(&format!("p/{k}"), body(v.clone()), v.len() as u64, &ObjectAttrs::NONE, &WriteOptions::KEEP)

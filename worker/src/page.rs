@@ -128,6 +128,9 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
         let todo = plan_copies(ctx, &mut src, &mut dst, &mut proven).await;
         copied = copy_all(ctx, &todo, &mut out).await;
         if !copied.is_empty() {
+            // Durable before anything is recorded or deleted: one flush for the page's
+            // writes (a local directory's syncfs; nothing on S3).
+            with_retries(|| ctx.dst.sync()).await?;
             dst = list_dest(ctx, &covered, &filter).await?;
         }
     }

@@ -131,6 +131,9 @@ impl ObjectStore for KmsLike {
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
         self.inner.delete(key, self.etags.real(if_etag).as_deref()).await
     }
+    async fn sync(&self) -> Result<()> {
+        self.inner.sync().await
+    }
     async fn archive(&self, key: &str) -> Result<shared::objstore::Archive> {
         self.inner.archive(key).await
     }

@@ -190,6 +190,10 @@ impl ObjectStore for S3Store {
         Ok(ListPage { entries, skipped: Vec::new(), truncated })
     }
 
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn archive(&self, key: &str) -> Result<Archive> {
         let h = self.head_in(&self.bucket, key, None).await?;
         let h = h.ok_or_else(|| Error::NotFound(format!("s3://{}/{key}", self.bucket)))?;

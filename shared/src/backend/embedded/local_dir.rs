@@ -1,8 +1,10 @@
 //! A local directory as an object store: a key is a relative path under the root.
 //!
 //! Guarantees: listings are in UTF-8 byte order (see [`walk`]); an object appears whole or
-//! not at all (`put` writes a hidden temp file in the target directory, syncs it and
-//! renames it over the key); nothing is ever written outside the root, and keys a directory
+//! not at all (`put` writes a hidden temp file in the target directory and renames it over
+//! the key); writes are made durable together by [`ObjectStore::sync`] (one `syncfs` of the
+//! file system holding the root), which the engine calls before it records a page that
+//! wrote here; nothing is ever written outside the root, and keys a directory
 //! cannot hold (see [`keys::unsupported_reason`]) fail with `Permanent` before any write.
 //! ETags are the hex MD5 of the content, computed on listing and HEAD (see [`meta`]);
 //! checksums (CRC32, CRC32C, CRC64NVME, SHA256) are computed when asked for.
@@ -148,6 +150,9 @@ impl Inner {
 
 #[async_trait]
 impl ObjectStore for LocalDirStore {
+    async fn sync(&self) -> Result<()> {
+        self.blocking(|s| sync_file_system(&s.root).map_err(|e| io_err(e, &s.root.display().to_string()))).await
+    }
     async fn archive(&self, _key: &str) -> Result<Archive> {
         Ok(Archive::Readable)
     }
@@ -246,7 +251,7 @@ impl ObjectStore for LocalDirStore {
         let file = create_temp(root, key, &parent, &tmp).await?;
         let written = write_body(file, body, size).await;
         let result = match written {
-            Ok(etag) => finish_put(root, key, &tmp, &path, &parent).await.map(|()| etag),
+            Ok(etag) => finish_put(root, key, &tmp, &path).await.map(|()| etag),
             Err(e) => Err(e),
         };
         let etag = match result {
@@ -257,6 +262,11 @@ impl ObjectStore for LocalDirStore {
             }
         };
         self.inner.invalidate(key);
+        // The MD5 was computed while writing: the listing that verifies the copy need not
+        // read the file back (see `EtagCache::written`).
+        if let Ok(meta) = tokio::fs::metadata(&path).await {
+            self.inner.etags.written(key, &meta, &etag);
+        }
         Ok(ObjectEntry { key: key.to_string(), size, etag: Some(etag), storage_class: None })
     }
 
@@ -294,7 +304,8 @@ async fn create_temp(root: &Path, key: &str, parent: &Path, tmp: &Path) -> Resul
     Err(Error::transient(format!("{key:?}: its directory kept disappearing")))
 }
 
-/// Copies exactly `size` bytes of `body` into `file`, syncs it, and returns their hex MD5.
+/// Copies exactly `size` bytes of `body` into `file` and returns their hex MD5. Not synced
+/// here: [`ObjectStore::sync`] makes a page's writes durable together.
 async fn write_body(mut file: tokio::fs::File, mut body: Body, size: u64) -> Result<String> {
     let mut md5 = Md5::new();
     let mut buf = Vec::with_capacity(1 << 20);
@@ -319,12 +330,12 @@ async fn write_body(mut file: tokio::fs::File, mut body: Body, size: u64) -> Res
     if done < size {
         return Err(Error::permanent(format!("the body ended after {done} of {size} bytes")));
     }
-    file.sync_all().await?;
+    file.flush().await?;
     Ok(hex::encode(md5.finalize()))
 }
 
-/// Renames the complete temp file over the key and makes the rename durable.
-async fn finish_put(root: &Path, key: &str, tmp: &Path, path: &Path, parent: &Path) -> Result<()> {
+/// Renames the complete temp file over the key (durable with the next [`ObjectStore::sync`]).
+async fn finish_put(root: &Path, key: &str, tmp: &Path, path: &Path) -> Result<()> {
     if let Err(e) = tokio::fs::rename(tmp, path).await {
         return Err(match e.kind() {
             std::io::ErrorKind::IsADirectory | std::io::ErrorKind::DirectoryNotEmpty => {
@@ -333,9 +344,23 @@ async fn finish_put(root: &Path, key: &str, tmp: &Path, path: &Path, parent: &Pa
             _ => io_err(e, key),
         });
     }
-    let dir = tokio::fs::File::open(parent).await?;
-    dir.sync_all().await?;
     Ok(())
+}
+
+/// Writes every dirty page and inode of the file system holding `root` to disk: one
+/// `syncfs(2)` for all the files and directories a page wrote, where a per-file `fsync` of
+/// each file and its directory cost two disk flushes per object.
+fn sync_file_system(root: &Path) -> std::io::Result<()> {
+    let dir = std::fs::File::open(root)?;
+    #[cfg(target_os = "linux")]
+    return rustix::fs::syncfs(&dir).map_err(std::io::Error::from);
+    #[cfg(not(target_os = "linux"))]
+    {
+        // No syncfs: the directory's own entries, then everything.
+        dir.sync_all()?;
+        rustix::fs::sync();
+        Ok(())
+    }
 }
 
 /// An I/O error about `what`, keeping its classification.
