@@ -105,6 +105,7 @@ where
     objects::round_trips(new_store().await).await;
     objects::missing_objects(new_store().await).await;
     objects::put_replaces(new_store().await).await;
+    objects::sync_and_archive(new_store().await).await;
     objects::bad_bodies_write_nothing(new_store().await).await;
     objects::conditional_delete(new_store().await).await;
     objects::conditional_get(new_store().await).await;

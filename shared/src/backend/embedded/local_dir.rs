@@ -109,6 +109,14 @@ impl Inner {
         }
     }
 
+    /// Whether a regular file holds `key` (without hashing it).
+    fn exists(&self, key: &str) -> Result<bool> {
+        match key_path(&self.root, key) {
+            Ok(path) => Ok(std::fs::metadata(path).is_ok_and(|m| m.is_file())),
+            Err(_) => Ok(false),
+        }
+    }
+
     fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
         // A key this directory cannot hold is not here.
         let Ok(path) = key_path(&self.root, key) else {
@@ -153,8 +161,13 @@ impl ObjectStore for LocalDirStore {
     async fn sync(&self) -> Result<()> {
         self.blocking(|s| sync_file_system(&s.root).map_err(|e| io_err(e, &s.root.display().to_string()))).await
     }
-    async fn archive(&self, _key: &str) -> Result<Archive> {
-        Ok(Archive::Readable)
+    /// A file is always readable; `NotFound` when there is none.
+    async fn archive(&self, key: &str) -> Result<Archive> {
+        let k = key.to_string();
+        match self.blocking(move |s| s.exists(&k)).await? {
+            true => Ok(Archive::Readable),
+            false => Err(Error::NotFound(format!("{}: no file {key:?}", self.describe()))),
+        }
     }
 
     async fn restore(&self, key: &str, _days: u32) -> Result<()> {

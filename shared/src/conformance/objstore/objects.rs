@@ -23,6 +23,21 @@ pub(super) async fn round_trips(store: Arc<dyn ObjectStore>) {
     }
 }
 
+/// Writes made durable by `sync` read back the same afterwards (durability itself needs a
+/// power cut to test); an ordinary object is readable, not archived, and its head agrees
+/// with the put's answer (a store may answer a head from what the put computed).
+pub(super) async fn sync_and_archive(store: Arc<dyn ObjectStore>) {
+    let bytes = noise(3000, 7);
+    let put = put(&*store, "durable/one", &bytes).await;
+    store.sync().await.expect("sync after a put");
+    store.sync().await.expect("sync with nothing new");
+    assert_eq!(store.head("durable/one").await.unwrap(), Some(put), "sync_and_archive: head after sync");
+    assert_eq!(read_all(&*store, "durable/one").await, bytes, "sync_and_archive: content after sync");
+    let archive = store.archive("durable/one").await.expect("archive of an ordinary object");
+    assert_eq!(archive, crate::objstore::Archive::Readable, "sync_and_archive: archive");
+    assert_not_found("sync_and_archive: archive of a missing key", store.archive("durable/absent").await.map(|_| ()));
+}
+
 /// A missing key: head is None, get is NotFound, delete is Absent.
 pub(super) async fn missing_objects(store: Arc<dyn ObjectStore>) {
     put(&*store, "present", b"x").await;
