@@ -280,6 +280,20 @@ fn human(j: &JobRecord) -> String {
         c.dest_objects,
         crate::report::human_bytes(c.dest_bytes)
     );
+    let differences = [
+        ("missing", c.missing),
+        ("extra", c.extra),
+        ("size differs", c.size_differs),
+        ("content differs", c.content_differs),
+        ("unverifiable", c.unverifiable),
+        ("uncopyable", c.uncopyable),
+        ("needs restore", c.needs_restore),
+        ("segments failed", c.segments_failed),
+    ];
+    let found: Vec<String> = differences.iter().filter(|(_, n)| *n > 0).map(|(w, n)| format!("{w} {n}")).collect();
+    if !found.is_empty() {
+        s += &format!("\n  differences: {}", found.join(", "));
+    }
     if let Some(m) = &j.message {
         let label = if j.state == shared::model::JobState::Failed { "error" } else { "note" };
         s += &format!("\n  {label}: {m}");
