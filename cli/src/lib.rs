@@ -408,7 +408,6 @@ pub const LOG_FORMAT_ENV: &str = "BUCKETCLONE_LOG_FORMAT";
 /// collector, a file), never with colour codes outside a terminal;
 /// `BUCKETCLONE_LOG_FORMAT=json|text` decides explicitly. The level comes from
 /// `BUCKETCLONE_LOG` (an env-filter, e.g. `info,worker=debug`).
-
 fn init_logs(default: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
