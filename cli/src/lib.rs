@@ -434,6 +434,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The log level: an env-filter, e.g. `info,worker=debug`.
+pub const LOG_ENV: &str = "BUCKETCLONE_LOG";
+/// The log format: `json` or `text` (default: text on a terminal, JSON otherwise).
+pub const LOG_FORMAT_ENV: &str = "BUCKETCLONE_LOG_FORMAT";
+
 /// Logs go to stderr: human lines on a terminal, JSON lines otherwise (a service's log
 /// collector, a file), never with colour codes outside a terminal;
 /// `BUCKETCLONE_LOG_FORMAT=json|text` decides explicitly. The level comes from
@@ -441,9 +446,9 @@ pub fn main() -> ExitCode {
 fn init_logs(default: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("BUCKETCLONE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(default));
     let terminal = std::io::stderr().is_terminal();
-    let json = match std::env::var("BUCKETCLONE_LOG_FORMAT").as_deref() {
+    let json = match std::env::var(LOG_FORMAT_ENV).as_deref() {
         Ok("json") => true,
         Ok("text") => false,
         _ => !terminal,

@@ -10,6 +10,14 @@ use std::path::PathBuf;
 
 use shared::{Error, Result};
 
+/// Prefix of the environment variables the loader reads (`BUCKETCLONE_<KEY>`, nested keys
+/// joined with [`ENV_SEPARATOR`]).
+pub const ENV_PREFIX: &str = "BUCKETCLONE";
+/// Separator of nested keys in environment variable names (`BUCKETCLONE_WORKER__CONCURRENCY`).
+pub const ENV_SEPARATOR: &str = "__";
+/// The configuration file's environment variable (when `--config` is not given).
+pub const CONFIG_ENV: &str = "BUCKETCLONE_CONFIG";
+
 /// Everything the services read from configuration.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -61,8 +69,14 @@ pub struct Overrides {
 }
 
 impl Settings {
-    /// Loads and validates the layers.
+    /// Loads and validates the layers, reading the process environment.
     pub fn load(o: &Overrides) -> Result<Self> {
+        Self::load_with_env(o, None)
+    }
+
+    /// As [`Settings::load`], with `env` standing in for the process environment when given
+    /// (the variables `BUCKETCLONE_*` of a deployment, checked without setting them).
+    pub fn load_with_env(o: &Overrides, env: Option<Vec<(String, String)>>) -> Result<Self> {
         let bad = |e: config::ConfigError| Error::invalid(format!("configuration: {e}"));
         let mut b = config::Config::builder()
             .set_default("name", "bucketclone")
@@ -76,11 +90,18 @@ impl Settings {
             .and_then(|b| b.set_default("queue.max_receives", 10))
             .and_then(|b| b.set_default("queue.retention_secs", 4 * 24 * 3600))
             .map_err(bad)?;
-        let file = o.config.clone().or_else(|| std::env::var_os("BUCKETCLONE_CONFIG").map(PathBuf::from));
+        let config_env = match &env {
+            Some(vars) => vars.iter().find(|(k, _)| k == CONFIG_ENV).map(|(_, v)| v.into()),
+            None => std::env::var_os(CONFIG_ENV),
+        };
+        let file = o.config.clone().or_else(|| config_env.map(PathBuf::from));
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).format(config::FileFormat::Toml).required(true));
         }
-        b = b.add_source(config::Environment::with_prefix("BUCKETCLONE").prefix_separator("_").separator("__"));
+        let vars = env.map(|v| v.into_iter().collect::<config::Map<String, String>>());
+        b = b.add_source(
+            config::Environment::with_prefix(ENV_PREFIX).prefix_separator("_").separator(ENV_SEPARATOR).source(vars),
+        );
         for (k, v) in [("name", o.name.clone()), ("http_addr", o.http_addr.clone())] {
             if let Some(v) = v {
                 b = b.set_override(k, v).map_err(bad)?;

@@ -58,6 +58,15 @@ use items::{
     issue_from, issue_group, job_from, job_pk, key, kind_name, n, s, seg_sk, segment_attempt, segment_from,
 };
 
+/// The table's key schema and indexes, as [`DynamoJobStore::ensure_table`] creates them
+/// (for templates that create the table instead: see `deploy/`).
+pub mod schema {
+    pub use super::items::{
+        CREATED_MS, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, JOBS_INDEX_KEY, PARTITION_KEY, RUNNING_GSI_PK, RUNNING_INDEX,
+        RUNNING_INDEX_KEY, SORT_KEY,
+    };
+}
+
 const _: () = assert!(MAX_CHILDREN + 2 <= 100, "a completion must fit one transaction");
 
 /// Attempts at a write that keeps meeting transient conflicts (a hot job item).

@@ -15,7 +15,7 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMes
 
 mod setup;
 
-pub use setup::QueueSettings;
+pub use setup::{DLQ_RETENTION_SECS, DLQ_SUFFIX, QueueSettings};
 
 use super::{AwsContext, sdk_error};
 use crate::error::{Error, Result, with_retries};
@@ -24,7 +24,8 @@ use crate::queue::{Delivery, LeaseId, QueueDepth, WorkQueue};
 /// SQS's limits: entries per batch call, bytes per batch, seconds per long poll, lease.
 const BATCH: usize = 10;
 const BATCH_BYTES: usize = 256 * 1024;
-const MAX_WAIT_SECS: u64 = 20;
+/// The longest long poll SQS allows; the queues `init` makes wait this long by default.
+pub const MAX_WAIT_SECS: u64 = 20;
 const MAX_VISIBILITY_SECS: u64 = 43_200;
 /// Attempts at sending the entries of a batch that failed on their own.
 const SEND_ATTEMPTS: u32 = 4;

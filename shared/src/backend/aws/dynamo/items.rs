@@ -13,20 +13,31 @@ use crate::model::{Counters, IssueKind, JobRecord, JobSpec, JobState, KeyRange, 
 /// One DynamoDB item.
 pub(super) type Item = HashMap<String, AttributeValue>;
 
+/// The table's partition key attribute (a string): `JOB#<id>` for every item of a job.
+pub const PARTITION_KEY: &str = "pk";
+/// The table's sort key attribute (a string).
+pub const SORT_KEY: &str = "sk";
+/// The jobs index's partition key attribute (a string, only on job items).
+pub const JOBS_INDEX_KEY: &str = "gsi1pk";
+/// The running-jobs index's partition key attribute (a string, only on running job items).
+pub const RUNNING_INDEX_KEY: &str = "gsi2pk";
+/// Both indexes' sort key attribute (a number: milliseconds since the epoch).
+pub const CREATED_MS: &str = "created_ms";
+
 /// The sort key of a job item.
-pub(super) const JOB_SK: &str = "JOB";
+pub const JOB_SK: &str = "JOB";
 /// The prefix of segment sort keys.
 pub(super) const SEG_PREFIX: &str = "SEG#";
 /// The prefix of issue sort keys, and the first string after every one of them.
 pub(super) const ISSUE_PREFIX: &str = "ISSUE#";
 pub(super) const ISSUE_END: &str = "ISSUE$";
 /// The sparse index listing jobs: only job items carry `gsi1pk`.
-pub(super) const JOBS_INDEX: &str = "jobs-by-created";
-pub(super) const JOBS_GSI_PK: &str = "JOBS";
+pub const JOBS_INDEX: &str = "jobs-by-created";
+pub const JOBS_GSI_PK: &str = "JOBS";
 /// The sparse index of running jobs: only running job items carry `gsi2pk`; settling a job
 /// removes it.
-pub(super) const RUNNING_INDEX: &str = "jobs-running";
-pub(super) const RUNNING_GSI_PK: &str = "RUNNING";
+pub const RUNNING_INDEX: &str = "jobs-running";
+pub const RUNNING_GSI_PK: &str = "RUNNING";
 /// Hex digits of a key kept in an issue's sort key: 940 + prefix, hash, kind and attempt
 /// stay within DynamoDB's 1,024-byte sort-key limit.
 const ISSUE_HEX_MAX: usize = 940;

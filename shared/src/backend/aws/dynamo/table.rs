@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableDescription, TableStatus,
 };
 
-use super::items::{JOBS_INDEX, RUNNING_INDEX};
+use super::items::{CREATED_MS, JOBS_INDEX, JOBS_INDEX_KEY, PARTITION_KEY, RUNNING_INDEX, RUNNING_INDEX_KEY, SORT_KEY};
 use crate::backend::aws::sdk_error;
 use crate::error::{Error, Result};
 
@@ -43,7 +43,7 @@ fn sparse_index(name: &str, attr: &str) -> Result<GlobalSecondaryIndex> {
     GlobalSecondaryIndex::builder()
         .index_name(name)
         .key_schema(key_element(attr, KeyType::Hash)?)
-        .key_schema(key_element("created_ms", KeyType::Range)?)
+        .key_schema(key_element(CREATED_MS, KeyType::Range)?)
         .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
         .build()
         .map_err(build_err)
@@ -58,15 +58,15 @@ pub(super) async fn ensure(client: &aws_sdk_dynamodb::Client, table: &str) -> Re
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("pk", ScalarAttributeType::S)?)
-        .attribute_definitions(attribute("sk", ScalarAttributeType::S)?)
-        .attribute_definitions(attribute("gsi1pk", ScalarAttributeType::S)?)
-        .attribute_definitions(attribute("gsi2pk", ScalarAttributeType::S)?)
-        .attribute_definitions(attribute("created_ms", ScalarAttributeType::N)?)
-        .key_schema(key_element("pk", KeyType::Hash)?)
-        .key_schema(key_element("sk", KeyType::Range)?)
-        .global_secondary_indexes(sparse_index(JOBS_INDEX, "gsi1pk")?)
-        .global_secondary_indexes(sparse_index(RUNNING_INDEX, "gsi2pk")?)
+        .attribute_definitions(attribute(PARTITION_KEY, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(SORT_KEY, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(JOBS_INDEX_KEY, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(RUNNING_INDEX_KEY, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(CREATED_MS, ScalarAttributeType::N)?)
+        .key_schema(key_element(PARTITION_KEY, KeyType::Hash)?)
+        .key_schema(key_element(SORT_KEY, KeyType::Range)?)
+        .global_secondary_indexes(sparse_index(JOBS_INDEX, JOBS_INDEX_KEY)?)
+        .global_secondary_indexes(sparse_index(RUNNING_INDEX, RUNNING_INDEX_KEY)?)
         .send()
         .await;
     let mut ensured = Ensured::Ready;
@@ -105,16 +105,16 @@ async fn add_running_index(client: &aws_sdk_dynamodb::Client, table: &str) -> Re
     tracing::info!(table = %table, "adding the {RUNNING_INDEX} index to a table made by an earlier version");
     let create = CreateGlobalSecondaryIndexAction::builder()
         .index_name(RUNNING_INDEX)
-        .key_schema(key_element("gsi2pk", KeyType::Hash)?)
-        .key_schema(key_element("created_ms", KeyType::Range)?)
+        .key_schema(key_element(RUNNING_INDEX_KEY, KeyType::Hash)?)
+        .key_schema(key_element(CREATED_MS, KeyType::Range)?)
         .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
         .build()
         .map_err(build_err)?;
     client
         .update_table()
         .table_name(table)
-        .attribute_definitions(attribute("gsi2pk", ScalarAttributeType::S)?)
-        .attribute_definitions(attribute("created_ms", ScalarAttributeType::N)?)
+        .attribute_definitions(attribute(RUNNING_INDEX_KEY, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(CREATED_MS, ScalarAttributeType::N)?)
         .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build())
         .send()
         .await

@@ -12,7 +12,10 @@ use crate::backend::aws::{AwsContext, sdk_error};
 use crate::error::{Error, Result, with_retries};
 
 /// The dead-letter queue keeps messages as long as SQS allows, for a human to look at.
-const DLQ_RETENTION_SECS: u32 = 14 * 24 * 3600;
+pub const DLQ_RETENTION_SECS: u32 = 14 * 24 * 3600;
+
+/// The dead-letter queue of queue `q` is `q` followed by this.
+pub const DLQ_SUFFIX: &str = "-dlq";
 
 /// How [`SqsQueue::ensure`] sets up a queue and its dead-letter queue `<name>-dlq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +72,7 @@ impl SqsQueue {
             )));
         }
         let client = ctx.sqs();
-        let dlq_name = format!("{name}-dlq");
+        let dlq_name = format!("{name}{DLQ_SUFFIX}");
         let dlq_attrs = [(QueueAttributeName::MessageRetentionPeriod, DLQ_RETENTION_SECS.to_string())];
         let dlq_url = create_or_update(&client, &dlq_name, &dlq_attrs).await?;
         let dlq = SqsQueue::from_parts(client.clone(), dlq_url);
