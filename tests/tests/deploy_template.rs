@@ -282,6 +282,7 @@ const OPERATIONS: &[(&str, &str, Use, &[&str])] = &[
     ("s3", "head_object", Use::Run, &["s3:GetObject"]),
     ("s3", "list_objects_v2", Use::Run, &["s3:ListBucket"]),
     ("s3", "put_object", Use::Run, &["s3:PutObject", "s3:PutObjectTagging"]),
+    ("s3", "restore_object", Use::Run, &["s3:RestoreObject"]),
     ("s3", "upload_part", Use::Run, &["s3:PutObject"]),
     ("s3", "upload_part_copy", Use::Run, &["s3:GetObject", "s3:PutObject"]),
     ("sqs", "change_message_visibility", Use::Run, &["sqs:ChangeMessageVisibility"]),
