@@ -31,7 +31,7 @@ pub struct QueueSettings {
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        QueueSettings { visibility_secs: 120, max_receives: 10, retention_secs: 4 * 24 * 3600 }
+        QueueSettings { visibility_secs: 60, max_receives: 10, retention_secs: 4 * 24 * 3600 }
     }
 }
 
