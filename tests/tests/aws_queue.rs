@@ -28,13 +28,15 @@ async fn sqs_queue_passes_the_conformance_suite() {
 async fn ensure_is_idempotent_and_redrives_to_the_dlq() {
     let ctx = moto().await;
     let name = unique("bcq");
-    let first = SqsQueue::ensure(&ctx, &name, &QueueSettings::default()).await.unwrap();
-    let second = SqsQueue::ensure(&ctx, &name, &QueueSettings::default()).await.unwrap();
+    // A visibility other than the default's: the queue gets the one asked for.
+    let settings = QueueSettings { visibility_secs: 90, ..QueueSettings::default() };
+    let first = SqsQueue::ensure(&ctx, &name, &settings).await.unwrap();
+    let second = SqsQueue::ensure(&ctx, &name, &settings).await.unwrap();
     assert_eq!(first.url(), second.url(), "ensure twice must name the same queue");
     assert!(first.url().ends_with(&format!("/{name}")), "url {}", first.url());
 
     let attrs = first.attributes().await.unwrap();
-    assert_eq!(attrs["VisibilityTimeout"], "120");
+    assert_eq!(attrs["VisibilityTimeout"], "90");
     assert_eq!(attrs["MessageRetentionPeriod"], (4 * 24 * 3600).to_string());
     assert_eq!(attrs["ReceiveMessageWaitTimeSeconds"], "20");
     let redrive: serde_json::Value = serde_json::from_str(&attrs["RedrivePolicy"]).unwrap();

@@ -20,7 +20,8 @@ pub const DLQ_SUFFIX: &str = "-dlq";
 /// How [`SqsQueue::ensure`] sets up a queue and its dead-letter queue `<name>-dlq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSettings {
-    /// The visibility timeout of receives that do not name one (ours always do). Default 120.
+    /// The visibility timeout of receives that do not name one (ours always do). Default 60,
+    /// the configuration's `queue.visibility_secs`.
     pub visibility_secs: u32,
     /// Receives after which a message moves to the dead-letter queue. Default 10, like
     /// the embedded queue's `DEFAULT_MAX_DELIVERIES`.
