@@ -275,11 +275,6 @@ impl ObjectStore for LocalDirStore {
             }
         };
         self.inner.invalidate(key);
-        // The MD5 was computed while writing: the listing that verifies the copy need not
-        // read the file back (see `EtagCache::written`).
-        if let Ok(meta) = tokio::fs::metadata(&path).await {
-            self.inner.etags.written(key, &meta, &etag);
-        }
         Ok(ObjectEntry { key: key.to_string(), size, etag: Some(etag), storage_class: None })
     }
 

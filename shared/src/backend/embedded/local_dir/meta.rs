@@ -62,17 +62,6 @@ impl EtagCache {
         Ok(Some(ObjectEntry { key: key.to_string(), size, etag: Some(etag), storage_class: None }))
     }
 
-    /// Remembers the hash of a file this store has just written (`meta` read after its
-    /// rename), computed from the bytes as they were written. Not subject to [`SETTLE`]: a
-    /// rewrite by another process within the same timestamp tick, keeping the size, would
-    /// go unseen, as would a rewrite just after any verification; a rewrite after the tick,
-    /// or of another size, misses the cache and is hashed again.
-    pub(super) fn written(&self, key: &str, meta: &std::fs::Metadata, hash: &str) {
-        if let Ok(mtime) = meta.modified() {
-            self.insert(key, meta.len(), mtime, hash);
-        }
-    }
-
     fn remember(&self, key: &str, size: u64, mtime: SystemTime, hash: &str) {
         let settled = SystemTime::now().duration_since(mtime).is_ok_and(|age| age >= SETTLE);
         if !settled {
