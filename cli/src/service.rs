@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use coordinator::Intake;
 use coordinator::service::CoordinatorConfig;
 use shared::backend::StoreFactory;
+use shared::backend::aws::AwsContext;
 use shared::backend::aws::dynamo::DynamoJobStore;
 use shared::backend::aws::sqs::{QueueSettings, SqsQueue};
 use shared::jobstore::JobStore;
@@ -43,6 +44,11 @@ pub async fn init(s: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// The job table the settings name, keeping settled items `table.retention_days`.
+fn job_store(ctx: &AwsContext, s: &Settings) -> DynamoJobStore {
+    DynamoJobStore::new(ctx, s.table()).with_retention_days(s.table.retention_days)
+}
+
 struct Service {
     jobs: Arc<dyn JobStore>,
     segments: Arc<dyn WorkQueue>,
@@ -57,7 +63,7 @@ async fn connect(s: &Settings) -> Result<Service> {
         other => other,
     };
     let segments = Arc::new(SqsQueue::open(ctx, &s.segments_queue()).await.map_err(hint)?);
-    let jobs = Arc::new(DynamoJobStore::new(ctx, s.table()));
+    let jobs = Arc::new(job_store(ctx, s));
     Ok(Service { jobs, segments, stores })
 }
 
@@ -180,7 +186,7 @@ pub async fn submit(
 /// `submit --wait`: waits for the coordinator to take the request (at most a minute), then
 /// watches the job to its end; exits as `status` does.
 pub async fn wait(s: &Settings, id: &str) -> Result<std::process::ExitCode> {
-    let jobs = DynamoJobStore::new(StoreFactory::new().aws().await, s.table());
+    let jobs = job_store(StoreFactory::new().aws().await, s);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while jobs.job(id).await?.is_none() {
         if std::time::Instant::now() > deadline {
@@ -197,7 +203,7 @@ pub async fn wait(s: &Settings, id: &str) -> Result<std::process::ExitCode> {
 /// `bucketclone status`: one job (or all), as JSON documents or a table, once or watched.
 pub async fn status(s: &Settings, job: Option<&str>, json: bool, watch: bool) -> Result<std::process::ExitCode> {
     let stores = StoreFactory::new();
-    let jobs = DynamoJobStore::new(stores.aws().await, s.table());
+    let jobs = job_store(stores.aws().await, s);
     let segments = SqsQueue::open(stores.aws().await, &s.segments_queue()).await.ok();
     // Watching one job on a terminal: a live progress line, then the final status.
     let mut progress = crate::progress::Progress::new(watch && job.is_some() && !json);

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use shared::backend::aws::dynamo::schema::DEFAULT_RETENTION_DAYS;
 use shared::{Error, Result};
 
 /// Prefix of the environment variables the loader reads (`BUCKETCLONE_<KEY>`, nested keys
@@ -28,6 +29,7 @@ pub struct Settings {
     pub http_addr: String,
     pub worker: WorkerSettings,
     pub queue: QueueSettings,
+    pub table: TableSettings,
     /// Local directories requests may name (a file system every worker shares). Empty, the
     /// default: the service refuses local paths, since each worker would use its own disk.
     #[serde(default)]
@@ -57,6 +59,14 @@ pub struct QueueSettings {
     pub visibility_secs: u32,
     pub max_receives: u32,
     pub retention_secs: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TableSettings {
+    /// Days a settled job's items stay in the table before DynamoDB's TTL deletes them
+    /// (a job from when it settled, a segment from its completion). Running and paused
+    /// jobs never expire.
+    pub retention_days: u32,
 }
 
 /// Flags that override every other layer.
@@ -89,6 +99,7 @@ impl Settings {
             .and_then(|b| b.set_default("queue.visibility_secs", 60))
             .and_then(|b| b.set_default("queue.max_receives", 10))
             .and_then(|b| b.set_default("queue.retention_secs", 4 * 24 * 3600))
+            .and_then(|b| b.set_default("table.retention_days", DEFAULT_RETENTION_DAYS))
             .map_err(bad)?;
         let config_env = match &env {
             Some(vars) => vars.iter().find(|(k, _)| k == CONFIG_ENV).map(|(_, v)| v.into()),
@@ -126,6 +137,15 @@ impl Settings {
         }
         if self.worker.lease_secs < 3 || self.worker.lease_secs > 43_200 {
             return Err(Error::invalid("worker.lease_secs must be between 3 and 43200 (the SQS maximum)"));
+        }
+        // A done segment is read again only by a duplicate of a message still in a queue:
+        // it must outlive every such message, so the items outlast the queues' retention.
+        let retention = u64::from(self.table.retention_days) * 86_400;
+        if retention <= u64::from(self.queue.retention_secs) || self.table.retention_days > 3650 {
+            return Err(Error::invalid(format!(
+                "table.retention_days must be more than queue.retention_secs ({} s) and at most 3650",
+                self.queue.retention_secs
+            )));
         }
         Ok(())
     }
@@ -187,5 +207,23 @@ mod tests {
         assert!(Settings::load(&o).unwrap_err().to_string().contains("name"));
         let o = Overrides { http_addr: Some("nowhere".into()), ..Default::default() };
         assert!(Settings::load(&o).unwrap_err().to_string().contains("http_addr"));
+    }
+
+    #[test]
+    fn settled_items_must_outlive_every_message_that_could_reach_them() {
+        let defaults = Settings::load(&Overrides::default()).unwrap();
+        assert_eq!(defaults.table.retention_days, DEFAULT_RETENTION_DAYS);
+        let env = |days: &str, queue_secs: &str| {
+            Some(vec![
+                ("BUCKETCLONE_TABLE__RETENTION_DAYS".to_string(), days.to_string()),
+                ("BUCKETCLONE_QUEUE__RETENTION_SECS".to_string(), queue_secs.to_string()),
+            ])
+        };
+        let s = Settings::load_with_env(&Overrides::default(), env("15", "1209600")).unwrap();
+        assert_eq!(s.table.retention_days, 15, "15 days outlast the SQS maximum of 14");
+        for (days, queue) in [("14", "1209600"), ("4", "345600"), ("0", "60"), ("3651", "60")] {
+            let e = Settings::load_with_env(&Overrides::default(), env(days, queue)).unwrap_err().to_string();
+            assert!(e.contains("table.retention_days"), "{days} days, queue {queue} s: {e}");
+        }
     }
 }

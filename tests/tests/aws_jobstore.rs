@@ -252,3 +252,111 @@ async fn a_table_from_before_the_running_index_is_upgraded_without_losing_runnin
     upgraded.fail("old-running", "stopped").await.unwrap();
     assert_eq!(ids(upgraded.running().await.unwrap()), ["new-running"], "a settled job leaves the index");
 }
+
+/// Settled work expires, and nothing else does: `ensure_table` turns the table's TTL on for
+/// `expires_at`; a pending segment and a running or paused job carry no expiry; a done
+/// segment, its findings and a settled job (finished, failed, refused or cancelled, with the
+/// segments it left pending) carry one at the store's retention from when they settled.
+#[tokio::test]
+async fn settled_items_expire_after_the_retention_and_running_ones_never_do() {
+    use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
+    use shared::backend::aws::dynamo::schema::EXPIRES_AT;
+    use shared::model::{Counters, IssueKind};
+    let ctx = moto().await;
+    let table = unique("ttl");
+    let store = DynamoJobStore::ensure_table(&ctx, table.clone()).await.expect("ensure_table").with_retention_days(20);
+    let client = ctx.dynamodb();
+    let ttl = client.describe_time_to_live().table_name(&table).send().await.unwrap();
+    let ttl = ttl.time_to_live_description().expect("a TTL description");
+    assert_eq!(
+        (ttl.time_to_live_status(), ttl.attribute_name()),
+        (Some(&TimeToLiveStatus::Enabled), Some(EXPIRES_AT)),
+        "ensure_table turns TTL on"
+    );
+    // The items of one job, by sort key: their expiry in seconds from now, if any.
+    let expiries = |job: &str| {
+        let client = client.clone();
+        let (table, pk) = (table.clone(), format!("JOB#{job}"));
+        async move {
+            let out = client
+                .query()
+                .table_name(&table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap();
+            let now = shared::model::now_ms() / 1000;
+            out.items()
+                .iter()
+                .map(|i| {
+                    let sk = i["sk"].as_s().unwrap().split('#').next().unwrap().to_string();
+                    let exp = i.get(EXPIRES_AT).map(|v| v.as_n().unwrap().parse::<i64>().unwrap() - now);
+                    (sk, exp)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let twenty_days = |e: Option<i64>| e.is_some_and(|s| (20 * 86_400 - 120..=20 * 86_400).contains(&s));
+    let spec = |id: &str| JobSpec {
+        id: id.into(),
+        source: Location::s3("src-bkt", "").unwrap(),
+        destination: Location::s3("dst-bkt", "").unwrap(),
+        options: Default::default(),
+    };
+    let left = KeyRange { start_after: String::new(), end: Some("m".into()) };
+    let right = KeyRange { start_after: "m".into(), end: None };
+    let done = |job: &str, range: &KeyRange, issue: bool| SegmentCompletion {
+        job: job.into(),
+        range: range.clone(),
+        delta: Counters { failed_objects: i64::from(issue), ..Default::default() },
+        children: Vec::new(),
+        issues: if issue {
+            vec![ObjectIssue {
+                key: "a".into(),
+                kind: IssueKind::CopyFailed,
+                source: None,
+                destination: None,
+                detail: None,
+            }]
+        } else {
+            Vec::new()
+        },
+        worker: "w".into(),
+        started_ms: 1,
+        finished_ms: 2,
+    };
+
+    store.create_job(&spec("runs"), &[left.clone(), right.clone()]).await.unwrap();
+    assert!(expiries("runs").await.iter().all(|(_, e)| e.is_none()), "a new job expires nowhere");
+    store.complete_segment(&done("runs", &left, true)).await.unwrap();
+    let items = expiries("runs").await;
+    let of = |sk: &str| items.iter().filter(|(k, _)| k == sk).map(|(_, e)| *e).collect::<Vec<_>>();
+    assert_eq!(of("JOB"), [None], "the running job does not expire");
+    let segs = of("SEG");
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs.iter().filter(|e| e.is_none()).count(), 1, "the pending segment does not expire: {segs:?}");
+    assert_eq!(segs.iter().filter(|e| twenty_days(**e)).count(), 1, "the done one does: {segs:?}");
+    assert!(of("ISSUE").iter().all(|e| twenty_days(*e)) && of("ISSUE").len() == 1, "its finding too: {items:?}");
+
+    assert_eq!(store.control("runs", JobControl::Pause).await.unwrap(), Some(JobState::Paused));
+    assert!(expiries("runs").await.iter().any(|(k, e)| k == "JOB" && e.is_none()), "a paused job is kept");
+    assert_eq!(store.control("runs", JobControl::Resume).await.unwrap(), Some(JobState::Running));
+    store.complete_segment(&done("runs", &right, false)).await.unwrap();
+    assert_eq!(store.finalize("runs").await.unwrap(), Some(JobState::Mismatch));
+    assert!(expiries("runs").await.iter().all(|(_, e)| twenty_days(*e)), "a finished job expires whole");
+
+    store.create_job(&spec("cancelled"), &[KeyRange::all()]).await.unwrap();
+    assert_eq!(store.control("cancelled", JobControl::Cancel).await.unwrap(), Some(JobState::Cancelled));
+    store.create_job(&spec("failed"), &[KeyRange::all()]).await.unwrap();
+    store.fail("failed", "no such bucket").await.unwrap();
+    store.create_failed(&spec("refused"), "bad request").await.unwrap();
+    for job in ["cancelled", "failed", "refused"] {
+        let items = expiries(job).await;
+        assert!(items.iter().any(|(k, _)| k == "JOB"), "{job}: {items:?}");
+        // The segments nothing will complete now expire with their job.
+        assert!(items.iter().all(|(_, e)| twenty_days(*e)), "{job}: the settled job expires whole: {items:?}");
+    }
+    assert_eq!(expiries("cancelled").await.len(), 2, "the cancelled job and its pending segment");
+}

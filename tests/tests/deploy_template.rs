@@ -44,10 +44,19 @@ fn resource<'a>(t: &'a Value, logical: &str, kind: &str) -> &'a Value {
 }
 
 /// A template string: a literal, or an `Fn::Sub` with `${Name}` (the only substitution the
-/// names use) replaced by [`NAME`], or `Ref AWS::Region`.
+/// names use) replaced by [`NAME`], or `Ref AWS::Region`, or a `Ref` to a parameter (its
+/// default).
 fn string(v: &Value) -> String {
     if let Some(s) = v.as_str() {
         return s.to_string();
+    }
+    if let Some(n) = v.as_u64() {
+        return n.to_string();
+    }
+    if let Some(p) = v["Ref"].as_str()
+        && let Some(default) = template()["Parameters"][p].get("Default")
+    {
+        return string(default);
     }
     if let Some(s) = v["Fn::Sub"].as_str() {
         assert!(!s.replace("${Name}", "").contains("${"), "unexpected substitution in {s}");
@@ -245,12 +254,13 @@ fn the_table_has_the_job_stores_keys_and_indexes() {
     ]
     .into();
     assert_eq!(indexes, want);
-    // The store writes no expiry attribute (jobs are kept until deleted by hand): no TTL.
-    let ttl_names = ["\"ttl\"", "\"expires_at\"", "\"expire_at\"", "\"expiry\"", "TimeToLive"];
-    let writes_ttl = rust_sources("shared/src/backend/aws")
-        .iter()
-        .any(|(f, src)| f.starts_with("dynamo") && ttl_names.iter().any(|n| src.contains(n)));
-    assert_eq!(table.get("TimeToLiveSpecification").is_some(), writes_ttl, "TTL only on an attribute the code writes");
+    // Settled jobs expire on the attribute the store writes, after the retention the
+    // services are given (the settings check it outlasts the queues' retention).
+    assert_eq!(table["TimeToLiveSpecification"], json!({"AttributeName": schema::EXPIRES_AT, "Enabled": true}));
+    let worker = settings(&container_env(&t, "Worker"));
+    assert_eq!(s.table.retention_days, worker.table.retention_days, "one retention for both services");
+    let p = &t["Parameters"]["JobRetentionDays"];
+    assert!(number(&p["MinValue"]) * 86_400 > u64::from(s.queue.retention_secs), "the template's minimum is valid");
 }
 
 /// How the deployed services use an SDK operation.
@@ -297,6 +307,7 @@ const OPERATIONS: &[(&str, &str, Use, &[&str])] = &[
     ("dynamodb", "batch_write_item", Use::Run, &["dynamodb:BatchWriteItem"]),
     ("dynamodb", "create_table", Use::Init, &["dynamodb:CreateTable"]),
     ("dynamodb", "describe_table", Use::Init, &["dynamodb:DescribeTable"]),
+    ("dynamodb", "describe_time_to_live", Use::Init, &["dynamodb:DescribeTimeToLive"]),
     ("dynamodb", "get_item", Use::Run, &["dynamodb:GetItem"]),
     ("dynamodb", "put_item", Use::Run, &["dynamodb:PutItem"]),
     ("dynamodb", "query", Use::Run, &["dynamodb:Query"]),
@@ -304,6 +315,7 @@ const OPERATIONS: &[(&str, &str, Use, &[&str])] = &[
     ("dynamodb", "transact_write_items", Use::Run, &[]),
     ("dynamodb", "update_item", Use::Run, &["dynamodb:UpdateItem"]),
     ("dynamodb", "update_table", Use::Init, &["dynamodb:UpdateTable"]),
+    ("dynamodb", "update_time_to_live", Use::Init, &["dynamodb:UpdateTimeToLive"]),
 ];
 
 /// TransactWriteItems needs the IAM action of each kind of item it contains.

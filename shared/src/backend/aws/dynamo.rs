@@ -8,6 +8,13 @@
 //! | segment | `JOB#<id>` | `SEG#<range id>`            | `range` (JSON), `done` (bool), `children` (JSON), `outcome` (JSON counters), `worker`, `started_ms`, `finished_ms`, `attempt`, `moved` (string set) |
 //! | issue   | `JOB#<id>` | `ISSUE#<hex(key)>#<kind>#<attempt>` | `key`, `kind`, `issue` (JSON), `seg` (its segment's sort key), `attempt` |
 //!
+//! - **Expiry (TTL)**: settled items carry `expires_at` (epoch seconds, the table's TTL
+//!   attribute), the retention after they settled: a job item from the write that makes it
+//!   verified, mismatched, failed or cancelled; a segment item from its completion; an issue
+//!   item from its write. Running and paused jobs and pending segments never carry it, so
+//!   nothing a job still needs can expire under it: a done segment is read again only by a
+//!   duplicate delivery of its own message or its parent's, and the retention is longer than
+//!   a queue keeps any message (settings check it), so a done segment outlives them all.
 //! - **Jobs, newest first**: the global secondary index `jobs-by-created` (partition
 //!   `gsi1pk`, sort `created_ms`) is sparse (only job items carry `gsi1pk`) and projects
 //!   keys only, so the once-per-segment counter updates never write to it (with an ALL
@@ -54,16 +61,17 @@ use crate::model::{
     validate_job_id,
 };
 use items::{
-    ISSUE_END, ISSUE_PREFIX, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, RUNNING_GSI_PK, RUNNING_INDEX, SEG_PREFIX, issue_attempt,
-    issue_from, issue_group, job_from, job_pk, key, kind_name, n, s, seg_sk, segment_attempt, segment_from,
+    EXPIRES_AT, ISSUE_END, ISSUE_PREFIX, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, RUNNING_GSI_PK, RUNNING_INDEX, SEG_PREFIX,
+    issue_attempt, issue_from, issue_group, job_from, job_pk, key, kind_name, n, s, seg_sk, segment_attempt,
+    segment_from,
 };
 
 /// The table's key schema and indexes, as [`DynamoJobStore::ensure_table`] creates them
 /// (for templates that create the table instead: see `deploy/`).
 pub mod schema {
     pub use super::items::{
-        CREATED_MS, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, JOBS_INDEX_KEY, PARTITION_KEY, RUNNING_GSI_PK, RUNNING_INDEX,
-        RUNNING_INDEX_KEY, SORT_KEY,
+        CREATED_MS, DEFAULT_RETENTION_DAYS, EXPIRES_AT, JOB_SK, JOBS_GSI_PK, JOBS_INDEX, JOBS_INDEX_KEY, PARTITION_KEY,
+        RUNNING_GSI_PK, RUNNING_INDEX, RUNNING_INDEX_KEY, SORT_KEY,
     };
 }
 
@@ -77,12 +85,30 @@ const WRITE_ATTEMPTS: u32 = 10;
 pub struct DynamoJobStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// Seconds a settled item is kept (its `expires_at` = settling time + this).
+    retention_secs: i64,
 }
 
 impl DynamoJobStore {
-    /// A store on an existing `table` (see [`DynamoJobStore::ensure_table`]). No I/O.
+    /// A store on an existing `table` (see [`DynamoJobStore::ensure_table`]), keeping settled
+    /// items [`schema::DEFAULT_RETENTION_DAYS`] days. No I/O.
     pub fn new(ctx: &AwsContext, table: String) -> Self {
-        DynamoJobStore { client: ctx.dynamodb(), table }
+        DynamoJobStore {
+            client: ctx.dynamodb(),
+            table,
+            retention_secs: i64::from(items::DEFAULT_RETENTION_DAYS) * 86_400,
+        }
+    }
+
+    /// The same store, keeping settled items `days` days (see the module doc: Expiry).
+    pub fn with_retention_days(mut self, days: u32) -> Self {
+        self.retention_secs = i64::from(days) * 86_400;
+        self
+    }
+
+    /// `expires_at` for an item settled now.
+    pub(super) fn expiry(&self) -> AttributeValue {
+        n(now_ms() / 1000 + self.retention_secs)
     }
 
     /// Creates `table` if it does not exist (on-demand billing, the key design above),
@@ -186,6 +212,40 @@ impl DynamoJobStore {
         Ok(out.item)
     }
 
+    /// Stamps `expires_at` on the segments of a job settled before they were done (cancelled
+    /// or failed): nothing completes them any more. Idempotent, so every cancel or fail of a
+    /// settled job repeats it and one that was interrupted finishes; a segment that completes
+    /// meanwhile keeps the expiry its completion gave it.
+    async fn expire_pending(&self, job: &str) -> Result<()> {
+        let mut pending = Vec::new();
+        self.query_range(job, SEG_PREFIX, "SEG$", 1_000, |item| {
+            if !item.contains_key(EXPIRES_AT) {
+                pending.push(items::get_s(item, "sk")?.to_string());
+            }
+            Ok(true)
+        })
+        .await?;
+        let expiry = self.expiry();
+        for sk in pending {
+            let b = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(&job_pk(job), &sk)))
+                .update_expression("SET #exp = if_not_exists(#exp, :exp)")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#exp", EXPIRES_AT)
+                .expression_attribute_values(":exp", expiry.clone());
+            match with_retries(|| async { b.clone().send().await.map_err(|e| sdk_error("expiring a segment", e)) })
+                .await
+            {
+                Ok(_) | Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Items of one job's partition with a sort key in [`lo`, `hi`], consistent, in sort
     /// key order, a page at a time: `visit` returns false to stop.
     async fn query_range(
@@ -238,6 +298,7 @@ impl JobStore for DynamoJobStore {
         let mut item = items::job_item(spec, 0, now_ms())?;
         item.insert("state".into(), s(JobState::Failed.as_str()));
         item.insert("message".into(), s(message));
+        item.insert(EXPIRES_AT.into(), self.expiry());
         item.remove("gsi2pk");
         let put = self
             .client
@@ -370,9 +431,11 @@ impl JobStore for DynamoJobStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&job_pk(job), JOB_SK)))
-            .update_expression("SET #state = :final, #updated = :now REMOVE gsi2pk")
+            .update_expression("SET #state = :final, #updated = :now, #exp = :exp REMOVE gsi2pk")
             .condition_expression("#state = :running AND #out = :zero")
             .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#exp", EXPIRES_AT)
+            .expression_attribute_values(":exp", self.expiry())
             .expression_attribute_names("#updated", "updated_ms")
             .expression_attribute_names("#out", "outstanding")
             .expression_attribute_values(":final", s(state.as_str()))
@@ -395,6 +458,8 @@ impl JobStore for DynamoJobStore {
         let set = "SET #state = :to, #updated = :now";
         let expr = match to {
             JobState::Running => format!("{set}, gsi2pk = :r"),
+            // Cancelled: settled, so it expires; paused: kept until resumed or cancelled.
+            _ if to.is_terminal() => format!("{set}, #exp = :exp REMOVE gsi2pk"),
             _ => format!("{set} REMOVE gsi2pk"),
         };
         let allowed: Vec<String> = (0..from.len()).map(|i| format!(":f{i}")).collect();
@@ -412,17 +477,25 @@ impl JobStore for DynamoJobStore {
         if to == JobState::Running {
             b = b.expression_attribute_values(":r", s(RUNNING_GSI_PK));
         }
+        if to.is_terminal() {
+            b = b.expression_attribute_names("#exp", EXPIRES_AT).expression_attribute_values(":exp", self.expiry());
+        }
         for (name, st) in allowed.iter().zip(from) {
             b = b.expression_attribute_values(name, s(st.as_str()));
         }
-        match with_retries(|| async { b.clone().send().await.map_err(|e| sdk_error("changing a job's state", e)) })
-            .await
-        {
-            Ok(_) => Ok(Some(to)),
-            // Not in a state the action applies to (or no such job): say what it is.
-            Err(Error::Conflict(_)) => Ok(self.job(job).await?.map(|j| j.state)),
-            Err(e) => Err(e),
+        let now =
+            match with_retries(|| async { b.clone().send().await.map_err(|e| sdk_error("changing a job's state", e)) })
+                .await
+            {
+                Ok(_) => Some(to),
+                // Not in a state the action applies to (or no such job): say what it is.
+                Err(Error::Conflict(_)) => self.job(job).await?.map(|j| j.state),
+                Err(e) => return Err(e),
+            };
+        if now == Some(JobState::Cancelled) {
+            self.expire_pending(job).await?;
         }
+        Ok(now)
     }
 
     async fn fail(&self, job: &str, message: &str) -> Result<()> {
@@ -431,9 +504,11 @@ impl JobStore for DynamoJobStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&job_pk(job), JOB_SK)))
-            .update_expression("SET #state = :failed, #message = :m, #updated = :now REMOVE gsi2pk")
+            .update_expression("SET #state = :failed, #message = :m, #updated = :now, #exp = :exp REMOVE gsi2pk")
             .condition_expression("attribute_exists(pk) AND #state = :running")
             .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#exp", EXPIRES_AT)
+            .expression_attribute_values(":exp", self.expiry())
             .expression_attribute_names("#message", "message")
             .expression_attribute_names("#updated", "updated_ms")
             .expression_attribute_values(":failed", s(JobState::Failed.as_str()))
@@ -441,13 +516,15 @@ impl JobStore for DynamoJobStore {
             .expression_attribute_values(":m", s(message))
             .expression_attribute_values(":now", n(now_ms()));
         match with_retries(|| async { updated.clone().send().await.map_err(|e| sdk_error("failing job", e)) }).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(Error::Conflict(_)) => match self.job(job).await? {
-                Some(_) => Ok(()), // terminal already: a no-op
-                None => Err(Error::NotFound(format!("job {job} does not exist"))),
+                Some(j) if j.state != JobState::Failed => return Ok(()), // settled otherwise: a no-op
+                Some(_) => {}                                            // failed: finish expiring it
+                None => return Err(Error::NotFound(format!("job {job} does not exist"))),
             },
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
         }
+        self.expire_pending(job).await
     }
 
     async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>> {

@@ -24,6 +24,14 @@ pub const RUNNING_INDEX_KEY: &str = "gsi2pk";
 /// Both indexes' sort key attribute (a number: milliseconds since the epoch).
 pub const CREATED_MS: &str = "created_ms";
 
+/// The table's time-to-live attribute (a number: seconds since the epoch), on the items of
+/// settled work only: a job item once the job is verified, mismatched, failed or cancelled,
+/// a segment item once it is done, an issue item when written. DynamoDB deletes an item
+/// some time after it passes; nothing running or paused ever carries it.
+pub const EXPIRES_AT: &str = "expires_at";
+/// How long settled items are kept by default, in days (`table.retention_days`).
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+
 /// The sort key of a job item.
 pub const JOB_SK: &str = "JOB";
 /// The prefix of segment sort keys.
@@ -108,7 +116,7 @@ pub(super) fn distinct(ranges: &[KeyRange], what: &str) -> Result<Vec<KeyRange>>
     Ok(out)
 }
 
-fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
+pub(super) fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Ok(v),
         other => Err(malformed(name, other)),

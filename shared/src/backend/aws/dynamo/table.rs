@@ -5,10 +5,12 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
     GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TableDescription, TableStatus,
+    ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 
-use super::items::{CREATED_MS, JOBS_INDEX, JOBS_INDEX_KEY, PARTITION_KEY, RUNNING_INDEX, RUNNING_INDEX_KEY, SORT_KEY};
+use super::items::{
+    CREATED_MS, EXPIRES_AT, JOBS_INDEX, JOBS_INDEX_KEY, PARTITION_KEY, RUNNING_INDEX, RUNNING_INDEX_KEY, SORT_KEY,
+};
 use crate::backend::aws::sdk_error;
 use crate::error::{Error, Result};
 
@@ -83,7 +85,47 @@ pub(super) async fn ensure(client: &aws_sdk_dynamodb::Client, table: &str) -> Re
         Err(e) => return Err(sdk_error(&format!("creating table {table}"), e)),
     }
     wait_active(client, table, true).await?;
+    enable_expiry(client, table).await?;
     Ok(ensured)
+}
+
+/// Turns on the table's TTL on [`EXPIRES_AT`] unless it is on (or turning on) already. A
+/// table whose TTL is on another attribute keeps it, with a warning: settled items then stay
+/// until deleted by hand.
+async fn enable_expiry(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<()> {
+    let described = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| sdk_error(&format!("reading the TTL of table {table}"), e))?;
+    let ttl = described.time_to_live_description();
+    let status = ttl.and_then(|d| d.time_to_live_status());
+    let attribute = ttl.and_then(|d| d.attribute_name());
+    match status {
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling) if attribute == Some(EXPIRES_AT) => Ok(()),
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling) => {
+            tracing::warn!(table = %table, attribute = ?attribute,
+                "the table's TTL is on another attribute than {EXPIRES_AT}: settled jobs will not expire");
+            Ok(())
+        }
+        _ => {
+            let spec = TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(EXPIRES_AT)
+                .build()
+                .map_err(build_err)?;
+            client
+                .update_time_to_live()
+                .table_name(table)
+                .time_to_live_specification(spec)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&format!("turning on the TTL of table {table}"), e))?;
+            tracing::info!(table = %table, "settled jobs' items now expire ({EXPIRES_AT})");
+            Ok(())
+        }
+    }
 }
 
 async fn describe(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<TableDescription> {

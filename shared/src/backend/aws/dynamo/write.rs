@@ -13,7 +13,9 @@ use aws_sdk_dynamodb::types::{
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use super::DynamoJobStore;
-use super::items::{Item, is_done, issue_item, issue_sk, job_item, job_pk, key, n, s, seg_sk, segment_item};
+use super::items::{
+    EXPIRES_AT, Item, is_done, issue_item, issue_sk, job_item, job_pk, key, n, s, seg_sk, segment_item,
+};
 use crate::backend::aws::sdk_error;
 use crate::error::{Error, Result};
 use crate::jobstore::Recorded;
@@ -199,7 +201,7 @@ impl DynamoJobStore {
             .set_key(Some(key(&job_pk(&c.job), &seg_sk(&c.range))))
             .update_expression(
                 "SET #done = :t, #children = :ch, #outcome = :oc, #worker = :w, #started = :s, #finished = :f, \
-                 #attempt = :a",
+                 #attempt = :a, #exp = :exp",
             )
             .condition_expression("attribute_exists(pk) AND #done = :false")
             .set_expression_attribute_names(Some(names(&[
@@ -210,7 +212,9 @@ impl DynamoJobStore {
                 ("#started", "started_ms"),
                 ("#finished", "finished_ms"),
                 ("#attempt", "attempt"),
+                ("#exp", EXPIRES_AT),
             ])))
+            .expression_attribute_values(":exp", self.expiry())
             .expression_attribute_values(":a", s(attempt))
             .expression_attribute_values(":t", AttributeValue::Bool(true))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
@@ -253,7 +257,8 @@ impl DynamoJobStore {
         let mut requests = Vec::new();
         for i in issues {
             if seen.insert(issue_sk(i, attempt)?) {
-                let item = issue_item(job, i, seg, attempt)?;
+                let mut item = issue_item(job, i, seg, attempt)?;
+                item.insert(EXPIRES_AT.into(), self.expiry());
                 let put = PutRequest::builder().set_item(Some(item)).build().map_err(build_err)?;
                 requests.push(WriteRequest::builder().put_request(put).build());
             }
