@@ -326,6 +326,9 @@ const TRANSACTION_ACTIONS: &[(&str, &str)] = &[
     ("condition_check", "dynamodb:ConditionCheckItem"),
 ];
 
+/// What S3 needs of KMS for the caller when objects are encrypted with a KMS key.
+const KMS_THROUGH_S3: &[&str] = &["kms:Decrypt", "kms:GenerateDataKey"];
+
 /// The files where `Use::Init` and `Use::Tests` operations may be called.
 const SETUP_FILES: &[&str] = &["sqs/setup.rs", "dynamo/table.rs", "s3.rs"];
 
@@ -441,6 +444,12 @@ fn required_actions() -> BTreeSet<String> {
     }
     let transacts = calls.contains_key(&("dynamodb".to_string(), "transact_write_items".to_string()));
     assert!(!transacts || kinds > 0, "transactions are written, yet no transaction item was found");
+    // SSE-KMS: S3 asks KMS on the caller's behalf, to decrypt what a copy or a read takes
+    // from a KMS-encrypted source (and a multipart upload's parts), and for a data key for
+    // what it writes under a KMS key.
+    if rust_sources("shared/src/backend/aws").iter().any(|(_, code)| code.contains("set_ssekms_key_id(")) {
+        actions.extend(KMS_THROUGH_S3.iter().map(|a| a.to_string()));
+    }
     // Scale-in protection through the ECS agent (PUT .../task-protection/v1/state).
     let protection = read("worker/src/protection.rs");
     let protection = protection.split("#[cfg(test)]").next().unwrap_or_default();
@@ -466,6 +475,14 @@ fn role_actions(t: &Value, role: &str) -> BTreeSet<String> {
     }
     let mut out = BTreeSet::new();
     for st in docs.iter().flat_map(|d| d["Statement"].as_array().expect("Statement")) {
+        // A statement present only when a condition holds: counted as granted.
+        let st = match st.get("Fn::If") {
+            Some(branches) => {
+                assert_eq!(branches[2], json!({"Ref": "AWS::NoValue"}), "{role}: a conditional statement or none");
+                &branches[1]
+            }
+            None => st,
+        };
         assert_eq!(st["Effect"], "Allow", "{role}");
         assert_ne!(st["Resource"], "*", "{role}: no action on every resource");
         let actions = match &st["Action"] {
@@ -512,6 +529,29 @@ fn the_task_roles_allow_exactly_the_calls_the_code_makes() {
     assert_eq!(s3(&coordinator), listing, "the coordinator reads no object and writes none");
     assert_eq!(s3(&worker), s3(&required), "workers copy, verify and (in move mode) delete");
     assert!(!coordinator.contains("ecs:UpdateTaskProtection"), "only workers protect their tasks");
+    // KMS: only the workers, only on the keys the stack names, only through S3, and only
+    // when keys are named at all.
+    let kms =
+        |set: &BTreeSet<String>| -> Vec<String> { set.iter().filter(|a| a.starts_with("kms:")).cloned().collect() };
+    assert_eq!(kms(&worker), KMS_THROUGH_S3, "the workers' KMS actions");
+    assert!(kms(&coordinator).is_empty(), "the coordinator reads and writes no object");
+    let statements = &resource(&t, "WorkerTaskRole", "AWS::IAM::Role")["Policies"][0]["PolicyDocument"]["Statement"];
+    let kms_statement = statements
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| s.get("Fn::If").filter(|b| b[1]["Sid"] == "KmsKeysThroughS3"))
+        .expect("a KMS statement, present only when keys are given");
+    assert_eq!(kms_statement[0], "HasKmsKeys");
+    assert_eq!(
+        t["Conditions"]["HasKmsKeys"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "KmsKeyArns"}]}, ""]}]})
+    );
+    assert_eq!(kms_statement[1]["Resource"], json!({"Ref": "KmsKeyArns"}));
+    assert_eq!(
+        kms_statement[1]["Condition"],
+        json!({"StringEquals": {"kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}})
+    );
     for svc in ["sqs:", "dynamodb:"] {
         let of = |set: &BTreeSet<String>| -> BTreeSet<String> {
             set.iter().filter(|a| a.starts_with(svc)).cloned().collect()
