@@ -13,6 +13,14 @@
 //! `x-amz-copy-source` is decoded here from the raw header, `+` as a space like S3 does
 //! (s5cmd encodes spaces as `+`; s3s would keep the `+`).
 //!
+//! Request counts: `GET /_bench/stats` answers a JSON object with the requests served since
+//! the last `GET /_bench/stats?reset` (or the start), by kind (`list`, `copy`, `put`,
+//! `part`, `get`, `head`, `delete`, `other`), and the timing of the object transfers (copies,
+//! puts, completed multipart uploads and object GETs: what moves an object, whichever way):
+//! milliseconds from the reset to the first and last transfer, and the transfer rate over the
+//! first and the last 10% of them. bench/run resets before starting a client and reads after
+//! it exits.
+//!
 //! Usage: bench-server [--addr 127.0.0.1:9100] [--latency-ms N] [--secret S]
 //!                     [--seed BUCKET:COUNT:SIZE:PREFIXES[:FLAT_PERCENT]]...
 //!
@@ -24,8 +32,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hyper::server::conn::http1;
@@ -52,12 +61,7 @@ struct Store {
 
 impl Store {
     fn bucket(&self, name: &str) -> S3Result<BucketMap> {
-        self.buckets
-            .read()
-            .unwrap()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| s3_error!(NoSuchBucket))
+        self.buckets.read().unwrap().get(name).cloned().ok_or_else(|| s3_error!(NoSuchBucket))
     }
 }
 
@@ -81,10 +85,8 @@ fn unhex(s: &str) -> Option<String> {
     if s.len() % 2 != 0 {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
+    let bytes: Option<Vec<u8>> =
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
     String::from_utf8(bytes?).ok()
 }
 
@@ -138,7 +140,13 @@ fn after_prefix(cp: &str) -> Option<String> {
     None
 }
 
-fn list(map: &BTreeMap<Box<str>, Obj>, prefix: &str, delimiter: Option<&str>, start: Bound<String>, max: usize) -> Page {
+fn list(
+    map: &BTreeMap<Box<str>, Obj>,
+    prefix: &str,
+    delimiter: Option<&str>,
+    start: Bound<String>,
+    max: usize,
+) -> Page {
     let mut page = Page { keys: Vec::new(), prefixes: Vec::new(), next: None };
     let mut lower = match &start {
         Bound::Included(s) | Bound::Excluded(s) if s.as_str() >= prefix => start,
@@ -226,7 +234,10 @@ struct Bench {
 impl S3 for Bench {
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         self.store.buckets.write().unwrap().entry(req.input.bucket.clone()).or_default();
-        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)), ..Default::default() }))
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{}", req.input.bucket)),
+            ..Default::default()
+        }))
     }
 
     /// Bench only: drops the bucket with everything in it (fresh destinations between runs).
@@ -242,7 +253,10 @@ impl S3 for Bench {
         Ok(S3Response::new(HeadBucketOutput { bucket_region: Some("us-east-1".into()), ..Default::default() }))
     }
 
-    async fn get_bucket_location(&self, req: S3Request<GetBucketLocationInput>) -> S3Result<S3Response<GetBucketLocationOutput>> {
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         self.store.bucket(&req.input.bucket)?;
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
@@ -252,7 +266,11 @@ impl S3 for Bench {
         names.sort();
         let buckets = names
             .into_iter()
-            .map(|n| Bucket { name: Some(n), creation_date: Some(Timestamp::from(SystemTime::UNIX_EPOCH)), ..Default::default() })
+            .map(|n| Bucket {
+                name: Some(n),
+                creation_date: Some(Timestamp::from(SystemTime::UNIX_EPOCH)),
+                ..Default::default()
+            })
             .collect();
         Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
     }
@@ -306,7 +324,9 @@ impl S3 for Bench {
                 let map = bucket.read().unwrap();
                 let end = after_prefix(p);
                 let last = match &end {
-                    Some(e) => map.range::<str, _>((Bound::Included(p.as_str()), Bound::Excluded(e.as_str()))).next_back(),
+                    Some(e) => {
+                        map.range::<str, _>((Bound::Included(p.as_str()), Bound::Excluded(e.as_str()))).next_back()
+                    }
                     None => map.range::<str, _>((Bound::Included(p.as_str()), Bound::Unbounded)).next_back(),
                 };
                 last.map(|(k, _)| k.to_string()).unwrap_or_else(|| p.clone())
@@ -384,7 +404,8 @@ impl S3 for Bench {
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let raw = req.headers.get("x-amz-copy-source").ok_or_else(|| s3_error!(InvalidArgument, "no copy source"))?;
-        let (sb, sk) = decode_copy_source(raw.as_bytes()).ok_or_else(|| s3_error!(InvalidArgument, "bad copy source"))?;
+        let (sb, sk) =
+            decode_copy_source(raw.as_bytes()).ok_or_else(|| s3_error!(InvalidArgument, "bad copy source"))?;
         let src = self.store.bucket(&sb)?;
         let o = src.read().unwrap().get(sk.as_str()).cloned().ok_or_else(|| s3_error!(NoSuchKey))?;
         let dst = self.store.bucket(&req.input.bucket)?;
@@ -419,6 +440,88 @@ impl S3 for Bench {
             }
         }
         Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), ..Default::default() }))
+    }
+}
+
+/// Requests by kind, and when each object write happened (see the module doc).
+struct Stats {
+    kinds: [AtomicU64; KINDS.len()],
+    since: Mutex<Instant>,
+    /// Microseconds from `since` of each object transfer.
+    transfers: Mutex<Vec<u64>>,
+}
+
+const KINDS: [&str; 8] = ["list", "copy", "put", "part", "get", "head", "delete", "other"];
+
+impl Stats {
+    fn new() -> Self {
+        Stats { kinds: Default::default(), since: Mutex::new(Instant::now()), transfers: Mutex::new(Vec::new()) }
+    }
+
+    /// Counts one request; returns whether it transfers an object.
+    fn count<B>(&self, req: &http::Request<B>) -> bool {
+        let path = req.uri().path().trim_start_matches('/');
+        let has_key = path.split_once('/').is_some_and(|(_, k)| !k.is_empty());
+        let query = req.uri().query().unwrap_or("");
+        let has = |q: &str| query.split('&').any(|p| p == q || p.starts_with(&format!("{q}=")));
+        let kind = match (req.method().as_str(), has_key) {
+            ("GET", false) if !path.is_empty() && !has("location") && !has("versioning") => "list",
+            ("PUT", true) if has("partNumber") => "part",
+            ("PUT", true) if req.headers().contains_key("x-amz-copy-source") => "copy",
+            ("PUT", true) => "put",
+            ("POST", true) if has("uploadId") => "put", // completes a multipart upload
+            ("GET", true) => "get",
+            ("HEAD", true) => "head",
+            ("DELETE", true) => "delete",
+            ("POST", false) if has("delete") => "delete",
+            _ => "other",
+        };
+        let i = KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len() - 1);
+        self.kinds[i].fetch_add(1, Ordering::Relaxed);
+        matches!(kind, "copy" | "put" | "get")
+    }
+
+    fn transferred(&self) {
+        let at = self.since.lock().unwrap().elapsed().as_micros() as u64;
+        self.transfers.lock().unwrap().push(at);
+    }
+
+    /// The JSON report; `reset` starts a new count afterwards.
+    fn report(&self, reset: bool) -> String {
+        let mut t = self.transfers.lock().unwrap();
+        t.sort_unstable();
+        let n = t.len();
+        let ms = |us: u64| us as f64 / 1000.0;
+        // Transfers per second over the transfers [a, b).
+        let rate = |a: usize, b: usize| {
+            let span = t[b - 1].saturating_sub(t[a]);
+            if b - a < 2 || span == 0 { 0.0 } else { (b - a - 1) as f64 / (span as f64 / 1e6) }
+        };
+        let tenth = (n / 10).max(2).min(n);
+        let mut out = String::from("{");
+        for (k, c) in KINDS.iter().zip(&self.kinds) {
+            out += &format!("\"{k}\":{},", c.load(Ordering::Relaxed));
+        }
+        if n > 0 {
+            out += &format!(
+                "\"transfers\":{n},\"first_transfer_ms\":{:.1},\"last_transfer_ms\":{:.1},\"first10_rate\":{:.1},\"last10_rate\":{:.1}",
+                ms(t[0]),
+                ms(t[n - 1]),
+                rate(0, tenth),
+                rate(n - tenth, n)
+            );
+        } else {
+            out += "\"transfers\":0";
+        }
+        out += "}";
+        if reset {
+            t.clear();
+            for c in &self.kinds {
+                c.store(0, Ordering::Relaxed);
+            }
+            *self.since.lock().unwrap() = Instant::now();
+        }
+        out
     }
 }
 
@@ -457,7 +560,8 @@ fn seed(store: &Store, spec: &str) -> Result<usize, String> {
     let flat = count * flat_pct / 100;
     let mut map = BTreeMap::new();
     for i in 0..count {
-        let key = if i < flat { format!("flat/f{i:08}.bin") } else { format!("d{:06}/f{i:08}.bin", (i - flat) % prefixes) };
+        let key =
+            if i < flat { format!("flat/f{i:08}.bin") } else { format!("d{:06}/f{i:08}.bin", (i - flat) % prefixes) };
         map.insert(key.into_boxed_str(), Obj { body: body.clone(), md5, mtime });
     }
     store.buckets.write().unwrap().insert(name, Arc::new(RwLock::new(map)));
@@ -484,7 +588,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 eprintln!("seeded {spec}: {n} objects in {:.2?}", t.elapsed());
             }
             "-h" | "--help" => {
-                println!("bench-server [--addr HOST:PORT] [--latency-ms N] [--secret S] [--seed BUCKET:COUNT:SIZE:PREFIXES[:FLAT_PERCENT]]...");
+                println!(
+                    "bench-server [--addr HOST:PORT] [--latency-ms N] [--secret S] [--seed BUCKET:COUNT:SIZE:PREFIXES[:FLAT_PERCENT]]..."
+                );
                 return Ok(());
             }
             _ => return Err(format!("unknown argument {a}").into()),
@@ -496,6 +602,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     b.set_access(AllowAll);
     let service = b.build();
 
+    let stats = Arc::new(Stats::new());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("bench-server listening on http://{}", listener.local_addr()?);
     loop {
@@ -505,10 +612,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         };
         let _ = sock.set_nodelay(true);
         let service = service.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let service = service.clone();
+                let stats = stats.clone();
                 async move {
+                    if req.uri().path() == "/_bench/stats" {
+                        let body = stats.report(req.uri().query() == Some("reset"));
+                        let mut resp = http::Response::new(s3s::Body::from(body));
+                        resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/json"));
+                        return Ok(resp);
+                    }
+                    let transfers = stats.count(&req);
                     let streaming = req
                         .headers()
                         .get("x-amz-content-sha256")
@@ -519,7 +635,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     if !latency.is_zero() {
                         tokio::time::sleep(latency).await;
                     }
-                    service.call(req.map(s3s::Body::from)).await
+                    let resp = service.call(req.map(s3s::Body::from)).await;
+                    if transfers && resp.as_ref().is_ok_and(|r| r.status().is_success()) {
+                        stats.transferred();
+                    }
+                    resp
                 }
             });
             let _ = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(sock), svc).await;

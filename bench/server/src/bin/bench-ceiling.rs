@@ -132,7 +132,8 @@ async fn main() -> Result<(), Err> {
     match cmd.as_str() {
         "mb" | "rb" => {
             let b = args.get(1).ok_or(usage)?;
-            let (st, body) = request(&http, if cmd == "mb" { "PUT" } else { "DELETE" }, format!("{ep}/{b}"), &[]).await?;
+            let (st, body) =
+                request(&http, if cmd == "mb" { "PUT" } else { "DELETE" }, format!("{ep}/{b}"), &[]).await?;
             if !(200..300).contains(&st) {
                 return Err(format!("{cmd} {b}: HTTP {st}: {}", String::from_utf8_lossy(&body)).into());
             }
@@ -146,7 +147,8 @@ async fn main() -> Result<(), Err> {
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..conc {
-                let (http, keys, next, ep, src, dst) = (http.clone(), keys.clone(), next.clone(), ep.clone(), src.clone(), dst.clone());
+                let (http, keys, next, ep, src, dst) =
+                    (http.clone(), keys.clone(), next.clone(), ep.clone(), src.clone(), dst.clone());
                 tasks.spawn(async move {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
