@@ -47,7 +47,11 @@ pub fn validate(filters: &[Filter]) -> Result<()> {
         return Err(Error::invalid(format!("{} filters: at most {MAX_FILTERS} are allowed", filters.len())));
     }
     if let Some(f) = filters.iter().find(|f| f.pattern().is_empty()) {
-        return Err(Error::invalid(format!("filter {f:?}: an empty pattern matches nothing; leave it out")));
+        let flag = match f {
+            Filter::Include(_) => "include",
+            Filter::Exclude(_) => "exclude",
+        };
+        return Err(Error::invalid(format!("an {flag} filter with an empty pattern matches nothing; leave it out")));
     }
     Ok(())
 }
