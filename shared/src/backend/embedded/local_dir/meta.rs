@@ -79,11 +79,19 @@ impl EtagCache {
     }
 }
 
+/// A buffer for reading `f` whole: its size (plus one byte, to see the end in the same
+/// read), between 4 KiB and 1 MiB. Hashing runs on many blocking threads at once, so a
+/// fixed megabyte per small file would cost a megabyte per thread for 64 KiB of data.
+fn read_buffer(f: &std::fs::File) -> Vec<u8> {
+    let size = f.metadata().map(|m| m.len()).unwrap_or(1 << 20);
+    vec![0u8; (size + 1).clamp(4 << 10, 1 << 20) as usize]
+}
+
 /// The hex MD5 of the file at `path`.
 pub(super) fn md5_file(path: &Path) -> io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = read_buffer(&f);
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
@@ -102,7 +110,7 @@ pub(super) fn checksums_file(path: &Path) -> io::Result<Checksums> {
     let (mut md5, mut sha) = (Md5::new(), Sha256::new());
     let mut crcs = [("CRC32", Crc32IsoHdlc, 4), ("CRC32C", Crc32Iscsi, 4), ("CRC64NVME", Crc64Nvme, 8)]
         .map(|(name, alg, bytes)| (name, crc_fast::Digest::new(alg), bytes));
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = read_buffer(&f);
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
