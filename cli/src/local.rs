@@ -131,16 +131,36 @@ fn supervisor_config() -> SupervisorConfig {
     }
 }
 
+/// How often the local runner's supervisor ticks, and how often it looks for the job's end.
+const SUPERVISOR_PERIOD: Duration = Duration::from_millis(250);
+const SETTLED_POLL: Duration = Duration::from_millis(20);
+
 /// Polls the job until it is terminal, showing progress, with the supervisor re-driving
 /// what nothing holds. Ends with an error when every outstanding segment of the job is
 /// dead-lettered: nothing in this process can make progress then, and waiting would hang.
 async fn watch_until_done(intake: &Intake, id: &str, show: bool) -> Result<JobRecord> {
     let mut progress = Progress::new(show);
     let supervisor = Supervisor::new(intake.clone(), supervisor_config());
+    let read = || async { intake.jobs.job(id).await?.ok_or_else(|| Error::NotFound(format!("job {id} vanished"))) };
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // The worker settles the job as it records the last segment: look every 20 ms (one
+        // read of the local store), so a short job ends when it is done, not up to a
+        // supervisor period later; the supervisor itself ticks every 250 ms.
+        let mut job = read().await?;
+        for _ in 0..SUPERVISOR_PERIOD.as_millis() / SETTLED_POLL.as_millis() {
+            if job.state.is_terminal() {
+                break;
+            }
+            tokio::time::sleep(SETTLED_POLL).await;
+            job = read().await?;
+        }
+        if job.state.is_terminal() {
+            progress.update(&job);
+            progress.finish();
+            return Ok(job);
+        }
         let health = supervisor.tick().await?;
-        let job = intake.jobs.job(id).await?.ok_or_else(|| Error::NotFound(format!("job {id} vanished")))?;
+        let job = read().await?;
         progress.update(&job);
         if job.state.is_terminal() {
             progress.finish();
