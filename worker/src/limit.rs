@@ -129,6 +129,11 @@ impl CopyLimit {
             .await
     }
 
+    /// The most the limit ever admits at once.
+    pub fn ceiling(&self) -> usize {
+        self.lock().stats.ceiling
+    }
+
     /// The limit now.
     pub fn limit(&self) -> usize {
         self.lock().stats.limit

@@ -14,7 +14,7 @@ use shared::faults::{AFTER_LISTING, MID_COPY, crash_point};
 use shared::filter::KeyFilter;
 use shared::keyrange::children_after_page;
 use shared::model::{Counters, IssueKind, JobSpec, KeyRange, Mode, ObjectEntry, ObjectIssue, move_mark};
-use shared::objstore::{Archive, Deleted, ListPage, ListRequest, ObjectStore, is_archive_class};
+use shared::objstore::{Archive, Deleted, ListPage, ListRequest, ObjectStore, WriteOptions, is_archive_class};
 use shared::{Error, Result};
 
 use crate::compare::{Verdict, compare, settle};
@@ -286,34 +286,12 @@ async fn plan_copies(
 /// tiers do not show in listings), is a "needs restore" finding, never a copy failure:
 /// with [`JobOptions::restore_days`](shared::model::JobOptions) a restore is asked for.
 async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut PageResult) -> HashSet<String> {
-    let dst_loc = &ctx.spec.destination;
     let w = &ctx.spec.options.write_options();
-    let running = FuturesUnordered::new();
-    for (k, e) in todo {
-        running.push(async move {
-            if is_archive_class(e.storage_class.as_deref()) {
-                match with_retries(|| ctx.src.archive(&e.key)).await {
-                    Ok(Archive::Readable) => {}
-                    Ok(Archive::Archived(class)) => return (k, e, Err(needs_restore(ctx, e, &class, false).await)),
-                    Ok(Archive::Restoring(class)) => return (k, e, Err(needs_restore(ctx, e, &class, true).await)),
-                    Err(err) => return (k, e, Err(err)),
-                }
-            }
-            RunStats::bump(&ctx.stats.copies);
-            let r = match copy_object(ctx.src, ctx.dst, e, &dst_loc.full_key(k), w, ctx.copies).await {
-                Err(Error::Archived(_)) => {
-                    let class = e.storage_class.as_deref().unwrap_or("an archive tier");
-                    Err(needs_restore(ctx, e, class, false).await)
-                }
-                r => r,
-            };
-            if r.is_ok() {
-                crash_point(MID_COPY);
-            }
-            (k, e, r)
-        });
-    }
-    let results: Vec<_> = running.collect().await;
+    // Futures are made as slots free up, at most the worker's copy ceiling per page: the
+    // copy limit admits no more at once anyway, and a page's thousand futures made up front
+    // (each as large as a copy's whole state) were a quarter of the process's memory.
+    let copies = todo.iter().map(|(k, e)| copy_one(ctx, k, e, w));
+    let results = at_most(ctx.copies.ceiling(), copies).await;
     let mut copied = HashSet::new();
     for (k, e, r) in results {
         match r {
@@ -334,6 +312,50 @@ async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut P
         }
     }
     copied
+}
+
+/// One object of [`copy_all`]: its archive state first when its class may hide one, then
+/// the copy.
+async fn copy_one<'a>(
+    ctx: &PageCtx<'_>,
+    k: &'a String,
+    e: &'a ObjectEntry,
+    w: &WriteOptions,
+) -> (&'a String, &'a ObjectEntry, Result<()>) {
+    if is_archive_class(e.storage_class.as_deref()) {
+        match with_retries(|| ctx.src.archive(&e.key)).await {
+            Ok(Archive::Readable) => {}
+            Ok(Archive::Archived(class)) => return (k, e, Err(needs_restore(ctx, e, &class, false).await)),
+            Ok(Archive::Restoring(class)) => return (k, e, Err(needs_restore(ctx, e, &class, true).await)),
+            Err(err) => return (k, e, Err(err)),
+        }
+    }
+    RunStats::bump(&ctx.stats.copies);
+    let r = match copy_object(ctx.src, ctx.dst, e, &ctx.spec.destination.full_key(k), w, ctx.copies).await {
+        Err(Error::Archived(_)) => {
+            let class = e.storage_class.as_deref().unwrap_or("an archive tier");
+            Err(needs_restore(ctx, e, class, false).await)
+        }
+        r => r.map(|_| ()),
+    };
+    if r.is_ok() {
+        crash_point(MID_COPY);
+    }
+    (k, e, r)
+}
+
+/// Runs the futures `futs` yields, at most `cap` at once, each made only when a slot is
+/// free; their outputs in completion order.
+async fn at_most<F: Future>(cap: usize, mut futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut running: FuturesUnordered<F> = futs.by_ref().take(cap.max(1)).collect();
+    let mut out = Vec::new();
+    while let Some(r) = running.next().await {
+        out.push(r);
+        if let Some(f) = futs.next() {
+            running.push(f);
+        }
+    }
+    out
 }
 
 /// The [`Error::Archived`] finding for archived source `e` (in `class`), after asking for
@@ -451,18 +473,10 @@ fn tally_destination_only(
 /// Move: deletes each verified source object, conditionally on the ETag it was verified
 /// with, so a source changed since is kept and reported. The deletes share the copy limit.
 pub async fn delete_verified(ctx: &PageCtx<'_>, verified: &[(ObjectEntry, String)], out: &mut PageResult) {
-    let running = FuturesUnordered::new();
     let policy = RetryPolicy::current();
-    for (e, _) in verified {
-        running.push(async move {
-            let Some(etag) = e.etag.as_deref() else {
-                // Verified by size alone: never delete what was not proven identical.
-                return (e, Err(shared::Error::Invalid("no ETag to delete on; kept".into())));
-            };
-            (e, ctx.copies.run(&policy, || ctx.src.delete(&e.key, Some(etag))).await)
-        });
-    }
-    let results: Vec<_> = running.collect().await;
+    // As copies: futures made as slots free up (see `copy_all`).
+    let deletes = verified.iter().map(|(e, _)| delete_one(ctx, &policy, e));
+    let results = at_most(ctx.copies.ceiling(), deletes).await;
     for (e, r) in results {
         let rel = ctx.spec.source.rel_key(&e.key).unwrap_or(&e.key).to_string();
         match r {
@@ -485,6 +499,19 @@ pub async fn delete_verified(ctx: &PageCtx<'_>, verified: &[(ObjectEntry, String
     }
 }
 
+/// One delete of [`delete_verified`], conditional on the ETag the copy was verified with.
+async fn delete_one<'a>(
+    ctx: &PageCtx<'_>,
+    policy: &RetryPolicy,
+    e: &'a ObjectEntry,
+) -> (&'a ObjectEntry, Result<Deleted>) {
+    let Some(etag) = e.etag.as_deref() else {
+        // Verified by size alone: never delete what was not proven identical.
+        return (e, Err(shared::Error::Invalid("no ETag to delete on; kept".into())));
+    };
+    (e, ctx.copies.run(policy, || ctx.src.delete(&e.key, Some(etag))).await)
+}
+
 fn issue(
     key: &str,
     kind: IssueKind,
@@ -493,4 +520,37 @@ fn issue(
     detail: Option<String>,
 ) -> ObjectIssue {
     ObjectIssue { key: key.to_string(), kind, source, destination, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at_most;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// `at_most` makes a future only when fewer than `cap` are alive, so a page's memory
+    /// follows the copy ceiling, not its key count; and it runs every one.
+    #[tokio::test]
+    async fn at_most_keeps_no_more_than_cap_futures_alive_and_runs_them_all() {
+        for (n, cap) in [(1000, 64), (10, 64), (5, 1), (0, 8), (7, 0)] {
+            let (alive, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            let futs = (0..n).map(|i| {
+                let now = alive.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let alive = &alive;
+                async move {
+                    tokio::task::yield_now().await;
+                    alive.fetch_sub(1, Ordering::SeqCst);
+                    i
+                }
+            });
+            let mut out = at_most(cap, futs).await;
+            out.sort_unstable();
+            assert_eq!(out, (0..n).collect::<Vec<_>>(), "n {n} cap {cap}: every future ran once");
+            let most = peak.load(Ordering::SeqCst);
+            assert!(most <= cap.max(1), "n {n} cap {cap}: {most} alive at once");
+            if n >= cap && cap > 1 {
+                assert_eq!(most, cap, "n {n} cap {cap}: the cap is used");
+            }
+        }
+    }
 }
