@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use shared::backend::aws::dynamo::schema::DEFAULT_RETENTION_DAYS;
+use shared::backend::aws::sqs::DLQ_RETENTION_SECS;
 use shared::{Error, Result};
 
 /// Prefix of the environment variables the loader reads (`BUCKETCLONE_<KEY>`, nested keys
@@ -138,13 +139,15 @@ impl Settings {
         if self.worker.lease_secs < 3 || self.worker.lease_secs > 43_200 {
             return Err(Error::invalid("worker.lease_secs must be between 3 and 43200 (the SQS maximum)"));
         }
-        // A done segment is read again only by a duplicate of a message still in a queue:
-        // it must outlive every such message, so the items outlast the queues' retention.
+        // A done segment is read again only by a duplicate of a message still in a queue (a
+        // dead-letter queue's included: it can be re-driven): it must outlive every such
+        // message, so the items outlast both retentions.
         let retention = u64::from(self.table.retention_days) * 86_400;
-        if retention <= u64::from(self.queue.retention_secs) || self.table.retention_days > 3650 {
+        let longest = u64::from(self.queue.retention_secs.max(DLQ_RETENTION_SECS));
+        if retention <= longest || self.table.retention_days > 3650 {
             return Err(Error::invalid(format!(
-                "table.retention_days must be more than queue.retention_secs ({} s) and at most 3650",
-                self.queue.retention_secs
+                "table.retention_days must be more than the queues' retention ({longest} s, dead-letter \
+                 queues included) and at most 3650"
             )));
         }
         Ok(())
@@ -221,7 +224,8 @@ mod tests {
         };
         let s = Settings::load_with_env(&Overrides::default(), env("15", "1209600")).unwrap();
         assert_eq!(s.table.retention_days, 15, "15 days outlast the SQS maximum of 14");
-        for (days, queue) in [("14", "1209600"), ("4", "345600"), ("0", "60"), ("3651", "60")] {
+        // 5 days outlast the main queues' 4, not the dead-letter queues' 14.
+        for (days, queue) in [("14", "1209600"), ("4", "345600"), ("5", "345600"), ("0", "60"), ("3651", "60")] {
             let e = Settings::load_with_env(&Overrides::default(), env(days, queue)).unwrap_err().to_string();
             assert!(e.contains("table.retention_days"), "{days} days, queue {queue} s: {e}");
         }
