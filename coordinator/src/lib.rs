@@ -14,7 +14,7 @@ use std::sync::Arc;
 use shared::error::with_retries;
 use shared::jobstore::{JobStore, Recorded};
 use shared::model::{JobControl, JobSpec, JobState, KeyRange, Location, Mode, Scheme, resolve_path};
-use shared::objstore::StoreOpener;
+use shared::objstore::{ListRequest, StoreOpener};
 use shared::queue::WorkQueue;
 use shared::wire::SegmentMessage;
 use shared::{Error, Result};
@@ -149,19 +149,24 @@ impl Intake {
     pub async fn accept(&self, spec: &JobSpec) -> Result<Recorded> {
         spec.validate()?;
         self.policy.check(spec)?;
+        let mut empty_destination = false;
         if self.jobs.job(&spec.id).await?.is_none() {
             self.check_stores(spec).await?;
+            empty_destination = spec.options.mode == Mode::Clone && self.is_empty(&spec.destination).await;
         }
         let first = plan(spec);
         let recorded = self.jobs.create_job(spec, &first).await?;
+        // Only the call that recorded the job may say its destination was empty: a repeat
+        // (a resume, a duplicate request) may follow copies.
+        let fresh = empty_destination && recorded == Recorded::Now;
         let mut pending = Vec::new();
         for r in &first {
             if self.jobs.segment(&spec.id, r).await?.is_none_or(|s| !s.done) {
-                pending.push(SegmentMessage::new(&spec.id, r.clone()).to_json());
+                pending.push(SegmentMessage::first(&spec.id, r.clone(), fresh).to_json());
             }
         }
         shared::error::retry(8, || self.segments.push(&pending)).await?;
-        tracing::info!(job = %spec.id, new = (recorded == Recorded::Now), source = %spec.source, destination = %spec.destination, "job accepted");
+        tracing::info!(job = %spec.id, new = (recorded == Recorded::Now), fresh, source = %spec.source, destination = %spec.destination, "job accepted");
         Ok(recorded)
     }
 
@@ -173,6 +178,20 @@ impl Intake {
                 .map_err(|e| Error::invalid(format!("destination {}: cannot create it: {e}", spec.destination)))?;
         }
         self.open_checked(&spec.destination).await.map_err(|e| input_error("destination", &spec.destination, e))
+    }
+
+    /// Whether `loc` holds no object at all (one list call of one key). A cost hint (see
+    /// [`SegmentMessage::fresh`]): a failure reads as "not empty".
+    async fn is_empty(&self, loc: &Location) -> bool {
+        let req = ListRequest { prefix: loc.prefix.clone(), start_after: loc.full_key(""), end: None, max_keys: 1 };
+        let listed = with_retries(|| async { self.stores.open(loc).await?.list(&req).await }).await;
+        match listed {
+            Ok(page) => page.entries.is_empty() && page.skipped.is_empty() && !page.truncated,
+            Err(e) => {
+                tracing::debug!(error = %e, destination = %loc, "could not tell whether the destination is empty");
+                false
+            }
+        }
     }
 
     /// Opens `loc`'s store and checks it exists, with retries: opening may ask a bucket

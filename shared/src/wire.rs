@@ -184,11 +184,35 @@ pub struct SegmentMessage {
     pub job: String,
     #[serde(flatten)]
     pub range: KeyRange,
+    /// The job found its destination empty when it began (a clone), and this message is
+    /// one the job sent for a range no attempt had worked: its first delivery may copy the
+    /// page without listing the destination first (see [`SegmentMessage::copy_blind`]).
+    /// Absent means false, the safe reading: a message a recovery path sends again (a
+    /// redrive, a resume) never says it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 impl SegmentMessage {
+    /// A message for `range` that says nothing about the destination: redrives, resumes.
     pub fn new(job: &str, range: KeyRange) -> Self {
-        SegmentMessage { v: WIRE_VERSION, job: job.to_string(), range }
+        SegmentMessage { v: WIRE_VERSION, job: job.to_string(), range, fresh: false }
+    }
+
+    /// A message for a range no attempt has worked yet, of a job that found its
+    /// destination empty when `fresh` (a job's first segments, and the children of a page
+    /// of such a message).
+    pub fn first(job: &str, range: KeyRange, fresh: bool) -> Self {
+        SegmentMessage { fresh, ..Self::new(job, range) }
+    }
+
+    /// Whether the delivery (`deliveries` as the queue counts them) may copy its page
+    /// without listing the destination first: only the first delivery of a fresh message.
+    /// Any delivery after it may follow an attempt that copied some of the page before it
+    /// died, so it lists, and skips what is there. Only a matter of cost either way: the
+    /// destination is always listed after the copies, and the page verified against that.
+    pub fn copy_blind(&self, deliveries: u32) -> bool {
+        self.fresh && deliveries == 1
     }
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a segment message always serialises")
@@ -309,5 +333,10 @@ mod tests {
         let json = m.to_json();
         assert_eq!(SegmentMessage::parse(&json).unwrap(), m);
         assert!(SegmentMessage::parse(r#"{"job":"j"}"#).unwrap().range == KeyRange::all());
+        assert!(!json.contains("fresh"), "the default is not written: {json}");
+        let fresh = SegmentMessage::first("j", KeyRange::all(), true);
+        assert_eq!(SegmentMessage::parse(&fresh.to_json()).unwrap(), fresh);
+        assert!(fresh.copy_blind(1) && !fresh.copy_blind(2), "only a first delivery skips the listing");
+        assert!(!m.copy_blind(1), "a message that does not say fresh never does");
     }
 }

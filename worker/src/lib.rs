@@ -260,7 +260,7 @@ impl Worker {
             return Ok(());
         };
         let span = info_span!("segment", job = %msg.job, id = %msg.range.id(), worker = %self.cfg.id);
-        self.process_segment(&job, &msg.range).instrument(span).await
+        self.process_segment(&job, &msg, msg.copy_blind(d.deliveries)).instrument(span).await
     }
 
     /// Says why in the job's status when a segment fails for good: its message is headed
@@ -273,8 +273,10 @@ impl Worker {
         }
     }
 
-    async fn process_segment(&self, job: &OpenJob, range: &KeyRange) -> Result<()> {
-        let id = &job.spec.id;
+    /// Works `msg`'s segment; `copy_blind` when its page may be copied without listing the
+    /// destination first ([`SegmentMessage::copy_blind`]).
+    async fn process_segment(&self, job: &OpenJob, msg: &SegmentMessage, copy_blind: bool) -> Result<()> {
+        let (id, range) = (&job.spec.id, &msg.range);
         let Some(rec) = self.jobs.segment(id, range).await? else {
             warn!("segment not recorded in the job store; dropped");
             return Ok(());
@@ -303,6 +305,7 @@ impl Worker {
             fanout: self.cfg.fanout,
             stats: &self.stats,
             jobs: self.jobs.as_ref(),
+            copy_blind,
         };
         let (delta, children, issues) = match page::work_page(&ctx, range).await {
             Ok(mut p) => {
@@ -334,7 +337,8 @@ impl Worker {
             Recorded::Now => {
                 record_metrics(&completion.delta);
                 crash_point(AFTER_RECORD);
-                self.push_children(id, &children).await?
+                // Ranges no attempt has worked: as fresh as the message that made them.
+                self.push_children(id, &children, msg.fresh).await?
             }
             Recorded::Already => {
                 let rec = self.jobs.segment(id, range).await?;
@@ -356,18 +360,20 @@ impl Worker {
                 pending.push(c.clone());
             }
         }
-        self.push_children(job, &pending).await?;
+        // Sent again: an attempt may have worked them already.
+        self.push_children(job, &pending, false).await?;
         if children.is_empty() {
             self.jobs.finalize(job).await?;
         }
         Ok(())
     }
 
-    async fn push_children(&self, job: &str, children: &[KeyRange]) -> Result<()> {
+    async fn push_children(&self, job: &str, children: &[KeyRange], fresh: bool) -> Result<()> {
         if children.is_empty() {
             return Ok(());
         }
-        let bodies: Vec<String> = children.iter().map(|c| SegmentMessage::new(job, c.clone()).to_json()).collect();
+        let bodies: Vec<String> =
+            children.iter().map(|c| SegmentMessage::first(job, c.clone(), fresh).to_json()).collect();
         shared::error::retry(8, || self.queue.push(&bodies)).await
     }
 

@@ -52,6 +52,11 @@ pub struct PageCtx<'a> {
     /// attempt running at the same time that deleted a key before this one listed has
     /// marked it before: the marks are written before the deletes.
     pub jobs: &'a dyn shared::jobstore::JobStore,
+    /// The page may be copied without listing the destination first: no attempt has worked
+    /// this range, and the job found its destination empty
+    /// ([`shared::wire::SegmentMessage::copy_blind`]). Clones only. The destination is
+    /// listed after the copies all the same, and the page verified against that listing.
+    pub copy_blind: bool,
 }
 
 /// What one page changes: the job's tallies, the children, the findings.
@@ -111,7 +116,12 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
         Some(l) => KeyRange { start_after: range.start_after.clone(), end: Some(l.clone()) },
         None => range.clone(),
     };
-    let mut dst = list_dest(ctx, &covered, &filter).await?;
+    // A blind copy has nothing to skip: the destination is listed once, after the copies.
+    let blind = ctx.copy_blind && ctx.spec.options.mode == Mode::Clone;
+    let mut dst = match blind {
+        true => BTreeMap::new(),
+        false => list_dest(ctx, &covered, &filter).await?,
+    };
     crash_point(AFTER_LISTING);
     let moved = match ctx.spec.options.mode {
         Mode::Move => ctx.jobs.segment(&ctx.spec.id, range).await?.map(|r| r.moved).unwrap_or_default(),
@@ -131,6 +141,8 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
             // Durable before anything is recorded or deleted: one flush for the page's
             // writes (a local directory's syncfs; nothing on S3).
             with_retries(|| ctx.dst.sync()).await?;
+        }
+        if !copied.is_empty() || blind {
             dst = list_dest(ctx, &covered, &filter).await?;
         }
     }

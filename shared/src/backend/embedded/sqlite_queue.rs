@@ -91,15 +91,17 @@ impl SqliteQueue {
     }
 
     /// Makes every leased message of this queue visible now, invalidates its lease and
-    /// resets its delivery count; returns how many. For a single-process owner restarting:
-    /// nobody holds a lease then, and the deliveries it counted ended with a killed process,
-    /// not a failure of the message (ten SIGKILLed runs must not dead-letter a segment).
+    /// resets its delivery count to one; returns how many. For a single-process owner
+    /// restarting: nobody holds a lease then, and the deliveries it counted ended with a
+    /// killed process, not a failure of the message (ten SIGKILLed runs must not dead-letter
+    /// a segment). One, not zero: the message was delivered, and its next delivery must say
+    /// so (a consumer may act on a first delivery as on work nobody has started).
     pub async fn release_all(&self) -> Result<u64> {
         let n = self
             .with_conn("releasing all leases", |conn, queue| {
                 let now = now_ms();
                 conn.execute(
-                    "UPDATE queue_messages SET visible_ms = ?2, token = random(), deliveries = 0
+                    "UPDATE queue_messages SET visible_ms = ?2, token = random(), deliveries = 1
                      WHERE queue = ?1 AND visible_ms > ?2",
                     params![queue, now],
                 )
@@ -111,7 +113,7 @@ impl SqliteQueue {
     }
 
     /// Moves every dead letter of this queue back onto it, visible now, with its delivery
-    /// count reset; returns how many. What a user's rerun of a local job does: whatever made
+    /// count reset to one (as [`SqliteQueue::release_all`]); returns how many. What a user's rerun of a local job does: whatever made
     /// them fail (a full disk, a bad permission) may be fixed now.
     pub async fn requeue_dead_letters(&self) -> Result<u64> {
         let n = self
@@ -119,8 +121,8 @@ impl SqliteQueue {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let now = now_ms();
                 let n = tx.execute(
-                    "INSERT INTO queue_messages (queue, body, enqueued_ms, visible_ms)
-                     SELECT queue, body, ?2, ?2 FROM queue_dead_letters WHERE queue = ?1 ORDER BY id",
+                    "INSERT INTO queue_messages (queue, body, enqueued_ms, visible_ms, deliveries)
+                     SELECT queue, body, ?2, ?2, 1 FROM queue_dead_letters WHERE queue = ?1 ORDER BY id",
                     params![queue, now],
                 )?;
                 tx.execute("DELETE FROM queue_dead_letters WHERE queue = ?1", [queue])?;
