@@ -37,6 +37,21 @@ async fn s3_store_passes_the_conformance_suite() {
     .await;
 }
 
+/// At S3's cap on keys per list call, a page of a bounded range keeps one key back to
+/// learn whether the range goes on: the paged listing cases again with the cap at 3 (so
+/// pages of 3 and of 1,000 both hit it), where "truncated" must still be exact.
+#[tokio::test]
+async fn s3_store_listing_is_exact_at_the_list_cap() {
+    let ctx = moto().await;
+    let caps =
+        Caps { s3_only_keys: true, list_etags: true, missing: Arc::new(S3Store::new(&ctx, &unique("never-created"))) };
+    let new_store = || {
+        let ctx = ctx.clone();
+        async move { Arc::new(fresh(&ctx).await.with_list_cap(3)) as Arc<dyn ObjectStore> }
+    };
+    suite::run_paged_listing(&new_store, &caps).await;
+}
+
 /// The ETag S3 gives an object uploaded in parts of these sizes.
 fn multipart_etag(data: &[u8], part: usize) -> String {
     let mut digests = Vec::new();

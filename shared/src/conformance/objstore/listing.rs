@@ -76,11 +76,19 @@ pub(super) async fn bounds_and_truncation(store: Arc<dyn ObjectStore>) {
         put(&*store, k, k.as_bytes()).await;
     }
     let keys = |p: &crate::objstore::ListPage| p.entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
-    let cases: [(ListRequest, &[&str], bool); 8] = [
+    let cases: [(ListRequest, &[&str], bool); 10] = [
         (req("r/", "r/2", Some("r/6"), 100), &["r/3", "r/4", "r/5", "r/6"], false),
         (req("r/", "r/2", Some("r/6"), 2), &["r/3", "r/4"], true),
         // A page that reaches `end` is complete, however many keys follow it.
         (req("r/", "r/2", Some("r/6"), 4), &["r/3", "r/4", "r/5", "r/6"], false),
+        // So is one that holds the range's last key, `end` not being a key: keys follow
+        // the page, but none of the range.
+        (req("r/", "r/2", Some("r/5z"), 3), &["r/3", "r/4", "r/5"], false),
+        (
+            req("", "", Some("r/9~"), 11),
+            &["q", "r/0", "r/1", "r/2", "r/3", "r/4", "r/5", "r/6", "r/7", "r/8", "r/9"],
+            false,
+        ),
         (req("r/", "", None, 3), &["r/0", "r/1", "r/2"], true),
         (req("r/", "r/8", None, 100), &["r/9"], false),
         (req("", "r/9", None, 100), &["s"], false),
