@@ -10,8 +10,8 @@
 //!   `l`, `t`), and each key is read as a number whose digits are ranks in that alphabet, so
 //!   arithmetic on keys behaves like counting in the keys' own notation;
 //! - the page spanned `span = last - first`; the next boundaries are placed at
-//!   `last + 4 * span * 4^j` (j = 0, 1, ...), and a tail child takes whatever lies beyond;
-//!   the first child spans four pages' widths, not one, so that pages come back full.
+//!   `last + 6 * span * 4^j` (j = 0, 1, ...), and a tail child takes whatever lies beyond;
+//!   the first child spans six pages' widths, not one, so that pages come back full.
 //!
 //! So a flat prefix of a million keys fans out to every worker within a few rounds, and a
 //! sparse one costs a few empty children (one list call each). Correctness never depends on
@@ -29,11 +29,13 @@ const MAX_DIGITS: usize = 1100;
 
 /// The first child spans this many pages' widths. A child one page wide holds about a
 /// page of keys, give or take: often a full page and a page of a handful, two list calls
-/// (three with the destination's) for little more than one page of work. Four pages' width
-/// is listed as four full pages and one partial: list calls per key fall by a fifth on
-/// the benchmark's million-key shape, and fan-out still takes no more rounds (the test
-/// below).
-const FIRST_CHILD_PAGES: usize = 4;
+/// (four with the destination's) for little more than one page of work. Wider children
+/// are listed as several full pages and one partial. How wide is a trade: the benchmark's
+/// shapes take 1.5-1.75 pages per 1,000 keys at 1 page and 1.2-1.6 at 6 (4 was worse on
+/// the many-prefix shape, whose ranges then held exactly 3 or 4 pages' keys: S3 cannot
+/// tell a range's last full page from a truncated one, so one more call follows), while
+/// a flat prefix takes one more round to fan out (the tests below).
+const FIRST_CHILD_PAGES: usize = 6;
 
 /// The children of `range` after a truncated page whose keys (relative, in key order,
 /// at least one, all inside `range`) were `page`.
@@ -211,6 +213,9 @@ mod tests {
             let lo = sorted.partition_point(|k| k.as_str() <= r.start_after.as_str());
             let hi = r.end.as_deref().map_or(sorted.len(), |e| sorted.partition_point(|k| k.as_str() <= e));
             let in_range = &sorted[lo..hi.max(lo)];
+            // As S3Store: a page of a bounded range at S3's cap keeps one key back, to
+            // learn whether the range goes on.
+            let page = if r.end.is_some() && page == 1000 { 999 } else { page };
             let pg = &in_range[..in_range.len().min(page)];
             listed.extend(pg.iter().cloned());
             if in_range.len() > page {
@@ -290,7 +295,7 @@ mod tests {
         assert_eq!(listed.len(), 50_000);
         // A single chain would need 50 rounds; extrapolated splits need far fewer, and do not
         // waste many calls on empty ranges.
-        assert!(rounds <= 8, "took {rounds} rounds");
+        assert!(rounds <= 10, "took {rounds} rounds");
         assert!(segments <= 150, "took {segments} segments for 50 pages");
     }
 
@@ -306,9 +311,10 @@ mod tests {
     }
 
     /// Pages come back nearly full, so list calls follow the key count: the benchmark's
-    /// shapes (many small prefixes; one flat prefix beside many small ones) take at most a
-    /// quarter more pages than the keys strictly need. With the first child one page wide,
-    /// the many-prefix shape took half again as many.
+    /// shapes (many small prefixes; one flat prefix beside many small ones) take at most 30%
+    /// more pages than the keys strictly need. With the first child one page wide, the
+    /// many-prefix shape took 52% more; four pages wide, 48% (ranges of exactly three or
+    /// four pages' keys, whose last page S3 cannot tell from a truncated one).
     #[test]
     fn pages_come_back_nearly_full() {
         let many: Vec<String> = (0..200_000usize).map(|i| format!("d{:06}/f{i:08}.bin", i % 40_000)).collect();
@@ -322,7 +328,7 @@ mod tests {
             let (listed, rounds, pages) = simulate(&keys, 1000, 5, false);
             assert_eq!(listed.len(), keys.len(), "{shape}");
             let per_1000 = pages as f64 * 1000.0 / keys.len() as f64;
-            assert!(per_1000 <= 1.25, "{shape}: {pages} pages for {} keys ({per_1000:.2} per 1,000)", keys.len());
+            assert!(per_1000 <= 1.3, "{shape}: {pages} pages for {} keys ({per_1000:.3} per 1,000)", keys.len());
             assert!(rounds <= 25, "{shape}: took {rounds} rounds");
         }
     }
