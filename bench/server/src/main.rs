@@ -18,7 +18,7 @@
 //! `part`, `get`, `head`, `delete`, `other`), and the timing of the object transfers (copies,
 //! puts, completed multipart uploads and object GETs: what moves an object, whichever way):
 //! milliseconds from the reset to the first and last transfer, and the transfer rate over the
-//! first and the last 10% of them. bench/run resets before starting a client and reads after
+//! first and the last 10% of them and over each tenth (`tenth_rates`). bench/run resets before starting a client and reads after
 //! it exits.
 //!
 //! Usage: bench-server [--addr 127.0.0.1:9100] [--latency-ms N] [--secret S]
@@ -510,6 +510,12 @@ impl Stats {
                 rate(0, tenth),
                 rate(n - tenth, n)
             );
+            // Each tenth's rate: where in the run the pace changes.
+            let tenths: Vec<String> = (0..10)
+                .map(|i| (i * n / 10, ((i + 1) * n / 10).min(n)))
+                .map(|(a, b)| format!("{:.0}", if b > a + 1 { rate(a, b) } else { 0.0 }))
+                .collect();
+            out += &format!(",\"tenth_rates\":[{}]", tenths.join(","));
         } else {
             out += "\"transfers\":0";
         }

@@ -34,6 +34,9 @@ const PART_SIZE: u64 = 64 << 20;
 /// One bucket on the configured S3 endpoint.
 pub struct S3Store {
     pub client: aws_sdk_s3::Client,
+    /// The same service for ListObjectsV2 alone, on connections of its own (see
+    /// [`S3Store::new`]).
+    lister: aws_sdk_s3::Client,
     pub bucket: String,
     pub endpoint: String,
     /// Objects larger than this are uploaded in parts.
@@ -47,9 +50,16 @@ pub struct S3Store {
 
 impl S3Store {
     /// The bucket `bucket` on the context's endpoint. Never fails: see [`ObjectStore::check`].
+    ///
+    /// Listings go over a client (so a connection pool) of their own. A connection keeps a
+    /// read buffer as large as the largest response it has read: a listing page is up to
+    /// ~300 KB, a copy's answer a few hundred bytes. Sharing one pool, every copy connection
+    /// (hundreds) ends up holding a listing-sized buffer; apart, only the few listing
+    /// connections (about one per page in flight) do.
     pub fn new(ctx: &AwsContext, bucket: &str) -> Self {
         S3Store {
             client: ctx.s3(),
+            lister: ctx.s3(),
             bucket: bucket.to_string(),
             endpoint: ctx.endpoint_id(),
             multipart_threshold: SINGLE_MAX,
@@ -179,7 +189,7 @@ impl ObjectStore for S3Store {
             None => (max, max),
         };
         let out = self
-            .client
+            .lister
             .list_objects_v2()
             .bucket(&self.bucket)
             .set_prefix(Some(req.prefix.clone()).filter(|p| !p.is_empty()))
