@@ -23,5 +23,13 @@ env -u AWS_CA_BUNDLE AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_ACCESS_KEY_ID=b
   "$target/release/bucketclone" clone s3://src s3://dst-profile --state "$state/state.sqlite" >"$out/profile-client.log" 2>&1
 rm -rf "$state"
 "$server_target/release/bench-ceiling" --endpoint http://127.0.0.1:$port verify src dst-profile
-{ callgrind_annotate "$out/callgrind.out" | head -80; echo; echo "== inclusive =="; callgrind_annotate --inclusive=yes "$out/callgrind.out" | grep -E "^ *[0-9,]+ \(" | head -150; } >"$out/callgrind.txt"
+# `|| true`: head closes the pipe early, which pipefail would otherwise make fatal. Paths of
+# the crate registry and the standard library are shortened to the crate's.
+short='s#/[^ ]*/\.cargo/registry/src/[^/]*/##g; s#/rustc/[0-9a-f]*/##g'
+{
+  callgrind_annotate "$out/callgrind.out" | head -80 || true
+  echo
+  echo "== inclusive (top 150) =="
+  callgrind_annotate --inclusive=yes "$out/callgrind.out" | grep -E "^ *[0-9,]+ +\(" | head -150 || true
+} | sed -E "$short" >"$out/callgrind.txt"
 echo "wrote $out/callgrind.txt"

@@ -18,8 +18,8 @@
 //! `part`, `get`, `head`, `delete`, `other`), and the timing of the object transfers (copies,
 //! puts, completed multipart uploads and object GETs: what moves an object, whichever way):
 //! milliseconds from the reset to the first and last transfer, and the transfer rate over the
-//! first and the last 10% of them and over each tenth (`tenth_rates`). bench/run resets before starting a client and reads after
-//! it exits.
+//! first and the last 10% of them and over each tenth (`tenth_rates`). bench/run resets
+//! before starting a client and reads after it exits.
 //!
 //! Usage: bench-server [--addr 127.0.0.1:9100] [--latency-ms N] [--secret S]
 //!                     [--seed BUCKET:COUNT:SIZE:PREFIXES[:FLAT_PERCENT]]...
