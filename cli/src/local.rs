@@ -186,18 +186,30 @@ fn add_stats(total: &RunStats, s: &RunStats) {
     total.pages.fetch_add(s.pages.load(Relaxed), Relaxed);
 }
 
-/// The id for this run: the running job for the same source, destination and mode if there
-/// is one (resume), else a new one.
+/// The id for this run: the unfinished job with exactly this spec if there is one (resume),
+/// else a new one.
+///
+/// "Exactly" is the whole spec: both locations with their connections (profile, region,
+/// endpoint, path style, requester pays) and every option, compared as values. A rerun with
+/// another profile, endpoint or option is another job, never the old one run with the old
+/// settings; a rerun after an upgrade that added an option (stored specs read it as its
+/// default) still resumes, whatever id the earlier version gave the job. The new id's hash
+/// only makes it readable and distinct.
 async fn job_id(jobs: &dyn JobStore, spec: &JobSpec) -> Result<String> {
     use sha2::{Digest, Sha256};
-    let key = format!("{}\n{}\n{:?}", spec.source, spec.destination, spec.options);
-    let base = format!("local-{}", &hex::encode(Sha256::digest(key.as_bytes()))[..12]);
     for j in jobs.jobs(10_000, None).await? {
-        if j.spec.id.starts_with(&base) && !j.state.is_terminal() {
+        if !j.state.is_terminal() && same_job(&j.spec, spec) {
             return Ok(j.spec.id);
         }
     }
+    let key = serde_json::to_string(&(&spec.source, &spec.destination, &spec.options))?;
+    let base = format!("local-{}", &hex::encode(Sha256::digest(key.as_bytes()))[..12]);
     Ok(format!("{base}-{}", shared::model::now_ms()))
+}
+
+/// The same job: everything but the id.
+fn same_job(a: &JobSpec, b: &JobSpec) -> bool {
+    a.source == b.source && a.destination == b.destination && a.options == b.options
 }
 
 /// How long a run waits for the state's lock before saying another run holds it. A run
@@ -224,4 +236,43 @@ async fn lock_state(state: &Path) -> Result<File> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::model::{Connection, KeyRange};
+
+    fn spec(profile: Option<&str>, size_only: bool) -> JobSpec {
+        let conn = Connection { profile: profile.map(str::to_string), ..Default::default() };
+        let source = Location::parse("s3://src/p/").unwrap().with_conn(conn).unwrap();
+        let options = JobOptions { size_only, ..Default::default() };
+        JobSpec { id: String::new(), source, destination: Location::parse("s3://dst/").unwrap(), options }
+    }
+
+    #[tokio::test]
+    async fn a_rerun_resumes_only_the_unfinished_job_with_the_same_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = SqliteJobStore::open(&dir.path().join("state.sqlite")).unwrap();
+        // A job an earlier version created, under an id this version would not make.
+        let mut old = spec(Some("a"), false);
+        old.id = "local-0123456789ab-1".into();
+        jobs.create_job(&old, &[KeyRange::all()]).await.unwrap();
+
+        assert_eq!(job_id(&jobs, &spec(Some("a"), false)).await.unwrap(), old.id, "same spec: resumed");
+        for other in [spec(Some("b"), false), spec(None, false), spec(Some("a"), true)] {
+            let id = job_id(&jobs, &other).await.unwrap();
+            assert_ne!(id, old.id, "another profile or option is another job: {other:?}");
+            assert!(id.starts_with("local-"), "{id}");
+        }
+        // A job this version made: the profile is part of what it is.
+        let mut made = spec(Some("c"), false);
+        made.id = job_id(&jobs, &made).await.unwrap();
+        jobs.create_job(&made, &[KeyRange::all()]).await.unwrap();
+        assert_eq!(job_id(&jobs, &spec(Some("c"), false)).await.unwrap(), made.id);
+        assert_ne!(job_id(&jobs, &spec(Some("d"), false)).await.unwrap(), made.id, "profile d is not c's job");
+        // A finished job is never resumed.
+        jobs.fail(&old.id, "stopped").await.unwrap();
+        assert_ne!(job_id(&jobs, &spec(Some("a"), false)).await.unwrap(), old.id);
+    }
 }
