@@ -82,7 +82,7 @@ fn hex(s: &str) -> String {
 }
 
 fn unhex(s: &str) -> Option<String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> =
@@ -234,10 +234,7 @@ struct Bench {
 impl S3 for Bench {
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         self.store.buckets.write().unwrap().entry(req.input.bucket.clone()).or_default();
-        Ok(S3Response::new(CreateBucketOutput {
-            location: Some(format!("/{}", req.input.bucket)),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{}", req.input.bucket)) }))
     }
 
     /// Bench only: drops the bucket with everything in it (fresh destinations between runs).
