@@ -146,20 +146,41 @@ impl Requests {
     }
 }
 
-/// An object store that counts every request it passes to the store it wraps, and can run
-/// a hook after a `get` (to change an object while a job is copying it).
+/// Rewrites (or fails) a listing page: what [`CountingStore::on_list`] runs.
+pub type ListHook = Box<dyn Fn(&ListRequest, ListPage) -> shared::Result<ListPage> + Send + Sync>;
+/// Runs before a call on a key; an error is returned instead of making the call.
+pub type KeyHook = Box<dyn Fn(&str) -> shared::Result<()> + Send + Sync>;
+
+/// An object store that counts every request it passes to the store it wraps, and lets a
+/// test misbehave at the edges: hooks that rewrite or fail listings, refuse HEADs or GETs,
+/// or change an object right after a `get` (while a job is copying it). The one wrapper
+/// the tests share, so a new store method is forwarded in one place.
 pub struct CountingStore {
     pub inner: Arc<dyn ObjectStore>,
     pub requests: Arc<Requests>,
     #[allow(clippy::type_complexity)]
     pub after_get: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    /// Runs before each GET; an error is returned instead.
+    pub before_get: Option<KeyHook>,
+    /// Runs before each HEAD; an error is returned instead.
+    pub before_head: Option<KeyHook>,
+    /// Rewrites (or fails) each listing page, after `strip_list_etags`.
+    pub on_list: Option<ListHook>,
     /// Drop ETags from listings, as some S3-compatible servers do (s3s-fs).
     pub strip_list_etags: bool,
 }
 
 impl CountingStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        CountingStore { inner, requests: Arc::default(), after_get: None, strip_list_etags: false }
+        CountingStore {
+            inner,
+            requests: Arc::default(),
+            after_get: None,
+            before_get: None,
+            before_head: None,
+            on_list: None,
+            strip_list_etags: false,
+        }
     }
     fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
@@ -183,10 +204,16 @@ impl ObjectStore for CountingStore {
         if self.strip_list_etags {
             page.entries.iter_mut().for_each(|e| e.etag = None);
         }
-        Ok(page)
+        match &self.on_list {
+            Some(hook) => hook(req, page),
+            None => Ok(page),
+        }
     }
     async fn head(&self, key: &str) -> shared::Result<Option<ObjectEntry>> {
         Self::bump(&self.requests.head);
+        if let Some(hook) = &self.before_head {
+            hook(key)?;
+        }
         self.inner.head(key).await
     }
     async fn checksums(&self, key: &str) -> shared::Result<Checksums> {
@@ -205,6 +232,9 @@ impl ObjectStore for CountingStore {
     }
     async fn get(&self, key: &str, if_etag: Option<&str>) -> shared::Result<Download> {
         Self::bump(&self.requests.get);
+        if let Some(hook) = &self.before_get {
+            hook(key)?;
+        }
         let body = self.inner.get(key, if_etag).await;
         if let Some(hook) = &self.after_get {
             hook(key);

@@ -11,106 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bucketclone_tests::bed::Bed;
-use bucketclone_tests::tree;
+use bucketclone_tests::{CountingStore, tree};
 use shared::jobstore::{JobStore, Recorded};
-use shared::model::{
-    IssueKind, JobRecord, JobSpec, JobState, KeyRange, ObjectEntry, ObjectIssue, SegmentCompletion, SegmentRecord,
-};
-use shared::objstore::{Body, Checksums, CopySource, Deleted, ListPage, ListRequest, ObjectStore};
-use shared::objstore::{Download, ObjectAttrs, WriteOptions};
+use shared::model::{IssueKind, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord};
+use shared::objstore::ListPage;
 use shared::queue::WorkQueue;
 use shared::{Error, Result};
-
-type ListHook = Box<dyn Fn(&ListRequest, ListPage) -> Result<ListPage> + Send + Sync>;
-type KeyHook = Box<dyn Fn(&str) -> Result<()> + Send + Sync>;
-
-/// A store that passes every call to `inner`, after the hooks had their say.
-struct Wrap {
-    inner: Arc<dyn ObjectStore>,
-    /// Rewrites (or fails) each listing.
-    list: Option<ListHook>,
-    /// Runs before each HEAD; an error is returned instead.
-    head: Option<KeyHook>,
-    /// Runs before each GET; an error is returned instead.
-    get: Option<KeyHook>,
-    /// Drops ETags from listings, so comparisons need a HEAD.
-    strip_etags: bool,
-}
-
-impl Wrap {
-    fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Wrap { inner, list: None, head: None, get: None, strip_etags: false }
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Wrap {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn copy_source(&self) -> Option<CopySource> {
-        self.inner.copy_source()
-    }
-    async fn check(&self) -> Result<()> {
-        self.inner.check().await
-    }
-    async fn list(&self, req: &ListRequest) -> Result<ListPage> {
-        let mut page = self.inner.list(req).await?;
-        if self.strip_etags {
-            page.entries.iter_mut().for_each(|e| e.etag = None);
-        }
-        match &self.list {
-            Some(hook) => hook(req, page),
-            None => Ok(page),
-        }
-    }
-    async fn head(&self, key: &str) -> Result<Option<ObjectEntry>> {
-        if let Some(hook) = &self.head {
-            hook(key)?;
-        }
-        self.inner.head(key).await
-    }
-    async fn checksums(&self, key: &str) -> Result<Checksums> {
-        self.inner.checksums(key).await
-    }
-    async fn copy_from(
-        &self,
-        source: &CopySource,
-        src: &ObjectEntry,
-        dst_key: &str,
-        w: &WriteOptions,
-    ) -> Result<ObjectEntry> {
-        self.inner.copy_from(source, src, dst_key, w).await
-    }
-    async fn get(&self, key: &str, if_etag: Option<&str>) -> Result<Download> {
-        if let Some(hook) = &self.get {
-            hook(key)?;
-        }
-        self.inner.get(key, if_etag).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        body: Body,
-        size: u64,
-        attrs: &ObjectAttrs,
-        w: &WriteOptions,
-    ) -> Result<ObjectEntry> {
-        self.inner.put(key, body, size, attrs, w).await
-    }
-    async fn delete(&self, key: &str, if_etag: Option<&str>) -> Result<Deleted> {
-        self.inner.delete(key, if_etag).await
-    }
-    async fn sync(&self) -> Result<()> {
-        self.inner.sync().await
-    }
-    async fn archive(&self, key: &str) -> Result<shared::objstore::Archive> {
-        self.inner.archive(key).await
-    }
-    async fn restore(&self, key: &str, days: u32) -> Result<()> {
-        self.inner.restore(key, days).await
-    }
-}
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -118,11 +24,11 @@ const LIMIT: Duration = Duration::from_secs(60);
 async fn an_empty_page_marked_truncated_is_listed_again_never_taken_as_the_end() {
     let b = Bed::new(200, 20);
     let empties = Arc::new(AtomicU32::new(0));
-    let mut w = Wrap::new(b.source_store());
+    let mut w = CountingStore::new(b.source_store());
     let seen = empties.clone();
     // The first three listings of the source answer "truncated" with nothing in them, as
     // some S3-compatible servers do (and a directory whose files vanish mid-listing did).
-    w.list = Some(Box::new(move |_, page| {
+    w.on_list = Some(Box::new(move |_, page| {
         if seen.fetch_add(1, Ordering::SeqCst) < 3 {
             return Ok(ListPage { entries: vec![], skipped: vec![], truncated: true });
         }
@@ -141,10 +47,10 @@ async fn an_empty_page_marked_truncated_is_listed_again_never_taken_as_the_end()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_object_whose_check_is_refused_does_not_abandon_its_range() {
     let b = Bed::new(100, 20);
-    let mut w = Wrap::new(b.source_store());
+    let mut w = CountingStore::new(b.source_store());
     // No ETags in listings, so every comparison HEADs; one HEAD answers 403.
-    w.strip_etags = true;
-    w.head = Some(Box::new(|key| match key {
+    w.strip_list_etags = true;
+    w.before_head = Some(Box::new(|key| match key {
         "k/0005" => Err(Error::AccessDenied("HEAD k/0005: 403".into())),
         _ => Ok(()),
     }));
@@ -242,8 +148,8 @@ async fn a_panic_while_working_ends_the_lease_and_the_segment_is_dead_lettered_a
             .unwrap()
             .with_max_deliveries(3),
     );
-    let mut w = Wrap::new(b.source_store());
-    w.list = Some(Box::new(|_, _| panic!("a bug while listing")));
+    let mut w = CountingStore::new(b.source_store());
+    w.on_list = Some(Box::new(|_, _| panic!("a bug while listing")));
     b.wrap_source(Arc::new(w));
     b.intake().accept(&b.spec).await.unwrap();
     let short_lease = |i| worker::WorkerConfig { lease: Duration::from_millis(300), ..Bed::worker_config(i) };
@@ -266,10 +172,10 @@ async fn a_panic_while_working_ends_the_lease_and_the_segment_is_dead_lettered_a
 async fn a_source_changed_after_listing_is_never_copied_stale() {
     let b = Bed::new(40, 20);
     let changed = Arc::new(AtomicBool::new(false));
-    let mut w = Wrap::new(b.source_store());
+    let mut w = CountingStore::new(b.source_store());
     let (flag, path) = (changed.clone(), b.src.join("k/0007"));
     // Right before the copy reads k/0007, someone rewrites it.
-    w.get = Some(Box::new(move |key| {
+    w.before_get = Some(Box::new(move |key| {
         if key == "k/0007" && !flag.swap(true, Ordering::SeqCst) {
             std::fs::write(&path, b"rewritten after the listing").unwrap();
         }
