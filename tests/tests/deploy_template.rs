@@ -373,7 +373,8 @@ fn methods_after(code: &str, marker: &str, then: &str) -> Vec<String> {
 }
 
 /// (service, operation) -> the files calling it, from the AWS backends' sources: calls on a
-/// `client` (the SDK client of the file's service) or on `ctx.s3()`, `.sqs()`, `.dynamodb()`.
+/// `client` or any field named `..._client` (the SDK clients of the file's service) or on
+/// `ctx.s3()`, `.sqs()`, `.dynamodb()`.
 fn sdk_calls() -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for (file, code) in rust_sources("shared/src/backend/aws") {

@@ -36,7 +36,7 @@ pub struct S3Store {
     pub client: aws_sdk_s3::Client,
     /// The same service for ListObjectsV2 alone, on connections of its own (see
     /// [`S3Store::new`]).
-    lister: aws_sdk_s3::Client,
+    list_client: aws_sdk_s3::Client,
     pub bucket: String,
     pub endpoint: String,
     /// Objects larger than this are uploaded in parts.
@@ -59,7 +59,7 @@ impl S3Store {
     pub fn new(ctx: &AwsContext, bucket: &str) -> Self {
         S3Store {
             client: ctx.s3(),
-            lister: ctx.s3(),
+            list_client: ctx.s3(),
             bucket: bucket.to_string(),
             endpoint: ctx.endpoint_id(),
             multipart_threshold: SINGLE_MAX,
@@ -189,7 +189,7 @@ impl ObjectStore for S3Store {
             None => (max, max),
         };
         let out = self
-            .lister
+            .list_client
             .list_objects_v2()
             .bucket(&self.bucket)
             .set_prefix(Some(req.prefix.clone()).filter(|p| !p.is_empty()))
