@@ -67,7 +67,10 @@ pub async fn run_with(
     let started = Instant::now();
     let _lock = lock_state(&opts.state).await?;
     let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&opts.state)?);
-    let queue = Arc::new(SqliteQueue::open(&opts.state, "segments")?);
+    let mut spec = JobSpec { id: String::new(), source, destination, options };
+    spec.id = job_id(jobs.as_ref(), &spec).await?;
+    spec.validate()?;
+    let queue = Arc::new(SqliteQueue::open(&opts.state, &queue_name(&spec.id))?);
     // We hold the state's lock: any lease in the file belongs to a process that died, and
     // segments dead-lettered by an earlier run get another chance (the cause may be fixed).
     queue.release_all().await?;
@@ -75,9 +78,7 @@ pub async fn run_with(
     if requeued > 0 {
         tracing::warn!(segments = requeued, "retrying segments an earlier run gave up on");
     }
-    let mut spec = JobSpec { id: String::new(), source, destination, options };
-    spec.id = job_id(jobs.as_ref(), &spec).await?;
-    spec.validate()?;
+    note_other_unfinished(jobs.as_ref(), &spec.id).await;
     if jobs.job(&spec.id).await?.is_some() && spec.destination.scheme == shared::model::Scheme::Local {
         // Resuming after a crash: uploads it interrupted left temporary files behind.
         let n = LocalDirStore::new(&spec.destination.root)?.remove_temp_files()?;
@@ -120,6 +121,36 @@ pub async fn run_with(
     })
 }
 
+/// The queue of job `id`'s segments in the state file. One per job: a run's workers and
+/// supervisor see only their own job's messages, so a run never works, re-drives or
+/// finalizes another unfinished job of the same state file (killed `clone A B`, then
+/// `clone A C`: B is left as it was until `clone A B` runs again).
+///
+/// Versions before this kept every job's segments in one queue named `segments`. A job
+/// they left unfinished still resumes: its first ranges are pushed again by the intake and
+/// the rest re-driven from the job store once its own queue runs dry.
+fn queue_name(id: &str) -> String {
+    format!("segments/{id}")
+}
+
+/// Warns, in one line, of the other unfinished jobs in the state file: this run leaves them
+/// alone, and their destinations may be half written.
+async fn note_other_unfinished(jobs: &dyn JobStore, id: &str) {
+    let Ok(all) = jobs.jobs(10_000, None).await else { return };
+    let others: Vec<String> = all
+        .iter()
+        .filter(|j| j.spec.id != id && !j.state.is_terminal())
+        .map(|j| format!("{} -> {}", j.spec.source, j.spec.destination))
+        .collect();
+    if !others.is_empty() {
+        tracing::warn!(
+            jobs = others.len(),
+            first = %others[..others.len().min(3)].join(", "),
+            "other unfinished jobs in this state file are left as they are; run their commands again to finish them"
+        );
+    }
+}
+
 /// How the local runner supervises its job: the same supervisor as the service, tuned for
 /// one process whose queue it fully sees.
 fn supervisor_config() -> SupervisorConfig {
@@ -140,7 +171,7 @@ const SETTLED_POLL: Duration = Duration::from_millis(20);
 /// dead-lettered: nothing in this process can make progress then, and waiting would hang.
 async fn watch_until_done(intake: &Intake, id: &str, show: bool) -> Result<JobRecord> {
     let mut progress = Progress::new(show);
-    let supervisor = Supervisor::new(intake.clone(), supervisor_config());
+    let supervisor = Supervisor::for_job(intake.clone(), supervisor_config(), id);
     let read = || async { intake.jobs.job(id).await?.ok_or_else(|| Error::NotFound(format!("job {id} vanished"))) };
     loop {
         // The worker settles the job as it records the last segment: look every 20 ms (one
@@ -274,5 +305,49 @@ mod tests {
         // A finished job is never resumed.
         jobs.fail(&old.id, "stopped").await.unwrap();
         assert_ne!(job_id(&jobs, &spec(Some("a"), false)).await.unwrap(), old.id);
+    }
+
+    /// A job left unfinished by a version that kept every job's segments in one queue named
+    /// `segments` resumes and verifies: nothing of it is stranded in the old queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_an_earlier_version_left_in_the_shared_queue_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state.sqlite"));
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..300 {
+            std::fs::write(src.join(format!("k{i:03}")), format!("{i}")).unwrap();
+        }
+        let spec = JobSpec {
+            id: "local-0123456789ab-1".into(),
+            source: Location::local(&src).unwrap(),
+            destination: Location::local(&dst).unwrap(),
+            options: JobOptions { page_size: 7, ..Default::default() },
+        };
+        let stores = Arc::new(StoreFactory::new());
+        let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&state).unwrap());
+        let legacy = Arc::new(SqliteQueue::open(&state, "segments").unwrap());
+        let intake = Intake { jobs, segments: legacy.clone(), stores: stores.clone(), policy: Policy::open() };
+        intake.accept(&spec).await.unwrap();
+        // The earlier version's worker did part of the job, leaving children in the old queue.
+        let cfg = WorkerConfig { id: "old".into(), copy_concurrency: 1, ..WorkerConfig::default() };
+        let w = Worker::new(cfg, legacy.clone(), intake.jobs.clone(), stores.clone());
+        let (stop, stopped) = watch::channel(false);
+        let worker = tokio::spawn(w.run(stopped));
+        while intake.jobs.job(&spec.id).await.unwrap().unwrap().counters.segments_done < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.send(true).unwrap();
+        worker.await.unwrap().unwrap();
+        let job = intake.jobs.job(&spec.id).await.unwrap().unwrap();
+        assert!(job.counters.outstanding > 0, "stopped before its end: {job:?}");
+        assert!(shared::queue::WorkQueue::depth(legacy.as_ref()).await.unwrap().visible > 0);
+
+        let opts = LocalOptions { state, workers: 1, concurrency: 2, show_progress: false };
+        let out = run_with(stores, spec.source.clone(), spec.destination.clone(), spec.options.clone(), &opts);
+        let out = tokio::time::timeout(Duration::from_secs(60), out).await.expect("no hang").unwrap();
+        assert_eq!(out.job.spec.id, spec.id, "resumed, not a new job");
+        assert_eq!(out.job.state, shared::model::JobState::Verified, "{:?}", out.job);
+        assert_eq!(out.job.counters.verified_objects, 300);
+        assert_eq!(out.job.counters.source_objects, 300, "each object counted once");
     }
 }

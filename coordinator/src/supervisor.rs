@@ -2,7 +2,9 @@
 //! and by the local runner alike.
 //!
 //! Each [`Supervisor::tick`] looks at every running job (found by state, however many and
-//! however old: [`JobStore::running`]) and, one job's trouble never stopping the others:
+//! however old: [`JobStore::running`]), or at the one job it was made for
+//! ([`Supervisor::for_job`]: a local run, which must touch nothing but its own job), and,
+//! one job's trouble never stopping the others:
 //! - finalizes a job whose segments are all done (`verified` or `mismatch`);
 //! - re-drives a job that stopped making progress: re-enqueues its pending segments (a
 //!   process died between recording a segment and enqueueing its children, or a message was
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use shared::Result;
-use shared::model::{JobRecord, KeyRange};
+use shared::model::{JobRecord, JobState, KeyRange};
 use shared::wire::SegmentMessage;
 
 use crate::Intake;
@@ -94,13 +96,22 @@ pub struct Supervisor {
     cfg: SupervisorConfig,
     seen: Mutex<HashMap<String, Seen>>,
     idle: Mutex<u32>,
+    /// The one job this supervisor watches; `None`: every running job.
+    only: Option<String>,
 }
 
 const STUCK: &str = "stuck: ";
 
 impl Supervisor {
     pub fn new(intake: Intake, cfg: SupervisorConfig) -> Self {
-        Supervisor { intake, cfg, seen: Mutex::default(), idle: Mutex::new(0) }
+        Supervisor { intake, cfg, seen: Mutex::default(), idle: Mutex::new(0), only: None }
+    }
+
+    /// A supervisor of job `id` alone, whose segment queue (`intake.segments`) holds only
+    /// that job's messages: the local runner's. Other running jobs in the same store are
+    /// neither finalized, re-driven nor noted by it.
+    pub fn for_job(intake: Intake, cfg: SupervisorConfig, id: &str) -> Self {
+        Supervisor { only: Some(id.to_string()), ..Supervisor::new(intake, cfg) }
     }
 
     /// One pass over every running job. Errors on one job are logged and the others go on;
@@ -113,7 +124,10 @@ impl Supervisor {
             *n >= self.cfg.idle_ticks
         };
         let dead = if depth.dead_letters > 0 { self.dead_by_job().await } else { HashMap::new() };
-        let running = self.intake.jobs.running().await?;
+        let running = match &self.only {
+            None => self.intake.jobs.running().await?,
+            Some(id) => self.intake.jobs.job(id).await?.into_iter().filter(|j| j.state == JobState::Running).collect(),
+        };
         let mut health = Health { dead_letters: depth.dead_letters, ..Default::default() };
         for job in &running {
             let id = job.spec.id.clone();

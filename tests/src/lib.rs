@@ -74,8 +74,9 @@ pub fn bin() -> Command {
 }
 
 /// Runs `bucketclone args...` with the emulator's environment; returns its output.
-pub fn run(args: &[&str]) -> Output {
-    let out = bin().args(args).envs(emulator_env()).output().expect("spawn bucketclone");
+pub fn run<S: AsRef<str>>(args: &[S]) -> Output {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let out = bin().args(&args).envs(emulator_env()).output().expect("spawn bucketclone");
     eprintln!(
         "$ bucketclone {}\n{}{}",
         args.join(" "),

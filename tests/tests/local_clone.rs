@@ -2,6 +2,7 @@
 //! files, exit codes and the JSON report.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -74,36 +75,33 @@ fn bad_input_is_refused_with_one_line_and_exit_2() {
     assert!(!inside.exists(), "nothing may be written inside the source");
 }
 
-#[test]
-fn a_clone_killed_mid_job_resumes_without_relisting_finished_ranges() {
-    let dir = tempfile::tempdir().unwrap();
-    let (src, dst, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state.sqlite"));
-    let mut files = BTreeMap::new();
-    for i in 0..6000 {
-        files.insert(format!("p{:02}/k{i:05}", i % 13), format!("{i}").repeat(i % 50).into_bytes());
-    }
-    write_tree(&src, &files);
-    let args = [
-        "clone",
-        src.to_str().unwrap(),
-        dst.to_str().unwrap(),
-        "--json",
-        "--state",
-        state.to_str().unwrap(),
-        "--page-size",
-        "50",
-        "--workers",
-        "1",
-        "--concurrency",
-        "2",
-    ];
+/// 6,000 small files over 13 prefixes: with 50-key pages, a job of over a hundred
+/// segments that one worker copying two at a time takes seconds to finish.
+fn many_files() -> BTreeMap<String, Vec<u8>> {
+    (0..6000).map(|i| (format!("p{:02}/k{i:05}", i % 13), format!("{i}").repeat(i % 50).into_bytes())).collect()
+}
+
+/// A slow local clone `src -> dst` (small pages, one worker, two copies at a time).
+fn slow_clone_args(src: &Path, dst: &Path, state: &Path) -> Vec<String> {
+    let mut args: Vec<String> =
+        vec!["clone".into(), path(src), path(dst), "--json".into(), "--state".into(), path(state)];
+    args.extend(["--page-size", "50", "--workers", "1", "--concurrency", "2"].map(String::from));
+    args
+}
+
+fn path(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// Starts `bucketclone args`, SIGKILLs it once at least `segments` of its job's segments are
+/// recorded done (well before the end), and returns how many were done at the kill.
+fn kill_after_segments(args: &[String], state: &Path, segments: i64) -> i64 {
     let mut child = bin().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    // Kill it once some ranges are recorded as done, well before the end.
     let deadline = Instant::now() + Duration::from_secs(120);
     let done_before = loop {
         std::thread::sleep(Duration::from_millis(100));
-        let done = segments_done(&state);
-        if done >= 10 {
+        let done = segments_done(state);
+        if done >= segments {
             break done;
         }
         assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed; make the job bigger");
@@ -111,8 +109,19 @@ fn a_clone_killed_mid_job_resumes_without_relisting_finished_ranges() {
     };
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let done_at_kill = segments_done(&state);
+    let done_at_kill = segments_done(state);
     assert!(done_at_kill >= done_before);
+    done_at_kill
+}
+
+#[test]
+fn a_clone_killed_mid_job_resumes_without_relisting_finished_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state.sqlite"));
+    let files = many_files();
+    write_tree(&src, &files);
+    let args = slow_clone_args(&src, &dst, &state);
+    let done_at_kill = kill_after_segments(&args, &state, 10);
 
     let out = run(&args);
     assert_eq!(out.status.code(), Some(0));
@@ -130,8 +139,38 @@ fn a_clone_killed_mid_job_resumes_without_relisting_finished_ranges() {
     );
 }
 
+/// Nothing outside what was asked: a run works its own job only. Killed `clone src b`, then
+/// `clone src c` on the same state file: c is cloned and b is left exactly as the kill left
+/// it (the killed job's segments wait in the state file), until `clone src b` runs again
+/// and finishes it.
+#[test]
+fn a_run_leaves_another_unfinished_job_of_its_state_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, b, c) = (dir.path().join("src"), dir.path().join("b"), dir.path().join("c"));
+    let state = dir.path().join("state.sqlite");
+    let files = many_files();
+    write_tree(&src, &files);
+    let clone_b = slow_clone_args(&src, &b, &state);
+    kill_after_segments(&clone_b, &state, 10);
+    let b_at_kill = tree(&b);
+    assert!(b_at_kill.len() < files.len(), "the first job was killed before its end");
+
+    let out = run(&slow_clone_args(&src, &c, &state));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(report(&out)["state"], "verified");
+    assert_eq!(tree(&c), files);
+    assert!(tree(&b) == b_at_kill, "the run of src -> c wrote into b, the destination of another job");
+
+    let out = run(&clone_b);
+    assert_eq!(out.status.code(), Some(0));
+    let r = report(&out);
+    assert_eq!(r["state"], "verified", "the first job resumes when its command runs again");
+    assert_eq!(r["source"]["objects"], files.len(), "each source object counted exactly once");
+    assert_eq!(tree(&b), files);
+}
+
 /// Segments done so far, read from the state file of a running clone.
-fn segments_done(state: &std::path::Path) -> i64 {
+fn segments_done(state: &Path) -> i64 {
     if !state.exists() {
         return 0;
     }

@@ -230,6 +230,36 @@ async fn the_supervisor_redrives_a_stranded_job_among_many_while_the_queue_is_bu
     assert!(bodies.contains(&root), "its segment is back on the queue: {bodies:?}");
 }
 
+/// A local run's supervisor looks after its own job only: another running job of the same
+/// store, stranded too, is neither re-driven into this job's queue nor noted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_for_one_job_leaves_the_other_jobs_alone() {
+    let b = Bed::new(5, 10);
+    let intake = b.intake();
+    for id in ["other", "j"] {
+        // Recorded, with its first segment's message lost.
+        let spec = shared::model::JobSpec { id: id.into(), ..b.spec.clone() };
+        b.jobs.create_job(&spec, &[KeyRange::all()]).await.unwrap();
+    }
+    let cfg = coordinator::supervisor::SupervisorConfig {
+        redrive_after: Duration::from_millis(300),
+        stuck_after: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let sup = coordinator::supervisor::Supervisor::for_job(intake, cfg, "j");
+    sup.tick().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let health = sup.tick().await.unwrap();
+    assert_eq!(health.jobs.keys().collect::<Vec<_>>(), ["j"], "it watches its own job only");
+    assert_eq!(health.jobs["j"].redrives, 1);
+    let pulled = b.queue.pull(10, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+    let bodies: Vec<String> = pulled.into_iter().map(|d| d.body).collect();
+    assert_eq!(bodies, [shared::wire::SegmentMessage::new("j", KeyRange::all()).to_json()]);
+    let other = b.jobs.job("other").await.unwrap().unwrap();
+    assert_eq!((other.state, other.message), (JobState::Running, None), "the other job is untouched");
+    assert!(b.jobs.job("j").await.unwrap().unwrap().message.is_some_and(|m| m.starts_with("stuck")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_refuses_local_paths_unless_its_configuration_names_their_root() {
     let b = Bed::new(3, 10);
