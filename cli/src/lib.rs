@@ -80,8 +80,9 @@ enum Command {
     Pause(ControlArgs),
     /// Let a paused job go on (its pending segments are sent again).
     Resume(ControlArgs),
-    /// Stop a running or paused job for good, keeping its counts.
-    Cancel(ControlArgs),
+    /// Stop a running or paused job for good, keeping its counts. With --state: a job of a
+    /// local state file (one a killed `clone` left unfinished), which no rerun then resumes.
+    Cancel(CancelArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         #[arg(value_enum)]
@@ -95,6 +96,15 @@ struct ControlArgs {
     job: String,
     #[command(flatten)]
     svc: ServiceArgs,
+}
+
+#[derive(Args)]
+struct CancelArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Cancel a job of this local state file instead of the service's.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["name", "config"])]
+    state: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -496,7 +506,12 @@ async fn dispatch(cmd: Command, filters: Vec<Filter>) -> Result<ExitCode> {
         Command::Status(a) => service::status(&settings(&a.svc, None, None)?, a.job.as_deref(), a.json, a.watch).await,
         Command::Pause(a) => control(a, JobControl::Pause).await,
         Command::Resume(a) => control(a, JobControl::Resume).await,
-        Command::Cancel(a) => control(a, JobControl::Cancel).await,
+        Command::Cancel(CancelArgs { control: a, state: None }) => control(a, JobControl::Cancel).await,
+        Command::Cancel(CancelArgs { control: a, state: Some(state) }) => {
+            let state = local::cancel(&state, &a.job).await?;
+            println!("{} {}", a.job, state.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "bucketclone", &mut std::io::stdout());

@@ -17,6 +17,7 @@ use shared::backend::embedded::sqlite_jobstore::SqliteJobStore;
 use shared::backend::embedded::sqlite_queue::SqliteQueue;
 use shared::jobstore::JobStore;
 use shared::model::{JobOptions, JobRecord, JobSpec, Location};
+use shared::queue::WorkQueue;
 use shared::{Error, Result};
 use worker::{RunStats, Worker, WorkerConfig};
 
@@ -79,13 +80,27 @@ pub async fn run_with(
         tracing::warn!(segments = requeued, "retrying segments an earlier run gave up on");
     }
     note_other_unfinished(jobs.as_ref(), &spec.id).await;
-    if jobs.job(&spec.id).await?.is_some() && spec.destination.scheme == shared::model::Scheme::Local {
-        // Resuming after a crash: uploads it interrupted left temporary files behind.
+    let writes = spec.options.mode != shared::model::Mode::VerifyOnly;
+    if writes
+        && spec.destination.scheme == shared::model::Scheme::Local
+        && interrupted_into(jobs.as_ref(), &spec).await?
+    {
+        // This job or another of the state file, killed while writing this directory, left
+        // the temporary files of its interrupted copies behind.
         let n = LocalDirStore::new(&spec.destination.root)?.remove_temp_files()?;
         tracing::info!(removed = n, "removed temporary files of interrupted copies");
     }
     let intake = Intake { jobs: jobs.clone(), segments: queue.clone(), stores: stores.clone(), policy: Policy::open() };
-    intake.accept(&spec).await?;
+    if jobs.job(&spec.id).await?.is_none() {
+        intake.accept(&spec).await?;
+    } else if queue.depth().await?.visible == 0 {
+        // Resuming a job whose queue is empty (an earlier version kept it in a shared queue,
+        // or its messages were lost): send every pending segment from the job store now.
+        coordinator::supervisor::redrive(&intake, &spec.id).await?;
+    }
+    // Else the job's own queue, its leases just released, holds its outstanding work, one
+    // message a segment: sending the first ranges again would only have them listed twice
+    // (the supervisor still re-drives what a lost message left pending).
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(RunStats::default());
@@ -121,6 +136,41 @@ pub async fn run_with(
     })
 }
 
+/// Cancels job `id` of the local state file `state`: a run of its command then starts a new
+/// job instead of resuming it, and other runs stop warning of it. Its segments left in the
+/// file are dropped. Refused for an unknown or finished job, and for a missing file (which
+/// would be created empty).
+pub async fn cancel(state: &Path, id: &str) -> Result<shared::model::JobState> {
+    if !state.exists() {
+        return Err(Error::invalid(format!("no state file {}", state.display())));
+    }
+    let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(state)?);
+    let queue = Arc::new(SqliteQueue::open(state, &queue_name(id))?);
+    let intake =
+        Intake { jobs, segments: queue.clone(), stores: Arc::new(StoreFactory::new()), policy: Policy::open() };
+    let now = coordinator::control(&intake, id, shared::model::JobControl::Cancel).await.map_err(|e| match e {
+        Error::NotFound(_) => Error::invalid(format!("no job {id} in {}", state.display())),
+        Error::Conflict(m) => Error::invalid(m),
+        other => other,
+    })?;
+    let dropped = queue.purge().await?;
+    tracing::info!(job = %id, segments = dropped, "cancelled; its queued segments dropped");
+    Ok(now)
+}
+
+/// Whether a job of the state file that may have been killed mid-copy (any job not
+/// verified: this one resumed, or another one left unfinished or cancelled) wrote into
+/// `spec`'s destination directory. Walking a directory for temporary files costs a full
+/// walk, so a fresh destination is not walked.
+async fn interrupted_into(jobs: &dyn JobStore, spec: &JobSpec) -> Result<bool> {
+    let root = &spec.destination.root;
+    Ok(jobs.jobs(10_000, None).await?.iter().any(|j| {
+        j.spec.destination.scheme == spec.destination.scheme
+            && &j.spec.destination.root == root
+            && j.state != shared::model::JobState::Verified
+    }))
+}
+
 /// The queue of job `id`'s segments in the state file. One per job: a run's workers and
 /// supervisor see only their own job's messages, so a run never works, re-drives or
 /// finalizes another unfinished job of the same state file (killed `clone A B`, then
@@ -140,13 +190,13 @@ async fn note_other_unfinished(jobs: &dyn JobStore, id: &str) {
     let others: Vec<String> = all
         .iter()
         .filter(|j| j.spec.id != id && !j.state.is_terminal())
-        .map(|j| format!("{} -> {}", j.spec.source, j.spec.destination))
+        .map(|j| format!("{} ({} -> {})", j.spec.id, j.spec.source, j.spec.destination))
         .collect();
     if !others.is_empty() {
         tracing::warn!(
             jobs = others.len(),
             first = %others[..others.len().min(3)].join(", "),
-            "other unfinished jobs in this state file are left as they are; run their commands again to finish them"
+            "other unfinished jobs in this state file are left as they are; run their commands again to finish them, or drop one with `bucketclone cancel JOB --state FILE`"
         );
     }
 }
@@ -340,7 +390,7 @@ mod tests {
         worker.await.unwrap().unwrap();
         let job = intake.jobs.job(&spec.id).await.unwrap().unwrap();
         assert!(job.counters.outstanding > 0, "stopped before its end: {job:?}");
-        assert!(shared::queue::WorkQueue::depth(legacy.as_ref()).await.unwrap().visible > 0);
+        assert!(legacy.depth().await.unwrap().visible > 0);
 
         let opts = LocalOptions { state, workers: 1, concurrency: 2, show_progress: false };
         let out = run_with(stores, spec.source.clone(), spec.destination.clone(), spec.options.clone(), &opts);

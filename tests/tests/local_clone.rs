@@ -160,6 +160,9 @@ fn a_run_leaves_another_unfinished_job_of_its_state_file_alone() {
     assert_eq!(report(&out)["state"], "verified");
     assert_eq!(tree(&c), files);
     assert!(tree(&b) == b_at_kill, "the run of src -> c wrote into b, the destination of another job");
+    let warned =
+        String::from_utf8_lossy(&out.stderr).lines().any(|l| l.contains("other unfinished jobs") && l.contains("/b"));
+    assert!(warned, "the run says it left the other job alone");
 
     let out = run(&clone_b);
     assert_eq!(out.status.code(), Some(0));
@@ -167,6 +170,52 @@ fn a_run_leaves_another_unfinished_job_of_its_state_file_alone() {
     assert_eq!(r["state"], "verified", "the first job resumes when its command runs again");
     assert_eq!(r["source"]["objects"], files.len(), "each source object counted exactly once");
     assert_eq!(tree(&b), files);
+}
+
+/// A killed job can be dropped: `cancel JOB --state FILE` ends it, a rerun of its command is
+/// then a new job (skipping what the old one copied), and the other runs stop warning.
+#[test]
+fn cancel_with_state_drops_an_unfinished_local_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state.sqlite"));
+    let files = many_files();
+    write_tree(&src, &files);
+    let args = slow_clone_args(&src, &dst, &state);
+    kill_after_segments(&args, &state, 5);
+    let id = first_job(&state);
+    let st = path(&state);
+
+    let out = run(&["cancel", "no-such-job", "--state", &st]);
+    assert_eq!(out.status.code(), Some(2), "an unknown job is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job no-such-job"));
+    let out = run(&["cancel", &id, "--state", &st]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{id} cancelled"));
+    let out = run(&["cancel", &id, "--state", &st]);
+    assert_eq!(out.status.code(), Some(0), "a repeat is a no-op, as on the service");
+    let missing = path(&dir.path().join("nope.sqlite"));
+    let out = run(&["cancel", &id, "--state", &missing]);
+    assert_eq!(out.status.code(), Some(2), "a missing state file is refused, not created");
+    assert!(!dir.path().join("nope.sqlite").exists());
+
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0));
+    let r = report(&out);
+    assert_ne!(r["job_id"], id.as_str(), "a cancelled job is never resumed");
+    assert_eq!(r["state"], "verified");
+    assert!(r["skipped"]["objects"].as_u64().unwrap() > 0, "the new job skips what the old one copied");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("other unfinished jobs"), "nothing left to warn of");
+    assert_eq!(tree(&dst), files);
+}
+
+/// The id of the (only) job in a state file.
+fn first_job(state: &Path) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use shared::jobstore::JobStore;
+        let store = shared::backend::embedded::sqlite_jobstore::SqliteJobStore::open(state).unwrap();
+        store.jobs(10, None).await.unwrap().first().expect("a job").spec.id.clone()
+    })
 }
 
 /// Segments done so far, read from the state file of a running clone.

@@ -134,6 +134,21 @@ impl SqliteQueue {
         Ok(n as u64)
     }
 
+    /// Deletes every message of this queue, dead letters included; returns how many. For a
+    /// queue whose work was given up (a cancelled local job's).
+    pub async fn purge(&self) -> Result<u64> {
+        let n = self
+            .with_conn("purging", |conn, queue| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let n = tx.execute("DELETE FROM queue_messages WHERE queue = ?1", [queue])?
+                    + tx.execute("DELETE FROM queue_dead_letters WHERE queue = ?1", [queue])?;
+                tx.commit()?;
+                Ok(n)
+            })
+            .await?;
+        Ok(n as u64)
+    }
+
     /// Runs `f` on the connection in a blocking thread, mapping SQLite errors.
     async fn with_conn<T, F>(&self, what: &'static str, f: F) -> Result<T>
     where

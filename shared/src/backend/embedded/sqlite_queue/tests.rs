@@ -171,3 +171,22 @@ async fn concurrent_pulls_on_two_connections_never_share_a_message() {
     all.sort();
     assert_eq!(all, sent, "a message was lost or delivered twice");
 }
+
+#[tokio::test]
+async fn purge_empties_one_queue_and_its_dead_letters_and_no_other() {
+    let (_dir, path) = temp_db();
+    let gone = SqliteQueue::open(&path, "segments/a").unwrap().with_max_deliveries(1);
+    let kept = SqliteQueue::open(&path, "segments/b").unwrap();
+    gone.push(&["dead".into()]).await.unwrap();
+    gone.pull(1, MS(1), Duration::ZERO).await.unwrap();
+    tokio::time::sleep(MS(5)).await;
+    assert!(gone.pull(1, MS(1), Duration::ZERO).await.unwrap().is_empty(), "delivered once: dead now");
+    gone.push(&["x".into(), "y".into()]).await.unwrap();
+    gone.pull(1, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+    kept.push(&["z".into()]).await.unwrap();
+
+    assert_eq!(gone.depth().await.unwrap(), QueueDepth { visible: 1, in_flight: 1, dead_letters: 1 });
+    assert_eq!(gone.purge().await.unwrap(), 3);
+    assert_eq!(gone.depth().await.unwrap(), QueueDepth::default());
+    assert_eq!(kept.depth().await.unwrap(), QueueDepth { visible: 1, in_flight: 0, dead_letters: 0 });
+}
