@@ -177,8 +177,8 @@ async fn interrupted_into(jobs: &dyn JobStore, spec: &JobSpec) -> Result<bool> {
 /// `clone A C`: B is left as it was until `clone A B` runs again).
 ///
 /// Versions before this kept every job's segments in one queue named `segments`. A job
-/// they left unfinished still resumes: its first ranges are pushed again by the intake and
-/// the rest re-driven from the job store once its own queue runs dry.
+/// they left unfinished still resumes: its own queue is empty, so the run re-drives every
+/// pending segment from the job store at once.
 fn queue_name(id: &str) -> String {
     format!("segments/{id}")
 }
