@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bucketclone_tests::procs::{SecondMoto, Service, seed_bucket};
-use bucketclone_tests::{bin, emulator_env, listing, moto, report, unique};
+use bucketclone_tests::{bin, emulator_env, endpoint, listing, moto, report, unique};
 use shared::backend::aws::{AwsContext, s3::S3Store};
 use shared::model::JobState;
 
@@ -60,11 +60,12 @@ async fn a_clone_between_two_services_with_their_own_profiles_streams_and_verifi
     let state = dir.path().join("state.sqlite");
     let url = format!("s3://{bucket}");
     // A host name, not an IP, so path-style addressing is the connection's doing.
-    let second_url = second.url.replace("127.0.0.1", "localhost");
+    let (first_url, second_url) =
+        (endpoint().replace("127.0.0.1", "localhost"), second.url.replace("127.0.0.1", "localhost"));
     let args = |extra: &[&str]| {
         let mut a = vec!["clone", url.as_str(), url.as_str(), "--json", "--state"];
         a.push(state.to_str().unwrap());
-        a.extend_from_slice(&["--source-endpoint-url", "http://localhost:5000"]);
+        a.extend_from_slice(&["--source-endpoint-url", &first_url]);
         a.extend_from_slice(&["--destination-endpoint-url", &second_url]);
         a.extend_from_slice(extra);
         a.into_iter().map(str::to_string).collect::<Vec<_>>()
