@@ -116,6 +116,17 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
         Some(l) => KeyRange { start_after: range.start_after.clone(), end: Some(l.clone()) },
         None => range.clone(),
     };
+    // Worked out now, so the page's keys are not held while it copies.
+    let children = match last {
+        Some(_) => {
+            let keys: Vec<&str> = page_keys.iter().map(String::as_str).collect();
+            // Never empty: `last` itself is one of them.
+            children_after_page(range, &keys, ctx.fanout)
+                .ok_or_else(|| Error::transient("a truncated page with no keys; listing again"))?
+        }
+        None => Vec::new(),
+    };
+    drop(page_keys);
     // A blind copy has nothing to skip: the destination is listed once, after the copies.
     let blind = ctx.copy_blind && ctx.spec.options.mode == Mode::Clone;
     let mut dst = match blind {
@@ -136,7 +147,7 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
     let (mut copied, mut proven) = (HashSet::new(), HashSet::new());
     if ctx.spec.options.mode != Mode::VerifyOnly {
         let todo = plan_copies(ctx, &mut src, &mut dst, &mut proven).await;
-        copied = copy_all(ctx, &todo, &mut out).await;
+        copied = copy_all(ctx, &src, &todo, &mut out).await;
         if !copied.is_empty() {
             // Durable before anything is recorded or deleted: one flush for the page's
             // writes (a local directory's syncfs; nothing on S3).
@@ -150,12 +161,7 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
     if ctx.spec.options.mode == Mode::Move {
         out.to_delete = verified;
     }
-    if last.is_some() {
-        let keys: Vec<&str> = page_keys.iter().map(String::as_str).collect();
-        // Never empty: `last` itself is one of them.
-        out.children = children_after_page(range, &keys, ctx.fanout)
-            .ok_or_else(|| Error::transient("a truncated page with no keys; listing again"))?;
-    }
+    out.children = children;
     Ok(out)
 }
 
@@ -253,7 +259,8 @@ async fn verdict(ctx: &PageCtx<'_>, s: &mut ObjectEntry, d: &mut ObjectEntry) ->
     Ok(v)
 }
 
-/// The source entries to copy: missing or different in the destination. An unverifiable
+/// The source entries to copy (their indices in `src`): missing or different in the
+/// destination. An unverifiable
 /// pair is copied again only server-side, where the copy keeps the source's ETag form and
 /// checksum. Source entries keep what a HEAD learnt about them, so they are not asked
 /// twice; pairs proven equal by checksums go in `proven` (key, destination ETag), so
@@ -264,11 +271,11 @@ async fn plan_copies(
     src: &mut [(String, ObjectEntry)],
     dst: &mut BTreeMap<String, ObjectEntry>,
     proven: &mut HashSet<(String, Option<String>)>,
-) -> Vec<(String, ObjectEntry)> {
+) -> Vec<usize> {
     let server_side =
         matches!((ctx.src.copy_source(), ctx.dst.copy_source()), (Some(a), Some(b)) if a.endpoint == b.endpoint);
     let mut todo = Vec::new();
-    for (k, s) in src.iter_mut() {
+    for (i, (k, s)) in src.iter_mut().enumerate() {
         let copy = match dst.get_mut(k.as_str()) {
             None => true,
             Some(d) => match verdict(ctx, s, d).await {
@@ -284,31 +291,36 @@ async fn plan_copies(
             },
         };
         if copy {
-            todo.push((k.clone(), s.clone()));
+            todo.push(i);
         }
     }
     todo
 }
 
-/// Copies every entry, its attempts within the worker's adaptive copy limit (throttled
+/// Copies the entries of `src` at the indices `todo`, their attempts within the worker's adaptive copy limit (throttled
 /// ones retried). Returns the keys copied.
 ///
 /// A source listed in an archive class is asked first whether it is readable (one HEAD);
 /// one that is not, or whose copy is refused as archived (Intelligent-Tiering's archive
 /// tiers do not show in listings), is a "needs restore" finding, never a copy failure:
 /// with [`JobOptions::restore_days`](shared::model::JobOptions) a restore is asked for.
-async fn copy_all(ctx: &PageCtx<'_>, todo: &[(String, ObjectEntry)], out: &mut PageResult) -> HashSet<String> {
+async fn copy_all<'a>(
+    ctx: &PageCtx<'_>,
+    src: &'a [(String, ObjectEntry)],
+    todo: &[usize],
+    out: &mut PageResult,
+) -> HashSet<&'a str> {
     let w = &ctx.spec.options.write_options();
     // Futures are made as slots free up, at most the worker's copy ceiling per page: the
     // copy limit admits no more at once anyway, and a page's thousand futures made up front
     // (each as large as a copy's whole state) were a quarter of the process's memory.
-    let copies = todo.iter().map(|(k, e)| copy_one(ctx, k, e, w));
+    let copies = todo.iter().map(|&i| copy_one(ctx, &src[i].0, &src[i].1, w));
     let results = at_most(ctx.copies.ceiling(), copies).await;
     let mut copied = HashSet::new();
     for (k, e, r) in results {
         match r {
             Ok(_) => {
-                copied.insert(k.clone());
+                copied.insert(k.as_str());
                 out.delta.copied_objects += 1;
                 out.delta.copied_bytes += e.size as i64;
             }
@@ -394,7 +406,7 @@ async fn classify(
     ctx: &PageCtx<'_>,
     src: &[(String, ObjectEntry)],
     dst: &mut BTreeMap<String, ObjectEntry>,
-    (copied, proven): (&HashSet<String>, &HashSet<(String, Option<String>)>),
+    (copied, proven): (&HashSet<&str>, &HashSet<(String, Option<String>)>),
     moved: &HashSet<String>,
     out: &mut PageResult,
 ) -> Vec<(ObjectEntry, String)> {
@@ -419,7 +431,7 @@ async fn classify(
         out.delta.dest_bytes += d.size as i64;
         let mut s = s.clone();
         let mut detail = None;
-        let known = proven.contains(&(k.clone(), d.etag.clone())) && !copied.contains(k);
+        let known = proven.contains(&(k.clone(), d.etag.clone())) && !copied.contains(k.as_str());
         let v = if known { Ok(Verdict::Equal) } else { verdict(ctx, &mut s, &mut d).await };
         let kind = match v {
             Err(e) => {
@@ -429,7 +441,7 @@ async fn classify(
             }
             Ok(Verdict::Equal) => {
                 out.delta.verified_objects += 1;
-                if !copied.contains(k) {
+                if !copied.contains(k.as_str()) {
                     out.delta.skipped_objects += 1;
                     out.delta.skipped_bytes += s.size as i64;
                 }
