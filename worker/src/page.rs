@@ -260,12 +260,11 @@ async fn verdict(ctx: &PageCtx<'_>, s: &mut ObjectEntry, d: &mut ObjectEntry) ->
 }
 
 /// The source entries to copy (their indices in `src`): missing or different in the
-/// destination. An unverifiable
-/// pair is copied again only server-side, where the copy keeps the source's ETag form and
-/// checksum. Source entries keep what a HEAD learnt about them, so they are not asked
-/// twice; pairs proven equal by checksums go in `proven` (key, destination ETag), so
-/// verification does not ask again. A pair whose comparison fails (a HEAD refused) is left
-/// alone here: verification reports it.
+/// destination. An unverifiable pair is copied again only server-side, where the copy keeps
+/// the source's ETag form and checksum. Source entries keep what a HEAD learnt about them,
+/// so they are not asked twice; pairs proven equal by checksums go in `proven` (key,
+/// destination ETag), so verification does not ask again. A pair whose comparison fails (a
+/// HEAD refused) is left alone here: verification reports it.
 async fn plan_copies(
     ctx: &PageCtx<'_>,
     src: &mut [(String, ObjectEntry)],
@@ -297,8 +296,8 @@ async fn plan_copies(
     todo
 }
 
-/// Copies the entries of `src` at the indices `todo`, their attempts within the worker's adaptive copy limit (throttled
-/// ones retried). Returns the keys copied.
+/// Copies the entries of `src` at the indices `todo`, their attempts within the worker's
+/// adaptive copy limit (throttled ones retried). Returns the keys copied.
 ///
 /// A source listed in an archive class is asked first whether it is readable (one HEAD);
 /// one that is not, or whose copy is refused as archived (Intelligent-Tiering's archive
