@@ -8,7 +8,9 @@
 //! Authentication: any access key is accepted. Requests with an ordinary payload have their
 //! `Authorization` dropped before s3s sees them (so no signature is checked); streaming
 //! (aws-chunked) uploads keep it so s3s can decode the chunks, and are checked against the
-//! secret given by `--secret` (default `bench-secret`).
+//! secret given by `--secret` (default `bench-secret`). With `--check-signatures` every
+//! request keeps its `Authorization` and s3s checks its SigV4 signature (slower: for
+//! checking a client's signing, not for timing it).
 //!
 //! `x-amz-copy-source` is decoded here from the raw header, `+` as a space like S3 does
 //! (s5cmd encodes spaces as `+`; s3s would keep the `+`).
@@ -21,7 +23,7 @@
 //! first and the last 10% of them and over each tenth (`tenth_rates`). bench/run resets
 //! before starting a client and reads after it exits.
 //!
-//! Usage: bench-server [--addr 127.0.0.1:9100] [--latency-ms N] [--secret S]
+//! Usage: bench-server [--addr 127.0.0.1:9100] [--latency-ms N] [--secret S] [--check-signatures]
 //!                     [--seed BUCKET:COUNT:SIZE:PREFIXES[:FLAT_PERCENT]]...
 //!
 //! A seed creates BUCKET with COUNT objects of SIZE bytes (one shared body per size, so a
@@ -576,6 +578,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut addr = "127.0.0.1:9100".to_owned();
     let mut latency = Duration::ZERO;
     let mut secret = "bench-secret".to_owned();
+    let mut check_signatures = false;
     let store = Arc::new(Store::default());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -584,6 +587,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             "--addr" => addr = val()?,
             "--latency-ms" => latency = Duration::from_millis(val()?.parse()?),
             "--secret" => secret = val()?,
+            "--check-signatures" => check_signatures = true,
             "--seed" => {
                 let spec = val()?;
                 let t = std::time::Instant::now();
@@ -592,7 +596,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             }
             "-h" | "--help" => {
                 println!(
-                    "bench-server [--addr HOST:PORT] [--latency-ms N] [--secret S] [--seed BUCKET:COUNT:SIZE:PREFIXES[:FLAT_PERCENT]]..."
+                    "bench-server [--addr HOST:PORT] [--latency-ms N] [--secret S] [--check-signatures] [--seed BUCKET:COUNT:SIZE:PREFIXES[:FLAT_PERCENT]]..."
                 );
                 return Ok(());
             }
@@ -632,7 +636,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                         .headers()
                         .get("x-amz-content-sha256")
                         .is_some_and(|v| v.as_bytes().starts_with(b"STREAMING-"));
-                    if !streaming {
+                    if !streaming && !check_signatures {
                         req.headers_mut().remove(http::header::AUTHORIZATION);
                     }
                     if !latency.is_zero() {

@@ -63,7 +63,9 @@ fn path_style(var: &impl Fn(&str) -> Option<String>, custom_endpoint: bool) -> c
 
 /// Checks the S3 settings of the environment, so a typo stops a command before any work.
 pub fn check_env() -> crate::error::Result<()> {
-    path_style(&|k: &str| std::env::var(k).ok(), false).map(|_| ())
+    let var = |k: &str| std::env::var(k).ok();
+    path_style(&var, false)?;
+    s3::lean::enabled(&var).map(|_| ())
 }
 
 impl AwsContext {
@@ -248,6 +250,8 @@ pub fn classify(status: Option<u16>, code: Option<&str>, message: String) -> Err
             _,
             "InternalError"
             | "ServiceUnavailable"
+            // A clock off by minutes: the next attempt is signed with the service's time.
+            | "RequestTimeTooSkewed"
             | "TransactionInProgressException"
             | "TransactionConflictException"
             | "TransactionConflict",
@@ -278,7 +282,7 @@ where
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{classify, path_style};
     use crate::error::Error;
 
@@ -294,24 +298,43 @@ mod tests {
         assert!(matches!(path_style(&env(&[("BUCKETCLONE_S3_PATH_STYLE", "yes")]), true), Err(Error::Invalid(_))));
     }
 
-    /// The request head of the first request a client sends to a one-shot server that
-    /// answers 200 with an empty body.
-    async fn first_request_head(send: impl AsyncFnOnce(String)) -> String {
+    /// A one-shot server: its URL, and the head (lowercased) of the one request it serves,
+    /// which it answers 200 with `body`.
+    pub(crate) async fn serve_one(body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        let (url, server) = serve(vec![answer]).await;
+        (url, tokio::spawn(async move { server.await.unwrap().remove(0) }))
+    }
+
+    /// A server answering its requests, on one kept-alive connection, with `answers` (whole
+    /// HTTP responses) in turn: its URL, and the heads (lowercased) of the requests.
+    pub(crate) async fn serve(answers: Vec<String>) -> (String, tokio::task::JoinHandle<Vec<String>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = sock.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the client closed before sending a request");
-                head.extend_from_slice(&buf[..n]);
+            let mut heads = Vec::new();
+            for answer in answers {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    let n = sock.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the client closed before sending a request");
+                    head.push(buf[0]);
+                }
+                sock.write_all(answer.as_bytes()).await.unwrap();
+                heads.push(String::from_utf8_lossy(&head).to_ascii_lowercase());
             }
-            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
-            String::from_utf8_lossy(&head).to_ascii_lowercase()
+            heads
         });
+        (url, server)
+    }
+
+    /// The request head of the first request a client sends to a one-shot server that
+    /// answers 200 with an empty body.
+    async fn first_request_head(send: impl AsyncFnOnce(String)) -> String {
+        let (url, server) = serve_one("").await;
         send(url).await;
         server.await.unwrap()
     }
@@ -374,6 +397,7 @@ mod tests {
             (Some(400), Some("ProvisionedThroughputExceededException"), "throttled"),
             (Some(400), Some("TransactionConflict"), "transient"),
             (Some(500), Some("InternalError"), "transient"),
+            (Some(403), Some("RequestTimeTooSkewed"), "transient"),
             (Some(502), None, "transient"),
             (None, None, "transient"),
             (Some(404), Some("NoSuchBucket"), "not-found"),

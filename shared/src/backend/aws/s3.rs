@@ -8,6 +8,7 @@
 
 mod body;
 mod checksums;
+pub(in crate::backend::aws) mod lean;
 mod multipart;
 
 use async_trait::async_trait;
@@ -46,6 +47,9 @@ pub struct S3Store {
     upload_checksum: aws_sdk_s3::types::ChecksumAlgorithm,
     /// The most keys one ListObjectsV2 call returns (S3's 1,000; see [`S3Store::with_list_cap`]).
     list_cap: usize,
+    /// CopyObject without the SDK's request pipeline, where it sends the same request (see
+    /// [`lean`]); `None`: copies go through the SDK.
+    lean: Option<lean::LeanCopy>,
 }
 
 impl S3Store {
@@ -66,6 +70,7 @@ impl S3Store {
             part_size: PART_SIZE,
             upload_checksum: checksums::DEFAULT_ALGORITHM.into(),
             list_cap: 1000,
+            lean: lean::LeanCopy::for_bucket(ctx, bucket),
         }
     }
 
@@ -315,23 +320,41 @@ impl ObjectStore for S3Store {
             return multipart::copy(self, source, &src, dst_key, w).await;
         }
         // Content headers, user metadata and tags are S3's to copy (its COPY directives).
-        let out = self
-            .client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(dst_key)
-            .copy_source(multipart::copy_source_header(&source.bucket, &src.key))
-            .set_copy_source_if_match(src.etag.as_deref().map(quote))
-            // A copy is STANDARD unless told: keep the source's class. No checksum algorithm:
-            // S3 then gives the copy the source's checksum, so both sides carry one to compare.
-            .set_storage_class(w.class_for(src.storage_class.as_deref()).map(|c| StorageClass::from(c.as_str())))
-            .set_server_side_encryption(w.sse.as_deref().map(ServerSideEncryption::from))
-            .set_ssekms_key_id(w.sse_kms_key_id.clone())
-            .send()
-            .await
-            .map_err(|e| multipart::copy_error(source, &src, dst_key, e))?;
-        let etag = out.copy_object_result().and_then(|r| r.e_tag()).map(unquote_etag);
+        // A copy is STANDARD unless told: keep the source's class. No checksum algorithm: S3
+        // then gives the copy the source's checksum, so both sides carry one to compare.
         let storage_class = w.class_for(src.storage_class.as_deref());
+        let copy_source = multipart::copy_source_header(&source.bucket, &src.key);
+        let if_match = src.etag.as_deref().map(quote);
+        let etag = match &self.lean {
+            Some(lean) => lean
+                .copy(&lean::Copy {
+                    dst_key,
+                    source: &copy_source,
+                    if_match: if_match.as_deref(),
+                    storage_class: storage_class.as_deref(),
+                    sse: w.sse.as_deref(),
+                    sse_kms_key_id: w.sse_kms_key_id.as_deref(),
+                })
+                .await
+                .map_err(|f| multipart::copy_failed(source, &src, dst_key, |what| f.into_error(what)))?,
+            None => {
+                let out = self
+                    .client
+                    .copy_object()
+                    .bucket(&self.bucket)
+                    .key(dst_key)
+                    .copy_source(copy_source)
+                    .set_copy_source_if_match(if_match)
+                    .set_storage_class(storage_class.as_deref().map(StorageClass::from))
+                    .set_server_side_encryption(w.sse.as_deref().map(ServerSideEncryption::from))
+                    .set_ssekms_key_id(w.sse_kms_key_id.clone())
+                    .send()
+                    .await
+                    .map_err(|e| multipart::copy_error(source, &src, dst_key, e))?;
+                out.copy_object_result().and_then(|r| r.e_tag()).map(str::to_string)
+            }
+        };
+        let etag = etag.as_deref().map(unquote_etag);
         Ok(ObjectEntry { key: dst_key.to_string(), size: src.size, etag, storage_class })
     }
 
@@ -553,5 +576,97 @@ mod tests {
         );
         let restored = "ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\"";
         assert_eq!(archive_of(Some("GLACIER"), None, Some(restored)), Archive::Readable);
+    }
+
+    /// A copy goes out as S3's CopyObject without the SDK's pipeline: the key percent-encoded
+    /// in the path, the source and its ETag condition, the class and encryption asked for,
+    /// every one of them signed; the ETag is read from the answer.
+    #[tokio::test]
+    async fn a_copy_is_a_signed_put_with_the_copy_headers() {
+        use crate::model::ObjectEntry;
+        use crate::objstore::{CopySource, ObjectStore, WriteOptions};
+        let (url, server) = crate::backend::aws::tests::serve_one(
+            "<CopyObjectResult><ETag>&quot;0123abcd&quot;</ETag></CopyObjectResult>",
+        )
+        .await;
+        let store = super::S3Store::new(&super::AwsContext::for_emulator(&url).await, "dst");
+        assert!(store.lean.is_some(), "an emulator's plain SigV4 endpoint takes the lean path");
+        let source = CopySource { endpoint: store.endpoint.clone(), bucket: "src".into() };
+        let src =
+            ObjectEntry { key: "a b+c/é$.txt".into(), size: 5, etag: Some("0123abcd".into()), storage_class: None };
+        let w = WriteOptions {
+            storage_class: Some("STANDARD_IA".into()),
+            sse: Some("AES256".into()),
+            sse_kms_key_id: None,
+        };
+        let copied = store.copy_from(&source, &src, "to/a b+c/é$.txt", &w).await.unwrap();
+        assert_eq!((copied.etag.as_deref(), copied.size), (Some("0123abcd"), 5));
+        assert_eq!(copied.storage_class.as_deref(), Some("STANDARD_IA"));
+        let head = server.await.unwrap();
+        assert!(head.starts_with("put /dst/to/a%20b%2bc/%c3%a9%24.txt http/1.1\r\n"), "{head}");
+        for h in [
+            "x-amz-copy-source: src/a%20b%2bc/%c3%a9%24.txt",
+            "x-amz-copy-source-if-match: \"0123abcd\"",
+            "x-amz-storage-class: standard_ia",
+            "x-amz-server-side-encryption: aes256",
+            "content-length: 0",
+        ] {
+            assert!(head.contains(&format!("{h}\r\n")), "{h} missing: {head}");
+        }
+        assert!(
+            head.contains("signedheaders=host;x-amz-content-sha256;x-amz-copy-source;x-amz-copy-source-if-match;x-amz-date;x-amz-server-side-encryption;x-amz-storage-class,"),
+            "{head}"
+        );
+        assert!(!head.contains("aws-sdk-rust"), "not through the SDK: {head}");
+    }
+
+    /// S3 can fail a copy after answering 200: that is a failure (retried), never a copy.
+    #[tokio::test]
+    async fn an_error_inside_a_200_fails_the_copy() {
+        use crate::error::Error;
+        use crate::model::ObjectEntry;
+        use crate::objstore::{CopySource, ObjectStore, WriteOptions};
+        let (url, _server) =
+            crate::backend::aws::tests::serve_one("<Error><Code>InternalError</Code><Message>x</Message></Error>")
+                .await;
+        let store = super::S3Store::new(&super::AwsContext::for_emulator(&url).await, "dst");
+        let source = CopySource { endpoint: store.endpoint.clone(), bucket: "src".into() };
+        let src = ObjectEntry { key: "k".into(), size: 1, etag: Some("e".into()), storage_class: None };
+        let r = store.copy_from(&source, &src, "k", &WriteOptions::KEEP).await;
+        assert!(matches!(r, Err(Error::Transient(ref m)) if m.contains("InternalError")), "{r:?}");
+    }
+
+    /// A clock off by an hour: S3 refuses the copy as too skewed (a retried failure), and
+    /// the next one is signed with the service's time, taken from the refusal's `Date`.
+    #[tokio::test]
+    async fn a_skewed_clock_is_corrected_from_the_services_answer() {
+        use crate::error::Error;
+        use crate::model::ObjectEntry;
+        use crate::objstore::{CopySource, ObjectStore, WriteOptions};
+        use aws_smithy_types::date_time::{DateTime, Format};
+        let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        let date = DateTime::from(ahead).fmt(Format::HttpDate).unwrap();
+        let refusal = "<Error><Code>RequestTimeTooSkewed</Code><Message>too skewed</Message></Error>";
+        let ok = "<CopyObjectResult><ETag>\"e\"</ETag></CopyObjectResult>";
+        let (url, server) = crate::backend::aws::tests::serve(vec![
+            format!("HTTP/1.1 403 Forbidden\r\ndate: {date}\r\ncontent-length: {}\r\n\r\n{refusal}", refusal.len()),
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{ok}", ok.len()),
+        ])
+        .await;
+        let store = super::S3Store::new(&super::AwsContext::for_emulator(&url).await, "dst");
+        let source = CopySource { endpoint: store.endpoint.clone(), bucket: "src".into() };
+        let src = ObjectEntry { key: "k".into(), size: 1, etag: Some("e".into()), storage_class: None };
+        let first = store.copy_from(&source, &src, "k", &WriteOptions::KEEP).await;
+        assert!(matches!(first, Err(Error::Transient(_))), "{first:?}");
+        store.copy_from(&source, &src, "k", &WriteOptions::KEEP).await.unwrap();
+        let heads = server.await.unwrap();
+        // `x-amz-date: 20261203T144218Z`, as seconds.
+        let amz_date = |head: &str| {
+            let v = head.lines().find_map(|l| l.strip_prefix("x-amz-date: ")).unwrap();
+            let t = format!("{}-{}-{}T{}:{}:{}Z", &v[0..4], &v[4..6], &v[6..8], &v[9..11], &v[11..13], &v[13..15]);
+            DateTime::from_str(&t, Format::DateTime).unwrap().secs()
+        };
+        let moved = amz_date(&heads[1]) - amz_date(&heads[0]);
+        assert!((3590..3700).contains(&moved), "the second copy is signed an hour later: {moved} s");
     }
 }

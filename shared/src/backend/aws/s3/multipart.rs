@@ -32,7 +32,8 @@ const COPY_PART: u64 = 512 << 20;
 const MAX_PARTS: u64 = 10_000;
 
 /// Every byte but unreserved characters and `/` is percent-encoded.
-const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
+pub(super) const KEY_ENCODE: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
 
 /// The `x-amz-copy-source` value for `bucket/key`: the SDK sends it as given, so the key
 /// must be percent-encoded here.
@@ -51,8 +52,18 @@ pub(super) fn copy_error<E>(
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    copy_failed(source, src, dst_key, |what| sdk_error(what, e))
+}
+
+/// [`copy_error`] for a failure already classified by `classify(what)`.
+pub(super) fn copy_failed(
+    source: &CopySource,
+    src: &ObjectEntry,
+    dst_key: &str,
+    classify: impl FnOnce(&str) -> Error,
+) -> Error {
     let what = format!("copy s3://{}/{} to {dst_key:?}", source.bucket, src.key);
-    match sdk_error(&what, e) {
+    match classify(&what) {
         Error::Archived(m) => Error::Archived(format!(
             "the source is archived (storage class {}): restore it (RestoreObject) before it can be copied ({m})",
             src.storage_class.as_deref().unwrap_or("unknown")

@@ -1,0 +1,526 @@
+//! A lean client for the one request a clone makes per object: CopyObject.
+//!
+//! Profiled on the seed set (`bench/RESULTS.notes.md`), most of bucketclone's CPU was the
+//! SDK's generic request pipeline, paid on every request: runtime components merged,
+//! interceptors run, the endpoint resolved, retry classifiers consulted, the answer
+//! deserialised through layers of type-erased boxes. A copy is a `PUT` with an empty body and
+//! a few headers, whose answer is a few hundred bytes. Here it is signed by `aws-sigv4` (the
+//! SDK's own signer, with the settings the SDK uses for S3), sent over hyper and rustls (the
+//! SDK's own HTTP stack), and its answer read for the two things the engine uses: the ETag,
+//! or S3's error code.
+//!
+//! It is used only where it sends the request the SDK would send; everything else goes
+//! through the SDK as before ([`LeanCopy::for_bucket`] says `None`):
+//! - the bucket's endpoint is resolved once, by the SDK's own S3 endpoint rules, and taken
+//!   only when those rules sign it with plain SigV4 for `s3` and add no header (S3 Express,
+//!   multi-region access points, Outposts and the like stay with the SDK);
+//! - credentials come from the context's provider, cached until five minutes before they
+//!   expire;
+//! - no proxy is configured in the environment (`HTTPS_PROXY` and friends);
+//! - `BUCKETCLONE_S3_LEAN_COPY=false` turns it off.
+//!
+//! Answers are classified like the SDK's ([`classify`]: status, then S3's error code), and
+//! an error S3 sends inside a `200` answer (it can fail a copy after sending the status) is
+//! an error, retried like a 500, as the SDK does.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{OnceLock, RwLock};
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::config::ProvideCredentials;
+use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
+    sign,
+};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_types::Document;
+use aws_smithy_types::date_time::{DateTime, Format};
+use bytes::Bytes;
+use futures::FutureExt;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::utf8_percent_encode;
+
+use super::multipart::KEY_ENCODE;
+use crate::backend::aws::{AwsContext, classify};
+use crate::error::Error;
+
+type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Credentials are fetched again this long before they expire.
+const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+
+/// Proxy settings the lean client does not follow: with any of them set, copies go through
+/// the SDK.
+const PROXY_VARS: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+
+/// `BUCKETCLONE_S3_LEAN_COPY`: `true` (the default) or `false`.
+pub(in crate::backend::aws) fn enabled(var: &impl Fn(&str) -> Option<String>) -> crate::error::Result<bool> {
+    match var("BUCKETCLONE_S3_LEAN_COPY").as_deref() {
+        None | Some("") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(Error::invalid(format!("BUCKETCLONE_S3_LEAN_COPY={v}: expected true or false"))),
+    }
+}
+
+/// One process-wide connection pool (pools are per host inside), built on first use; `None`
+/// when the machine's root certificates cannot be loaded (the SDK then reports why).
+fn http() -> Option<&'static Http> {
+    static HTTP: OnceLock<Option<Http>> = OnceLock::new();
+    HTTP.get_or_init(|| {
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        // The SDK's default connect timeout.
+        tcp.set_connect_timeout(Some(Duration::from_millis(3100)));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
+            .inspect_err(|e| tracing::debug!(error = %e, "no root certificates"))
+            .ok()?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        Some(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(tls))
+    })
+    .as_ref()
+}
+
+/// CopyObject into one bucket.
+pub(super) struct LeanCopy {
+    http: &'static Http,
+    provider: aws_sdk_s3::config::SharedCredentialsProvider,
+    cached: RwLock<Option<Identity>>,
+    refresh: tokio::sync::Mutex<()>,
+    /// The region requests are signed for (the endpoint rules' `signingRegion`).
+    region: String,
+    /// Seconds the service's clock is ahead of ours, learnt from a `RequestTimeTooSkewed`
+    /// answer (the SDK corrects its signing time the same way).
+    skew: AtomicI64,
+    /// The bucket's URL without a trailing `/`: `https://bucket.s3.us-east-1.amazonaws.com`,
+    /// or `http://127.0.0.1:9000/bucket` path-style.
+    base: String,
+    request_payer: bool,
+}
+
+/// What to copy: the headers of one CopyObject.
+pub(super) struct Copy<'a> {
+    pub dst_key: &'a str,
+    /// `x-amz-copy-source`, percent-encoded.
+    pub source: &'a str,
+    /// `x-amz-copy-source-if-match`, quoted.
+    pub if_match: Option<&'a str>,
+    pub storage_class: Option<&'a str>,
+    pub sse: Option<&'a str>,
+    pub sse_kms_key_id: Option<&'a str>,
+}
+
+/// A copy that did not happen: what the service answered (`status: None` when it did not).
+#[derive(Debug, PartialEq)]
+pub(super) struct Failure {
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl Failure {
+    fn no_answer(message: String) -> Self {
+        Failure { status: None, code: None, message }
+    }
+
+    /// The engine's error for this failure (see [`classify`]), prefixed with `what`.
+    pub fn into_error(self, what: &str) -> Error {
+        classify(self.status, self.code.as_deref(), format!("{what}: {}", self.message))
+    }
+}
+
+impl LeanCopy {
+    /// The lean client for `bucket` on `ctx`'s service, or `None` where copies must go
+    /// through the SDK (see the module docs).
+    pub fn for_bucket(ctx: &AwsContext, bucket: &str) -> Option<Self> {
+        let var = |k: &str| std::env::var(k).ok();
+        let declined = |why: &str| {
+            tracing::debug!(bucket, why, "copies into this bucket go through the SDK");
+            None
+        };
+        if !enabled(&var).unwrap_or(true) {
+            return declined("BUCKETCLONE_S3_LEAN_COPY=false");
+        }
+        if PROXY_VARS.iter().any(|v| var(v).is_some_and(|s| !s.is_empty())) {
+            return declined("a proxy is configured");
+        }
+        let Some(provider) = ctx.sdk.credentials_provider() else {
+            return declined("no credentials provider");
+        };
+        let Some((base, region)) = endpoint(ctx, bucket) else {
+            return declined("the endpoint is not plain SigV4 for s3");
+        };
+        let Some(http) = http() else {
+            return declined("no root certificates");
+        };
+        tracing::debug!(bucket, %base, %region, "copies into this bucket use the lean client");
+        Some(LeanCopy {
+            http,
+            provider,
+            cached: RwLock::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            region,
+            skew: AtomicI64::new(0),
+            base,
+            request_payer: ctx.request_payer,
+        })
+    }
+
+    /// Sends one CopyObject; the copy's ETag as S3 answered it (quoted, as in S3's XML).
+    pub async fn copy(&self, c: &Copy<'_>) -> Result<Option<String>, Failure> {
+        let identity = self.identity().await?;
+        let url = format!("{}/{}", self.base, utf8_percent_encode(c.dst_key, KEY_ENCODE));
+        let mut headers = vec![("x-amz-copy-source", c.source)];
+        let optional = [
+            ("x-amz-copy-source-if-match", c.if_match),
+            ("x-amz-storage-class", c.storage_class),
+            ("x-amz-server-side-encryption", c.sse),
+            ("x-amz-server-side-encryption-aws-kms-key-id", c.sse_kms_key_id),
+            ("x-amz-request-payer", self.request_payer.then_some("requester")),
+        ];
+        headers.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        let now = SystemTime::now();
+        let skew = self.skew.load(Ordering::Relaxed);
+        let at =
+            if skew >= 0 { now + Duration::from_secs(skew as u64) } else { now - Duration::from_secs(-skew as u64) };
+        let signed = signature_headers("PUT", &url, &headers, b"", &identity, &self.region, at)
+            .map_err(|e| Failure::no_answer(format!("sign the copy: {e}")))?;
+        let mut req = http::Request::builder().method(http::Method::PUT).uri(&url);
+        for (k, v) in headers.iter().copied().chain(signed.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            req = req.header(k, v);
+        }
+        let req = req
+            .header(http::header::CONTENT_LENGTH, "0")
+            .body(Empty::new())
+            .map_err(|e| Failure::no_answer(format!("build the copy request: {e}")))?;
+        let resp = self.http.request(req).await.map_err(|e| Failure::no_answer(format!("no answer: {e:?}")))?;
+        let status = resp.status().as_u16();
+        let server_time = resp
+            .headers()
+            .get(http::header::DATE)
+            .and_then(|d| DateTime::from_str(d.to_str().ok()?, Format::HttpDate).ok());
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Failure::no_answer(format!("answer cut short (status {status}): {e}")))?
+            .to_bytes();
+        let answer = answer(status, &body);
+        if let Err(f) = &answer
+            && f.code.as_deref() == Some("RequestTimeTooSkewed")
+            && let Some(server) = server_time
+        {
+            let ours = DateTime::from(now).secs();
+            tracing::warn!(
+                skew_secs = server.secs() - ours,
+                "this machine's clock is off; copies are signed with the service's time"
+            );
+            self.skew.store(server.secs() - ours, Ordering::Relaxed);
+        }
+        answer
+    }
+
+    /// The current credentials as a signing identity, fetched when missing or about to
+    /// expire (one fetch at a time; the others wait for it).
+    async fn identity(&self) -> Result<Identity, Failure> {
+        let fresh = || {
+            let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
+            cached.as_ref().filter(|id| id.expiration().is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE)).cloned()
+        };
+        if let Some(id) = fresh() {
+            return Ok(id);
+        }
+        let _one = self.refresh.lock().await;
+        if let Some(id) = fresh() {
+            return Ok(id);
+        }
+        let creds = self
+            .provider
+            .provide_credentials()
+            .await
+            .map_err(|e| Failure::no_answer(format!("no credentials: {}", DisplayErrorContext(&e))))?;
+        let id = Identity::from(creds);
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        Ok(id)
+    }
+}
+
+/// The bucket's base URL and signing region by the SDK's S3 endpoint rules, if those sign it
+/// with plain SigV4 for `s3` and ask for no header of their own.
+fn endpoint(ctx: &AwsContext, bucket: &str) -> Option<(String, String)> {
+    let region = ctx.region()?.to_string();
+    let params = Params::builder()
+        .bucket(bucket)
+        .region(region.clone())
+        .use_fips(ctx.sdk.use_fips().unwrap_or(false))
+        .use_dual_stack(ctx.sdk.use_dual_stack().unwrap_or(false))
+        .set_endpoint(ctx.endpoint_url().map(str::to_string))
+        .force_path_style(ctx.path_style)
+        .build()
+        .ok()?;
+    let resolved = DefaultResolver::new().resolve_endpoint(&params).now_or_never()?.ok()?;
+    if resolved.headers().next().is_some() {
+        return None;
+    }
+    // The first scheme is the one the SDK signs with (newer SDKs list them apart, older ones
+    // in the `authSchemes` property).
+    let text = |v: Option<&Document>| match v {
+        Some(Document::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let (name, signing_name, signing_region) =
+        match (resolved.auth_schemes().first(), resolved.properties().get("authSchemes")) {
+            (Some(s), _) => (Some(s.name().to_string()), text(s.get("signingName")), text(s.get("signingRegion"))),
+            (None, Some(Document::Array(list))) => match list.first() {
+                Some(Document::Object(s)) => {
+                    (text(s.get("name")), text(s.get("signingName")), text(s.get("signingRegion")))
+                }
+                _ => return None,
+            },
+            _ => return None,
+        };
+    if name.as_deref() != Some("sigv4") || signing_name.as_deref() != Some("s3") {
+        return None;
+    }
+    let region = signing_region.unwrap_or(region);
+    Some((resolved.url().trim_end_matches('/').to_string(), region))
+}
+
+/// The headers SigV4 adds to a request (`authorization`, `x-amz-date`,
+/// `x-amz-content-sha256`, and `x-amz-security-token` for temporary credentials), signed
+/// with the SDK's settings for S3: the path as sent (already percent-encoded once, never
+/// normalised), the payload's SHA-256 in `x-amz-content-sha256`.
+fn signature_headers(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    identity: &Identity,
+    region: &str,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, String> {
+    let mut settings = SigningSettings::default();
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    let params = v4::SigningParams::builder()
+        .identity(identity)
+        .region(region)
+        .name("s3")
+        .time(time)
+        .settings(settings)
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let request = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
+        .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
+    let (headers, _query) = instructions.into_parts();
+    Ok(headers.into_iter().map(|h| (h.name().to_string(), h.value().to_string())).collect())
+}
+
+/// Reads CopyObject's answer: the copy's ETag, or what failed.
+fn answer(status: u16, body: &[u8]) -> Result<Option<String>, Failure> {
+    let xml = String::from_utf8_lossy(body);
+    let code = element(&xml, "Code");
+    let failed = |status: u16| {
+        let message = element(&xml, "Message").unwrap_or_default();
+        Failure {
+            status: Some(status),
+            message: format!("{} (HTTP {status}): {message}", code.as_deref().unwrap_or("no error code")),
+            code: code.clone(),
+        }
+    };
+    if !(200..300).contains(&status) {
+        return Err(failed(status));
+    }
+    if xml.contains("<Error>") {
+        // S3 sent 200, then failed the copy: an internal error, retried.
+        return Err(failed(500));
+    }
+    Ok(element(&xml, "ETag"))
+}
+
+/// The text of the first `<name>` element, entities decoded. S3's answers are flat and never
+/// nest an element in one of the same name, so this is enough for the fields read here.
+fn element(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let len = xml[start..].find(&format!("</{name}>"))?;
+    Some(unescape(&xml[start..start + len]))
+}
+
+/// Decodes XML's predefined entities and character references; anything else is kept as is.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let ch = match entity {
+            "quot" => Some('"'),
+            "amp" => Some('&'),
+            "apos" => Some('\''),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            _ => match entity.strip_prefix("#x").or_else(|| entity.strip_prefix("#X")) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok().and_then(char::from_u32),
+                None => entity.strip_prefix('#').and_then(|d| d.parse().ok()).and_then(char::from_u32),
+            },
+        };
+        match ch {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs_identity() -> Identity {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            None,
+            None,
+            "docs",
+        );
+        Identity::from(creds)
+    }
+
+    /// The "PUT Object" example of S3's SigV4 documentation (a key with `$`, a header of the
+    /// caller's, a payload): the settings given to the signer are S3's, and a key is
+    /// percent-encoded the way S3 reads it.
+    #[test]
+    fn signs_s3s_documented_put_example() {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_369_353_600); // 2013-05-24T00:00:00Z
+        let url =
+            format!("https://examplebucket.s3.amazonaws.com/{}", utf8_percent_encode("test$file.text", KEY_ENCODE));
+        assert_eq!(url, "https://examplebucket.s3.amazonaws.com/test%24file.text");
+        let headers = [("date", "Fri, 24 May 2013 00:00:00 GMT"), ("x-amz-storage-class", "REDUCED_REDUNDANCY")];
+        let signed =
+            signature_headers("PUT", &url, &headers, b"Welcome to Amazon S3.", &docs_identity(), "us-east-1", time)
+                .unwrap();
+        let get = |name: &str| signed.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("x-amz-content-sha256"),
+            Some("44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072")
+        );
+        assert_eq!(get("x-amz-date"), Some("20130524T000000Z"));
+        assert_eq!(
+            get("authorization"),
+            Some(
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
+                 SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class, \
+                 Signature=98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
+            )
+        );
+    }
+
+    #[test]
+    fn temporary_credentials_sign_their_token() {
+        let creds = aws_sdk_s3::config::Credentials::new("AKID", "secret", Some("the-token".into()), None, "sts");
+        let signed = signature_headers(
+            "PUT",
+            "https://b.s3.amazonaws.com/k",
+            &[],
+            b"",
+            &Identity::from(creds),
+            "us-east-1",
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert!(signed.contains(&("x-amz-security-token".to_string(), "the-token".to_string())), "{signed:?}");
+        let auth = &signed.iter().find(|(k, _)| k == "authorization").unwrap().1;
+        assert!(auth.contains("x-amz-security-token"), "the token is signed: {auth}");
+    }
+
+    #[test]
+    fn reads_the_etag_or_the_failure() {
+        let ok = br#"<?xml version="1.0" encoding="UTF-8"?>
+<CopyObjectResult><LastModified>2026-12-03T00:00:00.000Z</LastModified><ETag>&quot;9b2cf535f27731c974343645a3985328&quot;</ETag></CopyObjectResult>"#;
+        assert_eq!(answer(200, ok), Ok(Some("\"9b2cf535f27731c974343645a3985328\"".into())));
+        let plain = b"<CopyObjectResult><ETag>\"abc\"</ETag></CopyObjectResult>";
+        assert_eq!(answer(200, plain), Ok(Some("\"abc\"".into())));
+
+        let kind = |status: u16, body: &[u8]| match answer(status, body).unwrap_err().into_error("copy") {
+            Error::NotFound(_) => "not-found",
+            Error::Conflict(_) => "conflict",
+            Error::Transient(_) => "transient",
+            Error::Throttled(_) => "throttled",
+            Error::AccessDenied(_) => "denied",
+            Error::Archived(_) => "archived",
+            Error::Permanent(_) => "permanent",
+            other => panic!("{other:?}"),
+        };
+        let error = |code: &str| format!("<Error><Code>{code}</Code><Message>m &amp; n</Message></Error>").into_bytes();
+        assert_eq!(kind(404, &error("NoSuchKey")), "not-found");
+        assert_eq!(kind(412, &error("PreconditionFailed")), "conflict");
+        assert_eq!(kind(503, &error("SlowDown")), "throttled");
+        assert_eq!(kind(403, &error("InvalidObjectState")), "archived");
+        assert_eq!(kind(403, b""), "denied");
+        assert_eq!(kind(400, &error("InvalidArgument")), "permanent");
+        // An error after a 200 is an error, and retried.
+        assert_eq!(kind(200, &error("InternalError")), "transient");
+        assert_eq!(kind(200, &error("SomethingNew")), "transient");
+        let f = answer(404, &error("NoSuchKey")).unwrap_err();
+        assert_eq!(f.code.as_deref(), Some("NoSuchKey"));
+        assert!(f.message.contains("m & n") && f.message.contains("HTTP 404"), "{}", f.message);
+    }
+
+    #[test]
+    fn xml_entities_decode() {
+        assert_eq!(unescape("&quot;a&quot; &lt;b&gt; &amp;amp; &#34;&#x22;&apos;"), "\"a\" <b> &amp; \"\"'");
+        assert_eq!(unescape("a & b &unknown; &#xZZ; end&"), "a & b &unknown; &#xZZ; end&");
+        assert_eq!(element("<A><B>x</B></A>", "B").as_deref(), Some("x"));
+        assert_eq!(element("<A><B>x</A>", "B"), None);
+    }
+
+    #[tokio::test]
+    async fn endpoints_follow_the_sdks_rules() {
+        let emu = AwsContext::for_emulator("http://127.0.0.1:9100").await;
+        assert_eq!(endpoint(&emu, "bkt"), Some(("http://127.0.0.1:9100/bkt".into(), "us-east-1".into())));
+        let mut aws = emu.clone();
+        aws.s3_endpoint = None;
+        aws.path_style = false;
+        let aws = aws.in_region("eu-west-1");
+        assert_eq!(endpoint(&aws, "bkt"), Some(("https://bkt.s3.eu-west-1.amazonaws.com".into(), "eu-west-1".into())));
+        // A name that cannot be a host name is addressed path-style, as the SDK does.
+        assert_eq!(
+            endpoint(&aws, "my.dotted.bucket"),
+            Some(("https://s3.eu-west-1.amazonaws.com/my.dotted.bucket".into(), "eu-west-1".into()))
+        );
+        // S3 Express directory buckets sign otherwise: the SDK's.
+        assert_eq!(endpoint(&aws, "bkt--euw1-az1--x-s3"), None);
+    }
+
+    #[test]
+    fn the_setting_is_true_or_false() {
+        let env = |v: &'static str| move |k: &str| (k == "BUCKETCLONE_S3_LEAN_COPY").then(|| v.to_string());
+        assert!(enabled(&|_: &str| None).unwrap());
+        assert!(enabled(&env("TRUE")).unwrap());
+        assert!(!enabled(&env("false")).unwrap());
+        assert!(matches!(enabled(&env("off")), Err(Error::Invalid(_))));
+    }
+}
