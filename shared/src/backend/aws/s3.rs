@@ -10,6 +10,7 @@ mod body;
 mod checksums;
 pub(in crate::backend::aws) mod lean;
 mod multipart;
+mod sigv4;
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
@@ -668,5 +669,29 @@ mod tests {
         };
         let moved = amz_date(&heads[1]) - amz_date(&heads[0]);
         assert!((3590..3700).contains(&moved), "the second copy is signed an hour later: {moved} s");
+    }
+
+    /// No answer is a retried failure that says why; a request HTTP cannot carry is not
+    /// retried.
+    #[tokio::test]
+    async fn no_answer_is_retried_and_an_unsendable_copy_is_not() {
+        use crate::error::Error;
+        use crate::model::ObjectEntry;
+        use crate::objstore::{CopySource, ObjectStore, WriteOptions};
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let store = super::S3Store::new(&super::AwsContext::for_emulator(&url).await, "dst");
+        let source = CopySource { endpoint: store.endpoint.clone(), bucket: "src".into() };
+        let src = ObjectEntry { key: "k".into(), size: 1, etag: Some("e".into()), storage_class: None };
+        let r = store.copy_from(&source, &src, "k", &WriteOptions::KEEP).await;
+        assert!(
+            matches!(r, Err(Error::Transient(ref m)) if m.contains("no answer") && m.contains("s3://src/k")),
+            "{r:?}"
+        );
+        let w =
+            WriteOptions { sse: Some("aws:kms".into()), sse_kms_key_id: Some("key\nid".into()), storage_class: None };
+        let r = store.copy_from(&source, &src, "k", &w).await;
+        assert!(matches!(r, Err(Error::Permanent(_))), "{r:?}");
     }
 }

@@ -4,10 +4,10 @@
 //! SDK's generic request pipeline, paid on every request: runtime components merged,
 //! interceptors run, the endpoint resolved, retry classifiers consulted, the answer
 //! deserialised through layers of type-erased boxes. A copy is a `PUT` with an empty body and
-//! a few headers, whose answer is a few hundred bytes. Here it is signed by `aws-sigv4` (the
-//! SDK's own signer, with the settings the SDK uses for S3), sent over hyper and rustls (the
-//! SDK's own HTTP stack), and its answer read for the two things the engine uses: the ETag,
-//! or S3's error code.
+//! a few headers, whose answer is a few hundred bytes. Here it is signed by [`super::sigv4`]
+//! (SigV4 with the day's signing key kept; a property test holds it to the SDK's signer),
+//! sent over hyper and rustls (the SDK's own HTTP stack), and its answer read for the two
+//! things the engine uses: the ETag, or S3's error code.
 //!
 //! It is used only where it sends the request the SDK would send; everything else goes
 //! through the SDK as before ([`LeanCopy::for_bucket`] says `None`):
@@ -27,15 +27,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::config::ProvideCredentials;
 use aws_sdk_s3::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
-    sign,
-};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use aws_smithy_types::Document;
 use aws_smithy_types::date_time::{DateTime, Format};
 use bytes::Bytes;
@@ -47,6 +42,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::utf8_percent_encode;
 
 use super::multipart::KEY_ENCODE;
+use super::sigv4::{EMPTY_SHA256, Keys, Request, Signer};
 use crate::backend::aws::{AwsContext, classify};
 use crate::error::Error;
 
@@ -95,16 +91,20 @@ fn http() -> Option<&'static Http> {
 pub(super) struct LeanCopy {
     http: &'static Http,
     provider: aws_sdk_s3::config::SharedCredentialsProvider,
-    cached: RwLock<Option<Identity>>,
+    cached: RwLock<Option<Credentials>>,
     refresh: tokio::sync::Mutex<()>,
-    /// The region requests are signed for (the endpoint rules' `signingRegion`).
-    region: String,
+    /// Signs for the endpoint rules' `signingRegion`.
+    signer: Signer,
     /// Seconds the service's clock is ahead of ours, learnt from a `RequestTimeTooSkewed`
     /// answer (the SDK corrects its signing time the same way).
     skew: AtomicI64,
     /// The bucket's URL without a trailing `/`: `https://bucket.s3.us-east-1.amazonaws.com`,
     /// or `http://127.0.0.1:9000/bucket` path-style.
     base: String,
+    /// `base`'s path (`""` or `/bucket`) and the `Host` header sent to it (the port only when
+    /// not the scheme's default, as hyper sends it).
+    base_path: String,
+    host: String,
     request_payer: bool,
 }
 
@@ -129,8 +129,14 @@ pub(super) struct Failure {
 }
 
 impl Failure {
+    /// No answer (connection refused or reset, timeout, no credentials): retried.
     fn no_answer(message: String) -> Self {
         Failure { status: None, code: None, message }
+    }
+
+    /// A request that cannot be made (a header value HTTP cannot carry): not retried.
+    fn unsendable(message: String) -> Self {
+        Failure { status: Some(400), code: None, message }
     }
 
     /// The engine's error for this failure (see [`classify`]), prefixed with `what`.
@@ -163,23 +169,30 @@ impl LeanCopy {
         let Some(http) = http() else {
             return declined("no root certificates");
         };
+        let Some((host, base_path)) = host_and_path(&base) else {
+            return declined("the endpoint is not a URL");
+        };
         tracing::debug!(bucket, %base, %region, "copies into this bucket use the lean client");
         Some(LeanCopy {
             http,
             provider,
             cached: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
-            region,
+            signer: Signer::new(&region, "s3"),
             skew: AtomicI64::new(0),
             base,
+            base_path,
+            host,
             request_payer: ctx.request_payer,
         })
     }
 
     /// Sends one CopyObject; the copy's ETag as S3 answered it (quoted, as in S3's XML).
     pub async fn copy(&self, c: &Copy<'_>) -> Result<Option<String>, Failure> {
-        let identity = self.identity().await?;
-        let url = format!("{}/{}", self.base, utf8_percent_encode(c.dst_key, KEY_ENCODE));
+        let creds = self.credentials().await?;
+        let key = utf8_percent_encode(c.dst_key, KEY_ENCODE);
+        let url = format!("{}/{key}", self.base);
+        let path = format!("{}/{key}", self.base_path);
         let mut headers = vec![("x-amz-copy-source", c.source)];
         let optional = [
             ("x-amz-copy-source-if-match", c.if_match),
@@ -193,17 +206,23 @@ impl LeanCopy {
         let skew = self.skew.load(Ordering::Relaxed);
         let at =
             if skew >= 0 { now + Duration::from_secs(skew as u64) } else { now - Duration::from_secs(-skew as u64) };
-        let signed = signature_headers("PUT", &url, &headers, b"", &identity, &self.region, at)
-            .map_err(|e| Failure::no_answer(format!("sign the copy: {e}")))?;
+        let keys = Keys {
+            access_key_id: creds.access_key_id(),
+            secret: creds.secret_access_key(),
+            session_token: creds.session_token(),
+        };
+        let req =
+            Request { method: "PUT", host: &self.host, path: &path, headers: &headers, payload_sha256: EMPTY_SHA256 };
+        let signed = self.signer.sign(&req, &keys, at);
         let mut req = http::Request::builder().method(http::Method::PUT).uri(&url);
-        for (k, v) in headers.iter().copied().chain(signed.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        for (k, v) in headers.iter().copied().chain(signed.iter().map(|(k, v)| (*k, v.as_str()))) {
             req = req.header(k, v);
         }
         let req = req
             .header(http::header::CONTENT_LENGTH, "0")
             .body(Empty::new())
-            .map_err(|e| Failure::no_answer(format!("build the copy request: {e}")))?;
-        let resp = self.http.request(req).await.map_err(|e| Failure::no_answer(format!("no answer: {e:?}")))?;
+            .map_err(|e| Failure::unsendable(format!("build the copy request: {e}")))?;
+        let resp = self.http.request(req).await.map_err(|e| Failure::no_answer(format!("no answer: {}", chain(&e))))?;
         let status = resp.status().as_u16();
         let server_time = resp
             .headers()
@@ -213,7 +232,7 @@ impl LeanCopy {
             .into_body()
             .collect()
             .await
-            .map_err(|e| Failure::no_answer(format!("answer cut short (status {status}): {e}")))?
+            .map_err(|e| Failure::no_answer(format!("answer cut short (status {status}): {}", chain(&e))))?
             .to_bytes();
         let answer = answer(status, &body);
         if let Err(f) = &answer
@@ -230,29 +249,44 @@ impl LeanCopy {
         answer
     }
 
-    /// The current credentials as a signing identity, fetched when missing or about to
-    /// expire (one fetch at a time; the others wait for it).
-    async fn identity(&self) -> Result<Identity, Failure> {
+    /// The current credentials, fetched when missing or about to expire (one fetch at a
+    /// time; the others wait for it).
+    async fn credentials(&self) -> Result<Credentials, Failure> {
         let fresh = || {
             let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
-            cached.as_ref().filter(|id| id.expiration().is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE)).cloned()
+            cached.as_ref().filter(|c| c.expiry().is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE)).cloned()
         };
-        if let Some(id) = fresh() {
-            return Ok(id);
+        if let Some(c) = fresh() {
+            return Ok(c);
         }
         let _one = self.refresh.lock().await;
-        if let Some(id) = fresh() {
-            return Ok(id);
+        if let Some(c) = fresh() {
+            return Ok(c);
         }
         let creds = self
             .provider
             .provide_credentials()
             .await
             .map_err(|e| Failure::no_answer(format!("no credentials: {}", DisplayErrorContext(&e))))?;
-        let id = Identity::from(creds);
-        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
-        Ok(id)
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(creds.clone());
+        Ok(creds)
     }
+}
+
+/// The `Host` header for `url` (its port only when not the scheme's default) and its path.
+fn host_and_path(url: &str) -> Option<(String, String)> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?;
+    let default = match uri.scheme_str() {
+        Some("https") => 443,
+        Some("http") => 80,
+        _ => return None,
+    };
+    let host = match uri.port_u16() {
+        Some(p) if p != default => format!("{host}:{p}"),
+        _ => host.to_string(),
+    };
+    Some((host, uri.path().trim_end_matches('/').to_string()))
 }
 
 /// The bucket's base URL and signing region by the SDK's S3 endpoint rules, if those sign it
@@ -296,37 +330,16 @@ fn endpoint(ctx: &AwsContext, bucket: &str) -> Option<(String, String)> {
     Some((resolved.url().trim_end_matches('/').to_string(), region))
 }
 
-/// The headers SigV4 adds to a request (`authorization`, `x-amz-date`,
-/// `x-amz-content-sha256`, and `x-amz-security-token` for temporary credentials), signed
-/// with the SDK's settings for S3: the path as sent (already percent-encoded once, never
-/// normalised), the payload's SHA-256 in `x-amz-content-sha256`.
-fn signature_headers(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    identity: &Identity,
-    region: &str,
-    time: SystemTime,
-) -> Result<Vec<(String, String)>, String> {
-    let mut settings = SigningSettings::default();
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    let params = v4::SigningParams::builder()
-        .identity(identity)
-        .region(region)
-        .name("s3")
-        .time(time)
-        .settings(settings)
-        .build()
-        .map_err(|e| e.to_string())?
-        .into();
-    let request = SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
-        .map_err(|e| e.to_string())?;
-    let (instructions, _) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
-    let (headers, _query) = instructions.into_parts();
-    Ok(headers.into_iter().map(|h| (h.name().to_string(), h.value().to_string())).collect())
+/// An error and its sources, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
 }
 
 /// Reads CopyObject's answer: the copy's ETag, or what failed.
@@ -398,62 +411,14 @@ fn unescape(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn docs_identity() -> Identity {
-        let creds = aws_sdk_s3::config::Credentials::new(
-            "AKIAIOSFODNN7EXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            None,
-            None,
-            "docs",
-        );
-        Identity::from(creds)
-    }
-
-    /// The "PUT Object" example of S3's SigV4 documentation (a key with `$`, a header of the
-    /// caller's, a payload): the settings given to the signer are S3's, and a key is
-    /// percent-encoded the way S3 reads it.
     #[test]
-    fn signs_s3s_documented_put_example() {
-        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_369_353_600); // 2013-05-24T00:00:00Z
-        let url =
-            format!("https://examplebucket.s3.amazonaws.com/{}", utf8_percent_encode("test$file.text", KEY_ENCODE));
-        assert_eq!(url, "https://examplebucket.s3.amazonaws.com/test%24file.text");
-        let headers = [("date", "Fri, 24 May 2013 00:00:00 GMT"), ("x-amz-storage-class", "REDUCED_REDUNDANCY")];
-        let signed =
-            signature_headers("PUT", &url, &headers, b"Welcome to Amazon S3.", &docs_identity(), "us-east-1", time)
-                .unwrap();
-        let get = |name: &str| signed.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        assert_eq!(
-            get("x-amz-content-sha256"),
-            Some("44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072")
-        );
-        assert_eq!(get("x-amz-date"), Some("20130524T000000Z"));
-        assert_eq!(
-            get("authorization"),
-            Some(
-                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
-                 SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class, \
-                 Signature=98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
-            )
-        );
-    }
-
-    #[test]
-    fn temporary_credentials_sign_their_token() {
-        let creds = aws_sdk_s3::config::Credentials::new("AKID", "secret", Some("the-token".into()), None, "sts");
-        let signed = signature_headers(
-            "PUT",
-            "https://b.s3.amazonaws.com/k",
-            &[],
-            b"",
-            &Identity::from(creds),
-            "us-east-1",
-            SystemTime::now(),
-        )
-        .unwrap();
-        assert!(signed.contains(&("x-amz-security-token".to_string(), "the-token".to_string())), "{signed:?}");
-        let auth = &signed.iter().find(|(k, _)| k == "authorization").unwrap().1;
-        assert!(auth.contains("x-amz-security-token"), "the token is signed: {auth}");
+    fn hosts_carry_a_port_only_when_not_the_default() {
+        let hp = |u: &str| host_and_path(u).map(|(h, p)| format!("{h} {p}"));
+        assert_eq!(hp("http://127.0.0.1:9000/bkt").as_deref(), Some("127.0.0.1:9000 /bkt"));
+        assert_eq!(hp("https://bkt.s3.eu-west-1.amazonaws.com").as_deref(), Some("bkt.s3.eu-west-1.amazonaws.com "));
+        assert_eq!(hp("https://minio:443/b/").as_deref(), Some("minio /b"));
+        assert_eq!(hp("http://minio:80/b").as_deref(), Some("minio /b"));
+        assert_eq!(hp("ftp://x/b"), None);
     }
 
     #[test]
