@@ -65,26 +65,37 @@ pub(in crate::backend::aws) fn enabled(var: &impl Fn(&str) -> Option<String>) ->
     }
 }
 
-/// One process-wide connection pool (pools are per host inside), built on first use; `None`
-/// when the machine's root certificates cannot be loaded (the SDK then reports why).
-fn http() -> Option<&'static Http> {
-    static HTTP: OnceLock<Option<Http>> = OnceLock::new();
-    HTTP.get_or_init(|| {
+/// The process-wide connection pool for `https` endpoints or for plain `http` ones (pools
+/// are per host inside), built on first use. Only the `https` one loads the machine's root
+/// certificates (some 300 files read and parsed): `None` when they cannot be loaded (the
+/// SDK then reports why).
+fn http(https: bool) -> Option<&'static Http> {
+    static HTTPS: OnceLock<Option<Http>> = OnceLock::new();
+    static PLAIN: OnceLock<Option<Http>> = OnceLock::new();
+    let build = || {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let tls = hyper_rustls::HttpsConnectorBuilder::new();
+        let tls = if https {
+            tls.with_provider_and_native_roots(provider)
+                .inspect_err(|e| tracing::debug!(error = %e, "no root certificates"))
+                .ok()?
+        } else {
+            let config = rustls::ClientConfig::builder_with_provider(provider.into())
+                .with_safe_default_protocol_versions()
+                .ok()?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            tls.with_tls_config(config)
+        };
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         // The SDK's default connect timeout.
         tcp.set_connect_timeout(Some(Duration::from_millis(3100)));
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .inspect_err(|e| tracing::debug!(error = %e, "no root certificates"))
-            .ok()?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        Some(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(tls))
-    })
-    .as_ref()
+        let connector = tls.https_or_http().enable_http1().wrap_connector(tcp);
+        Some(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector))
+    };
+    if https { HTTPS.get_or_init(build) } else { PLAIN.get_or_init(build) }.as_ref()
 }
 
 /// CopyObject into one bucket.
@@ -166,7 +177,7 @@ impl LeanCopy {
         let Some((base, region)) = endpoint(ctx, bucket) else {
             return declined("the endpoint is not plain SigV4 for s3");
         };
-        let Some(http) = http() else {
+        let Some(http) = http(base.starts_with("https:")) else {
             return declined("no root certificates");
         };
         let Some((host, base_path)) = host_and_path(&base) else {
