@@ -619,6 +619,17 @@ mod tests {
             "{head}"
         );
         assert!(!head.contains("aws-sdk-rust"), "not through the SDK: {head}");
+
+        // Requester pays: on the copy, and signed.
+        let (url, server) = crate::backend::aws::tests::serve_one("<CopyObjectResult></CopyObjectResult>").await;
+        let payer = crate::model::Connection { request_payer: true, ..Default::default() };
+        let store = super::S3Store::new(&super::AwsContext::for_emulator(&url).await.with_overrides(&payer), "dst");
+        let source = CopySource { endpoint: store.endpoint.clone(), bucket: "src".into() };
+        let copied = store.copy_from(&source, &src, "k", &WriteOptions::KEEP).await.unwrap();
+        assert_eq!(copied.etag, None, "an answer without an ETag is a copy whose ETag is unknown");
+        let head = server.await.unwrap();
+        assert!(head.contains("x-amz-request-payer: requester\r\n"), "{head}");
+        assert!(head.contains(";x-amz-request-payer,"), "signed: {head}");
     }
 
     /// S3 can fail a copy after answering 200: that is a failure (retried), never a copy.

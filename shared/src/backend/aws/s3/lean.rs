@@ -160,12 +160,16 @@ impl LeanCopy {
     /// The lean client for `bucket` on `ctx`'s service, or `None` where copies must go
     /// through the SDK (see the module docs).
     pub fn for_bucket(ctx: &AwsContext, bucket: &str) -> Option<Self> {
-        let var = |k: &str| std::env::var(k).ok();
+        Self::for_bucket_in(ctx, bucket, &|k: &str| std::env::var(k).ok())
+    }
+
+    /// [`LeanCopy::for_bucket`] with the environment's variables given by `var`.
+    fn for_bucket_in(ctx: &AwsContext, bucket: &str, var: &impl Fn(&str) -> Option<String>) -> Option<Self> {
         let declined = |why: &str| {
             tracing::debug!(bucket, why, "copies into this bucket go through the SDK");
             None
         };
-        if !enabled(&var).unwrap_or(true) {
+        if !enabled(var).unwrap_or(true) {
             return declined("BUCKETCLONE_S3_LEAN_COPY=false");
         }
         if PROXY_VARS.iter().any(|v| var(v).is_some_and(|s| !s.is_empty())) {
@@ -489,6 +493,18 @@ mod tests {
         );
         // S3 Express directory buckets sign otherwise: the SDK's.
         assert_eq!(endpoint(&aws, "bkt--euw1-az1--x-s3"), None);
+    }
+
+    #[tokio::test]
+    async fn copies_go_through_the_sdk_when_turned_off_or_behind_a_proxy() {
+        let ctx = AwsContext::for_emulator("http://127.0.0.1:9100").await;
+        let env = |name: &'static str, value: &'static str| move |k: &str| (k == name).then(|| value.to_string());
+        assert!(LeanCopy::for_bucket_in(&ctx, "b", &|_: &str| None).is_some());
+        assert!(LeanCopy::for_bucket_in(&ctx, "b", &env("HTTPS_PROXY", "")).is_some(), "empty: no proxy");
+        assert!(LeanCopy::for_bucket_in(&ctx, "b", &env("BUCKETCLONE_S3_LEAN_COPY", "false")).is_none());
+        for proxy in PROXY_VARS {
+            assert!(LeanCopy::for_bucket_in(&ctx, "b", &env(proxy, "http://proxy:3128")).is_none(), "{proxy}");
+        }
     }
 
     #[test]
