@@ -130,11 +130,18 @@ fn a_clone_killed_mid_job_resumes_without_relisting_finished_ranges() {
     assert_eq!(r["source"]["objects"], files.len(), "each source object counted exactly once");
     assert_eq!(tree(&dst), files);
     // The rerun worked only what was not finished: fewer pages than the job's segments,
-    // by at least the segments done before the kill.
+    // by at least the segments done before the kill, give or take one segment's children.
+    // The kill comes right after a completion is seen, so it can land between the parent
+    // enqueueing its children and acknowledging its message: the rerun then finds the
+    // parent done and enqueues its children again (the protocol's harmless duplicates),
+    // and a child whose two messages are in flight at once is listed twice. That allowance
+    // (the worker's fanout, 5) is below the 10 or more segments done at the kill, so a
+    // rerun that listed finished ranges again still fails here.
     let pages = r["this_run"]["pages"].as_i64().unwrap();
     let segments = r["segments"].as_i64().unwrap();
+    const FANOUT: i64 = 5;
     assert!(
-        pages <= segments - done_at_kill,
+        pages <= segments - done_at_kill + FANOUT,
         "rerun listed {pages} pages of {segments} segments, {done_at_kill} were done"
     );
 }
