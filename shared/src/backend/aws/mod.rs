@@ -252,6 +252,8 @@ pub fn classify(status: Option<u16>, code: Option<&str>, message: String) -> Err
             | "ServiceUnavailable"
             // A clock off by minutes: the next attempt is signed with the service's time.
             | "RequestTimeTooSkewed"
+            // Temporary credentials that ran out in flight: the next attempt fetches new ones.
+            | "ExpiredToken"
             | "TransactionInProgressException"
             | "TransactionConflictException"
             | "TransactionConflict",
@@ -398,6 +400,7 @@ pub(crate) mod tests {
             (Some(400), Some("TransactionConflict"), "transient"),
             (Some(500), Some("InternalError"), "transient"),
             (Some(403), Some("RequestTimeTooSkewed"), "transient"),
+            (Some(400), Some("ExpiredToken"), "transient"),
             (Some(502), None, "transient"),
             (None, None, "transient"),
             (Some(404), Some("NoSuchBucket"), "not-found"),

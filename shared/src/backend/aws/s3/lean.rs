@@ -14,7 +14,7 @@
 //! - the bucket's endpoint is resolved once, by the SDK's own S3 endpoint rules, and taken
 //!   only when those rules sign it with plain SigV4 for `s3` and add no header (S3 Express,
 //!   multi-region access points, Outposts and the like stay with the SDK);
-//! - credentials come from the context's provider, cached until five minutes before they
+//! - credentials come from the context's provider, cached until a minute before they
 //!   expire;
 //! - no proxy is configured in the environment (`HTTPS_PROXY` and friends);
 //! - `BUCKETCLONE_S3_LEAN_COPY=false` turns it off.
@@ -48,8 +48,12 @@ use crate::error::Error;
 
 type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
-/// Credentials are fetched again this long before they expire.
-const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+/// Credentials are fetched again this long before they expire (the SDK's own cache waits
+/// until 10 s before). Credentials fetched in the last [`REFETCH_GAP`] are used until they
+/// expire, so a provider handing out ones already inside this margin is not asked again
+/// for every copy.
+const REFRESH_BEFORE: Duration = Duration::from_secs(60);
+const REFETCH_GAP: Duration = Duration::from_secs(10);
 
 /// Proxy settings the lean client does not follow: with any of them set, copies go through
 /// the SDK.
@@ -102,7 +106,8 @@ fn http(https: bool) -> Option<&'static Http> {
 pub(super) struct LeanCopy {
     http: &'static Http,
     provider: aws_sdk_s3::config::SharedCredentialsProvider,
-    cached: RwLock<Option<Credentials>>,
+    /// The credentials and when they were fetched.
+    cached: RwLock<Option<(Credentials, std::time::Instant)>>,
     refresh: tokio::sync::Mutex<()>,
     /// Signs for the endpoint rules' `signingRegion`.
     signer: Signer,
@@ -269,7 +274,10 @@ impl LeanCopy {
     async fn credentials(&self) -> Result<Credentials, Failure> {
         let fresh = || {
             let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
-            cached.as_ref().filter(|c| c.expiry().is_none_or(|t| t > SystemTime::now() + REFRESH_BEFORE)).cloned()
+            let (creds, fetched) = cached.as_ref()?;
+            let now = SystemTime::now();
+            let margin = if fetched.elapsed() < REFETCH_GAP { Duration::ZERO } else { REFRESH_BEFORE };
+            creds.expiry().is_none_or(|t| t > now + margin).then(|| creds.clone())
         };
         if let Some(c) = fresh() {
             return Ok(c);
@@ -283,7 +291,7 @@ impl LeanCopy {
             .provide_credentials()
             .await
             .map_err(|e| Failure::no_answer(format!("no credentials: {}", DisplayErrorContext(&e))))?;
-        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(creds.clone());
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some((creds.clone(), std::time::Instant::now()));
         Ok(creds)
     }
 }
@@ -504,6 +512,44 @@ mod tests {
         assert!(LeanCopy::for_bucket_in(&ctx, "b", &env("BUCKETCLONE_S3_LEAN_COPY", "false")).is_none());
         for proxy in PROXY_VARS {
             assert!(LeanCopy::for_bucket_in(&ctx, "b", &env(proxy, "http://proxy:3128")).is_none(), "{proxy}");
+        }
+    }
+
+    /// Credentials are fetched once, again when they near their expiry, and a provider whose
+    /// credentials are already near it is not asked again for every copy.
+    #[tokio::test]
+    async fn credentials_are_fetched_once_and_again_near_their_expiry() {
+        use aws_credential_types::provider::future;
+        use std::sync::atomic::AtomicUsize;
+        #[derive(Debug)]
+        struct Counting(std::sync::Arc<AtomicUsize>, Duration);
+        impl ProvideCredentials for Counting {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                let expiry = SystemTime::now() + self.1;
+                future::ProvideCredentials::ready(Ok(Credentials::new("AKID", "secret", None, Some(expiry), "test")))
+            }
+        }
+        let ctx = AwsContext::for_emulator("http://127.0.0.1:9100").await;
+        for (lifetime, calls) in [(Duration::from_secs(3600), 1), (Duration::from_secs(30), 1)] {
+            let n = std::sync::Arc::new(AtomicUsize::new(0));
+            let mut lean = LeanCopy::for_bucket_in(&ctx, "b", &|_: &str| None).unwrap();
+            lean.provider = aws_sdk_s3::config::SharedCredentialsProvider::new(Counting(n.clone(), lifetime));
+            for _ in 0..5 {
+                lean.credentials().await.unwrap();
+            }
+            assert_eq!(n.load(Ordering::SeqCst), calls, "credentials living {lifetime:?}");
+            // Fetched more than REFETCH_GAP ago: long-lived ones are kept, short-lived
+            // ones (inside the margin) are fetched again.
+            if let Some((_, fetched)) = lean.cached.write().unwrap().as_mut() {
+                *fetched -= REFETCH_GAP;
+            }
+            lean.credentials().await.unwrap();
+            let again = if lifetime > REFRESH_BEFORE { 1 } else { 2 };
+            assert_eq!(n.load(Ordering::SeqCst), again, "credentials living {lifetime:?}");
         }
     }
 
