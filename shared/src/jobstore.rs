@@ -8,7 +8,13 @@
 //!   the job's counters (`outstanding += children created - 1`, `segments_done += 1`, plus the page's
 //!   tallies). A repeat finds the segment done and returns [`Recorded::Already`], changing
 //!   nothing, so counters are never doubled.
-//! - Counters change once per segment, never once per object.
+//! - A pending segment may be split once ([`JobStore::split_segment`]): its children are
+//!   recorded and created (pending, unless they exist) and `outstanding += children
+//!   created`, in ONE atomic write, while the segment stays pending and still counts one.
+//!   Its completion must then name the same children; it creates and counts none
+//!   (`outstanding -= 1`). Since the parent still counts while its children run,
+//!   `outstanding` cannot reach zero before the parent is done, however soon they finish.
+//! - Counters change once per segment (twice for a split one), never once per object.
 //! - A completion whose children do not tile the rest of its range
 //!   ([`crate::keyrange::check_children`]) is refused with `Invalid` and changes nothing.
 //! - `issues` reports only the findings of completions that were recorded: findings written
@@ -96,8 +102,24 @@ pub trait JobStore: Send + Sync {
     /// only ever returns those of the completion that was recorded, never those of one that
     /// lost to a duplicate or crashed before recording.
     /// Fails with `NotFound` if the segment was never created, and `Invalid` (changing
-    /// nothing) when the children break [`crate::keyrange::check_children`].
+    /// nothing) when the children break [`crate::keyrange::check_children`], or differ from
+    /// those of the segment's split.
     async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded>;
+
+    /// Hands a pending segment's children on before its page is done, so other workers
+    /// take them while this one copies (see the module invariants). `children` must tile
+    /// the rest of the range after a key inside it ([`crate::keyrange::check_children`]),
+    /// and be at least one (else `Invalid`, changing nothing). Returns the children the
+    /// segment holds after the call: these (`Now`), or, changing nothing (`Already`), those
+    /// an earlier split or its completion recorded, which may differ: the page is then held
+    /// to theirs ([`SegmentRecord::split_end`](crate::model::SegmentRecord::split_end)).
+    /// `NotFound` for a segment never created.
+    async fn split_segment(
+        &self,
+        job: &str,
+        range: &KeyRange,
+        children: &[KeyRange],
+    ) -> Result<(Recorded, Vec<KeyRange>)>;
 
     /// Move: adds `marks` ([`crate::model::move_mark`]) to the segment's record of source
     /// objects about to be deleted. Called BEFORE the deletes, so a page redone after a crash
@@ -123,6 +145,14 @@ pub trait JobStore: Send + Sync {
     /// The job's findings ordered by (key, kind), strictly after `after` (the last issue of
     /// the previous page), at most `limit`: page through them to stream a report of any size.
     async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>>;
+}
+
+/// Why a split segment's completion is refused: its children are not the split's.
+pub(crate) fn split_mismatch(range: &KeyRange) -> crate::Error {
+    crate::Error::invalid(format!(
+        "segment ({:?}, {:?}] was split: its completion must name the split's children",
+        range.start_after, range.end
+    ))
 }
 
 #[cfg(test)]

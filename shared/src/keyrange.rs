@@ -97,6 +97,19 @@ pub fn check_children(range: &KeyRange, children: &[KeyRange]) -> Result<()> {
     Ok(())
 }
 
+/// The split invariant ([`crate::jobstore::JobStore::split_segment`]): the completion
+/// invariant ([`check_children`]), and at least one child, since a split hands the rest
+/// of its range on.
+pub fn check_split(range: &KeyRange, children: &[KeyRange]) -> Result<()> {
+    if children.is_empty() {
+        return Err(Error::invalid(format!(
+            "split of segment ({:?}, {:?}] refused: no children",
+            range.start_after, range.end
+        )));
+    }
+    check_children(range, children)
+}
+
 /// The page's keys read as numbers over the page's own alphabet.
 struct Numbering {
     alphabet: Vec<char>,

@@ -469,9 +469,14 @@ pub struct SegmentRecord {
     pub id: String,
     pub range: KeyRange,
     pub done: bool,
-    /// The child ranges created when it was done (empty before).
+    /// The child ranges handed on: recorded when it was done, or earlier, while it is
+    /// still pending, when it was split ([`crate::jobstore::JobStore::split_segment`]).
+    /// Empty before either.
     pub children: Vec<KeyRange>,
-    /// What its page added to the job's counters (zero before done).
+    /// What it added to the job's counters: once done, its page's tallies and
+    /// `outstanding` = children created - 1; while pending, the children its split created
+    /// (`outstanding` only), else zero. With the first segments, the outcomes of all the
+    /// job's segments add up to its counters.
     pub outcome: Counters,
     /// Which worker did it, and when it started and finished (unix ms), once done.
     pub worker: Option<String>,
@@ -481,6 +486,18 @@ pub struct SegmentRecord {
     /// to delete (recorded before deleting), so a redone page still counts them.
     #[serde(default)]
     pub moved: Vec<String>,
+}
+
+impl SegmentRecord {
+    /// Where a split pending segment's page ends: the start of its first child. The
+    /// segment answers for `(range.start_after, split_end]` only; its children, already
+    /// handed on, for the rest. `None` when it is done or was never split.
+    pub fn split_end(&self) -> Option<&str> {
+        match self.done {
+            false => self.children.first().map(|c| c.start_after.as_str()),
+            true => None,
+        }
+    }
 }
 
 /// The mark a move records before deleting a source object whose copy was verified: a

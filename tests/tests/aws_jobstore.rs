@@ -65,6 +65,10 @@ impl JobStore for OneAtATime {
         let _turn = self.turn.lock().await;
         self.inner.complete_segment(c).await
     }
+    async fn split_segment(&self, job: &str, range: &KeyRange, kids: &[KeyRange]) -> Result<(Recorded, Vec<KeyRange>)> {
+        let _turn = self.turn.lock().await;
+        self.inner.split_segment(job, range, kids).await
+    }
     async fn mark_moved(&self, job: &str, range: &KeyRange, marks: &[String]) -> Result<()> {
         let _turn = self.turn.lock().await;
         self.inner.mark_moved(job, range, marks).await

@@ -111,6 +111,9 @@ impl JobStore for Refusing {
         }
         self.inner.complete_segment(c).await
     }
+    async fn split_segment(&self, job: &str, range: &KeyRange, kids: &[KeyRange]) -> Result<(Recorded, Vec<KeyRange>)> {
+        self.inner.split_segment(job, range, kids).await
+    }
     async fn mark_moved(&self, job: &str, range: &KeyRange, marks: &[String]) -> Result<()> {
         self.inner.mark_moved(job, range, marks).await
     }

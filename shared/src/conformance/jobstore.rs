@@ -14,10 +14,13 @@
 //! - Duplicate ranges in one call are one segment; more than [`MAX_CHILDREN`] is `Invalid`.
 //! - Issues are ordered by key (UTF-8 byte order), then by the kind's kebab-case name.
 //! - `fail` on an unknown job is `NotFound`; `finalize` on one is `Ok(None)`.
+//! - `outstanding` always equals the job's pending segments, split or not; a split parent
+//!   is one of them until its completion.
 
 mod cases;
 mod control;
 mod issues;
+mod split;
 mod trust;
 
 use std::future::Future;
@@ -51,6 +54,10 @@ where
     case!(cases::segments_lists_done_and_pending_of_its_job_only);
     case!(cases::jobs_lists_newest_first);
     case!(issues::issues_page_in_key_kind_order_and_store_repeats_once);
+    case!(split::split_hands_children_on_and_the_parent_still_counts);
+    case!(split::a_split_parent_completes_only_with_its_split_children);
+    case!(split::bad_splits_are_refused_and_change_nothing);
+    case!(split::racing_splits_and_completions_keep_the_books);
     case!(trust::completions_that_break_the_tiling_are_invalid);
     case!(trust::create_failed_is_one_terminal_write);
     case!(trust::running_lists_running_jobs_only_and_notes_touch_only_them);

@@ -5,7 +5,7 @@
 //! | item    | `pk`       | `sk`                        | other attributes                                    |
 //! |---------|------------|-----------------------------|-----------------------------------------------------|
 //! | job     | `JOB#<id>` | `JOB`                       | `spec` (JSON), `state`, `message`, `created_ms`, `updated_ms`, one number per counter named as in `Counters::NAMES`, `gsi1pk = "JOBS"`, `gsi2pk = "RUNNING"` while running |
-//! | segment | `JOB#<id>` | `SEG#<range id>`            | `range` (JSON), `done` (bool), `children` (JSON), `outcome` (JSON counters), `worker`, `started_ms`, `finished_ms`, `attempt`, `moved` (string set) |
+//! | segment | `JOB#<id>` | `SEG#<range id>`            | `range` (JSON), `done` (bool), `children` (JSON, set by a split or the completion), `outcome` (JSON counters), `worker`, `started_ms`, `finished_ms`, `attempt`, `moved` (string set) |
 //! | issue   | `JOB#<id>` | `ISSUE#<hex(key)>#<kind>#<attempt>` | `key`, `kind`, `issue` (JSON), `seg` (its segment's sort key), `attempt` |
 //!
 //! - **Expiry (TTL)**: settled items carry `expires_at` (epoch seconds, the table's TTL
@@ -45,6 +45,15 @@
 //!   attempt completed their segment: an attempt that crashed, or lost to a duplicate,
 //!   after writing its issues leaves items nobody reads.
 //!   At most [`MAX_CHILDREN`] children: 2 + 90 actions fit the 100-action limit.
+//! - **Splits** (children handed on before the page is done) are one TransactWriteItems of
+//!   the same shape: segment update (condition: exists, `done = false` and no `children`
+//!   yet) setting `children` and an `outcome` of `outstanding` = children created, job ADD
+//!   `outstanding`, and a conditional put per new child. The split segment's completion
+//!   then requires its `children` to be exactly what was read (`#children = :split`), adds
+//!   `outstanding -1` only, and creates no child; a completion of a segment never split
+//!   requires `attribute_not_exists(children)`. So a split and a completion racing on one
+//!   segment cannot both apply: the loser's condition fails, it re-reads, and reports what
+//!   the winner recorded.
 
 mod items;
 mod table;
@@ -393,6 +402,17 @@ impl JobStore for DynamoJobStore {
         // One id for every retry of this call: its issue puts stay idempotent.
         let attempt = uuid::Uuid::new_v4().simple().to_string()[..items::ATTEMPT_HEX].to_string();
         retry(WRITE_ATTEMPTS, || self.complete_once(c, &children, &attempt)).await
+    }
+
+    async fn split_segment(
+        &self,
+        job: &str,
+        range: &KeyRange,
+        children: &[KeyRange],
+    ) -> Result<(Recorded, Vec<KeyRange>)> {
+        let children = items::distinct(children, "children")?;
+        crate::keyrange::check_split(range, &children)?;
+        retry(WRITE_ATTEMPTS, || self.split_once(job, range, &children)).await
     }
 
     /// `ADD` to a string set: DynamoDB's own union, so concurrent marks lose nothing.

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
-use crate::jobstore::{JobCursor, JobStore, MAX_CHILDREN, Recorded};
+use crate::jobstore::{JobCursor, JobStore, MAX_CHILDREN, Recorded, split_mismatch};
 use crate::model::{
     Counters, IssueKind, JobControl, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion,
     SegmentRecord, now_ms, validate_job_id,
@@ -97,6 +97,54 @@ fn kind_name(k: IssueKind) -> Result<String> {
     }
 }
 
+/// A segment's state as a write needs it: done, its recorded children, its outcome.
+struct SegState {
+    done: bool,
+    children: Vec<KeyRange>,
+    outcome: Counters,
+}
+
+fn seg_state(tx: &rusqlite::Transaction, job: &str, range: &KeyRange) -> Result<SegState> {
+    let row: Option<(bool, String, String)> = tx
+        .query_row(
+            "SELECT done, children, outcome FROM jobstore_segment WHERE job = ?1 AND id = ?2",
+            params![job, range.id()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    let Some((done, children, outcome)) = row else {
+        return Err(Error::NotFound(format!("job {job} has no segment {}", range.id())));
+    };
+    Ok(SegState { done, children: serde_json::from_str(&children)?, outcome: serde_json::from_str(&outcome)? })
+}
+
+/// Creates the `children` not recorded yet (pending); returns how many it created.
+fn create_children(tx: &rusqlite::Transaction, job: &str, children: &[KeyRange]) -> Result<i64> {
+    let mut created = 0i64;
+    for k in children {
+        created += tx
+            .execute(
+                "INSERT OR IGNORE INTO jobstore_segment (job, id, start_after, end_key) VALUES (?1, ?2, ?3, ?4)",
+                params![job, k.id(), k.start_after, k.end],
+            )
+            .map_err(db_err)? as i64;
+    }
+    Ok(created)
+}
+
+/// Adds `delta` to the job's counters.
+fn add_counters(tx: &rusqlite::Transaction, sql: &Sql, job: &str, delta: &Counters) -> Result<()> {
+    let mut args: Vec<rusqlite::types::Value> = delta.values().into_iter().map(Into::into).collect();
+    args.push(now_ms().into());
+    args.push(job.to_string().into());
+    let changed = tx.execute(&sql.add_counters, rusqlite::params_from_iter(args)).map_err(db_err)?;
+    if changed == 0 {
+        return Err(Error::NotFound(format!("job {job} does not exist")));
+    }
+    Ok(())
+}
+
 /// Applies one completion inside `tx` (the caller commits on `Now`).
 fn complete_in(
     tx: &rusqlite::Transaction,
@@ -104,33 +152,22 @@ fn complete_in(
     c: &SegmentCompletion,
     children: &[KeyRange],
 ) -> Result<Recorded> {
-    let seg_id = c.range.id();
-    let done: Option<bool> = tx
-        .query_row("SELECT done FROM jobstore_segment WHERE job = ?1 AND id = ?2", params![c.job, seg_id], |r| r.get(0))
-        .optional()
-        .map_err(db_err)?;
-    match done {
-        None => {
-            return Err(Error::NotFound(format!("job {} has no segment {seg_id}", c.job)));
-        }
-        Some(true) => return Ok(Recorded::Already),
-        Some(false) => {}
+    let seg = seg_state(tx, &c.job, &c.range)?;
+    if seg.done {
+        return Ok(Recorded::Already);
     }
-    let mut created = 0i64;
-    for k in children {
-        created += tx
-            .execute(
-                "INSERT OR IGNORE INTO jobstore_segment (job, id, start_after, end_key) VALUES (?1, ?2, ?3, ?4)",
-                params![c.job, k.id(), k.start_after, k.end],
-            )
-            .map_err(db_err)? as i64;
-    }
+    // A split segment's children exist and count already: the same ones, or refused.
+    let created = match seg.children.is_empty() {
+        true => create_children(tx, &c.job, children)?,
+        false if seg.children == children => seg.outcome.outstanding,
+        false => return Err(split_mismatch(&c.range)),
+    };
     let outcome = Counters { outstanding: created - 1, segments_done: 1, ..c.delta };
     tx.execute(
         "UPDATE jobstore_segment SET done = 1, children = ?3, outcome = ?4, worker = ?5, started_ms = ?6, finished_ms = ?7 WHERE job = ?1 AND id = ?2 AND done = 0",
         params![
             c.job,
-            seg_id,
+            c.range.id(),
             serde_json::to_string(children)?,
             serde_json::to_string(&outcome)?,
             c.worker,
@@ -146,14 +183,32 @@ fn complete_in(
         )
         .map_err(db_err)?;
     }
-    let mut args: Vec<rusqlite::types::Value> = outcome.values().into_iter().map(Into::into).collect();
-    args.push(now_ms().into());
-    args.push(c.job.clone().into());
-    let changed = tx.execute(&sql.add_counters, rusqlite::params_from_iter(args)).map_err(db_err)?;
-    if changed == 0 {
-        return Err(Error::NotFound(format!("job {} does not exist", c.job)));
-    }
+    // The split's addition is in the job already; only the rest is added now.
+    add_counters(tx, sql, &c.job, &Counters { outstanding: outcome.outstanding - seg.outcome.outstanding, ..outcome })?;
     Ok(Recorded::Now)
+}
+
+/// Applies one split inside `tx` (the caller commits on `Now`).
+fn split_in(
+    tx: &rusqlite::Transaction,
+    sql: &Sql,
+    job: &str,
+    range: &KeyRange,
+    children: &[KeyRange],
+) -> Result<(Recorded, Vec<KeyRange>)> {
+    let seg = seg_state(tx, job, range)?;
+    if seg.done || !seg.children.is_empty() {
+        return Ok((Recorded::Already, seg.children));
+    }
+    let created = create_children(tx, job, children)?;
+    let outcome = Counters { outstanding: created, ..Default::default() };
+    tx.execute(
+        "UPDATE jobstore_segment SET children = ?3, outcome = ?4 WHERE job = ?1 AND id = ?2 AND done = 0",
+        params![job, range.id(), serde_json::to_string(children)?, serde_json::to_string(&outcome)?],
+    )
+    .map_err(db_err)?;
+    add_counters(tx, sql, job, &outcome)?;
+    Ok((Recorded::Now, children.to_vec()))
 }
 
 fn immediate(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
@@ -296,6 +351,26 @@ impl JobStore for SqliteJobStore {
             let tx = immediate(conn)?;
             let r = complete_in(&tx, sql, &c, &children)?;
             if r == Recorded::Now {
+                tx.commit().map_err(db_err)?;
+            }
+            Ok(r)
+        })
+        .await
+    }
+
+    async fn split_segment(
+        &self,
+        job: &str,
+        range: &KeyRange,
+        children: &[KeyRange],
+    ) -> Result<(Recorded, Vec<KeyRange>)> {
+        let children = distinct(children, "children")?;
+        crate::keyrange::check_split(range, &children)?;
+        let (job, range) = (job.to_string(), range.clone());
+        self.call(move |conn, sql| {
+            let tx = immediate(conn)?;
+            let r = split_in(&tx, sql, &job, &range, &children)?;
+            if r.0 == Recorded::Now {
                 tx.commit().map_err(db_err)?;
             }
             Ok(r)

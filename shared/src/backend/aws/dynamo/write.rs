@@ -14,11 +14,11 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 use super::DynamoJobStore;
 use super::items::{
-    EXPIRES_AT, Item, is_done, issue_item, issue_sk, job_item, job_pk, key, n, s, seg_sk, segment_item,
+    EXPIRES_AT, Item, is_done, issue_item, issue_sk, job_item, job_pk, key, n, s, seg_sk, segment_from, segment_item,
 };
 use crate::backend::aws::sdk_error;
 use crate::error::{Error, Result};
-use crate::jobstore::Recorded;
+use crate::jobstore::{Recorded, split_mismatch};
 use crate::model::{Counters, JobSpec, KeyRange, ObjectIssue, SegmentCompletion, now_ms};
 
 /// Rounds of "read which children exist, then write" before giving up on a child race.
@@ -132,19 +132,31 @@ impl DynamoJobStore {
             let mut keys = vec![key(&pk, &seg)];
             keys.extend(children.iter().map(|k| key(&pk, &seg_sk(k))));
             let found = self.batch_get(keys).await?;
-            match found.get(&(pk.clone(), seg.clone())) {
-                None => return Err(not_found_segment(c)),
+            let split = match found.get(&(pk.clone(), seg.clone())) {
+                None => return Err(not_found_segment(&c.job, &c.range)),
                 Some(item) if is_done(item) => return Ok(Recorded::Already),
-                Some(_) => {}
-            }
+                Some(item) => split_of(item)?,
+            };
             if !issues_written {
                 self.put_issues(&c.job, &seg, attempt, &c.issues).await?;
                 issues_written = true;
             }
-            let new: Vec<&KeyRange> =
-                children.iter().filter(|k| !found.contains_key(&(pk.clone(), seg_sk(k)))).collect();
-            let outcome = Counters { outstanding: new.len() as i64 - 1, segments_done: 1, ..c.delta };
-            let mut actions = vec![self.segment_done(c, children, &outcome, attempt)?, self.job_add(&pk, &outcome)?];
+            // A split segment's children exist and count already: the same ones, or refused.
+            let (created, new): (i64, Vec<&KeyRange>) = match &split {
+                Some(sp) if sp.children.as_slice() == children => (sp.created, Vec::new()),
+                Some(_) => return Err(split_mismatch(&c.range)),
+                None => {
+                    let new: Vec<&KeyRange> =
+                        children.iter().filter(|k| !found.contains_key(&(pk.clone(), seg_sk(k)))).collect();
+                    (new.len() as i64, new)
+                }
+            };
+            let outcome = Counters { outstanding: created - 1, segments_done: 1, ..c.delta };
+            // The split's addition is in the job already; only the rest is added now.
+            let before = split.as_ref().map_or(0, |sp| sp.created);
+            let added = Counters { outstanding: outcome.outstanding - before, ..outcome };
+            let raw = split.as_ref().map(|sp| sp.raw.as_str());
+            let mut actions = vec![self.segment_done(c, children, &outcome, attempt, raw)?, self.job_add(&pk, &added)?];
             for k in &new {
                 let child = segment_item(&c.job, k)?;
                 actions.push(self.put(child, Some("attribute_not_exists(pk)"))?);
@@ -158,52 +170,123 @@ impl DynamoJobStore {
                 },
             };
             match verdict(&codes) {
-                Verdict::SegmentSettled => return self.settled(c).await,
+                // Done (by a duplicate) or split meanwhile, or a child appeared: the next
+                // round reads which.
+                Verdict::SegmentSettled | Verdict::ChildAppeared => {
+                    tracing::debug!(job = %c.job, segment = %c.range.id(), "the segment or a child changed meanwhile; re-reading");
+                }
                 Verdict::JobMissing => {
                     return Err(Error::NotFound(format!("job {} does not exist", c.job)));
-                }
-                Verdict::ChildAppeared => {
-                    tracing::debug!(job = %c.job, segment = %c.range.id(), "a child appeared meanwhile; re-reading");
                 }
                 Verdict::Failed(e) => return Err(e),
             }
         }
         Err(Error::transient(format!(
-            "completing segment {} of job {}: children kept appearing concurrently",
+            "completing segment {} of job {}: the segment or its children kept changing concurrently",
             c.range.id(),
             c.job
         )))
     }
 
-    /// After the segment's condition failed: done means someone else recorded it.
-    async fn settled(&self, c: &SegmentCompletion) -> Result<Recorded> {
-        let (pk, seg) = (job_pk(&c.job), seg_sk(&c.range));
-        let found = self.batch_get(vec![key(&pk, &seg)]).await?;
-        match found.get(&(pk, seg)) {
-            None => Err(not_found_segment(c)),
-            Some(item) if is_done(item) => Ok(Recorded::Already),
-            // Pending again cannot happen (done is never unset); retry rather than guess.
-            Some(_) => Err(Error::transient("segment condition failed while pending")),
+    /// One attempt at a split ([`crate::jobstore::JobStore::split_segment`]): the children
+    /// recorded on the pending segment (condition: pending and never split), those not
+    /// recorded yet created, the job's `outstanding` up by them, in one transaction.
+    pub(super) async fn split_once(
+        &self,
+        job: &str,
+        range: &KeyRange,
+        children: &[KeyRange],
+    ) -> Result<(Recorded, Vec<KeyRange>)> {
+        let (pk, seg) = (job_pk(job), seg_sk(range));
+        for _ in 0..CHILD_RACE_ROUNDS {
+            let mut keys = vec![key(&pk, &seg)];
+            keys.extend(children.iter().map(|k| key(&pk, &seg_sk(k))));
+            let found = self.batch_get(keys).await?;
+            let Some(item) = found.get(&(pk.clone(), seg.clone())) else {
+                return Err(not_found_segment(job, range));
+            };
+            let recorded = segment_from(item)?;
+            if recorded.done || !recorded.children.is_empty() {
+                return Ok((Recorded::Already, recorded.children));
+            }
+            let new: Vec<&KeyRange> =
+                children.iter().filter(|k| !found.contains_key(&(pk.clone(), seg_sk(k)))).collect();
+            let added = Counters { outstanding: new.len() as i64, ..Default::default() };
+            let mut actions = vec![self.segment_split(job, range, children, &added)?, self.job_add(&pk, &added)?];
+            for k in &new {
+                actions.push(self.put(segment_item(job, k)?, Some("attribute_not_exists(pk)"))?);
+            }
+            let sent = self.client.transact_write_items().set_transact_items(Some(actions)).send().await;
+            let codes = match sent {
+                Ok(_) => return Ok((Recorded::Now, children.to_vec())),
+                Err(e) => match cancellation(&e) {
+                    Some(codes) => codes,
+                    None => return Err(sdk_error("splitting segment", e)),
+                },
+            };
+            match verdict(&codes) {
+                Verdict::SegmentSettled | Verdict::ChildAppeared => {
+                    tracing::debug!(job, segment = %range.id(), "the segment or a child changed meanwhile; re-reading");
+                }
+                Verdict::JobMissing => return Err(Error::NotFound(format!("job {job} does not exist"))),
+                Verdict::Failed(e) => return Err(e),
+            }
         }
+        Err(Error::transient(format!(
+            "splitting segment {} of job {job}: the segment or its children kept changing concurrently",
+            range.id()
+        )))
+    }
+
+    /// A pending, never split segment gets its children and the split's outcome.
+    fn segment_split(
+        &self,
+        job: &str,
+        range: &KeyRange,
+        children: &[KeyRange],
+        outcome: &Counters,
+    ) -> Result<TransactWriteItem> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&job_pk(job), &seg_sk(range))))
+            .update_expression("SET #children = :ch, #outcome = :oc")
+            .condition_expression("attribute_exists(pk) AND #done = :false AND attribute_not_exists(#children)")
+            .set_expression_attribute_names(Some(names(&[
+                ("#done", "done"),
+                ("#children", "children"),
+                ("#outcome", "outcome"),
+            ])))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":ch", s(serde_json::to_string(children)?))
+            .expression_attribute_values(":oc", s(serde_json::to_string(outcome)?))
+            .build()
+            .map_err(build_err)?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     /// Segment pending -> done with its outcome and the attempt whose issues count
-    /// (condition: exists and not done).
+    /// (condition: exists, not done, and split as it was read: with the children JSON
+    /// `split`, or never).
     fn segment_done(
         &self,
         c: &SegmentCompletion,
         children: &[KeyRange],
         outcome: &Counters,
         attempt: &str,
+        split: Option<&str>,
     ) -> Result<TransactWriteItem> {
-        let update = Update::builder()
+        let split_condition = match split {
+            Some(_) => "#children = :split",
+            None => "attribute_not_exists(#children)",
+        };
+        let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&job_pk(&c.job), &seg_sk(&c.range))))
             .update_expression(
                 "SET #done = :t, #children = :ch, #outcome = :oc, #worker = :w, #started = :s, #finished = :f, \
                  #attempt = :a, #exp = :exp",
             )
-            .condition_expression("attribute_exists(pk) AND #done = :false")
+            .condition_expression(format!("attribute_exists(pk) AND #done = :false AND {split_condition}"))
             .set_expression_attribute_names(Some(names(&[
                 ("#done", "done"),
                 ("#children", "children"),
@@ -222,9 +305,11 @@ impl DynamoJobStore {
             .expression_attribute_values(":oc", s(serde_json::to_string(outcome)?))
             .expression_attribute_values(":w", s(&c.worker))
             .expression_attribute_values(":s", n(c.started_ms))
-            .expression_attribute_values(":f", n(c.finished_ms))
-            .build()
-            .map_err(build_err)?;
+            .expression_attribute_values(":f", n(c.finished_ms));
+        if let Some(raw) = split {
+            update = update.expression_attribute_values(":split", s(raw));
+        }
+        let update = update.build().map_err(build_err)?;
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
@@ -336,8 +421,23 @@ pub(super) fn item_key(item: &Item) -> ItemKey {
     (get("pk"), get("sk"))
 }
 
-fn not_found_segment(c: &SegmentCompletion) -> Error {
-    Error::NotFound(format!("job {} has no segment {}", c.job, c.range.id()))
+fn not_found_segment(job: &str, range: &KeyRange) -> Error {
+    Error::NotFound(format!("job {job} has no segment {}", range.id()))
+}
+
+/// A pending segment's split, as read: its children (and their JSON, as stored), and how
+/// many children the split created.
+struct Split {
+    children: Vec<KeyRange>,
+    raw: String,
+    created: i64,
+}
+
+/// The split of a pending segment item, if it was split.
+fn split_of(item: &Item) -> Result<Option<Split>> {
+    let Some(AttributeValue::S(raw)) = item.get("children") else { return Ok(None) };
+    let rec = segment_from(item)?;
+    Ok(Some(Split { children: rec.children, raw: raw.clone(), created: rec.outcome.outstanding }))
 }
 
 /// Jittered exponential pause between resends of unprocessed batch items.
