@@ -10,9 +10,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The points, in protocol order.
-pub const POINTS: &[&str] = &[AFTER_LISTING, MID_COPY, AFTER_COPY, AFTER_RECORD, BEFORE_ACK];
+pub const POINTS: &[&str] = &[AFTER_LISTING, AFTER_SPLIT, MID_COPY, AFTER_COPY, AFTER_RECORD, BEFORE_ACK];
 /// A page's source and destination are listed; nothing copied yet.
 pub const AFTER_LISTING: &str = "after-listing";
+/// A page's children are recorded by its split (handed on early); not yet enqueued.
+pub const AFTER_SPLIT: &str = "after-split";
 /// One object of the page is copied, others may be in flight.
 pub const MID_COPY: &str = "mid-copy";
 /// Every copy of the page is done and verified (a move's deletes done too); the

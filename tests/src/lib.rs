@@ -149,6 +149,8 @@ impl Requests {
 
 /// Rewrites (or fails) a listing page: what [`CountingStore::on_list`] runs.
 pub type ListHook = Box<dyn Fn(&ListRequest, ListPage) -> shared::Result<ListPage> + Send + Sync>;
+/// How long a write of a key waits: what [`CountingStore::write_delay`] runs.
+pub type DelayHook = Box<dyn Fn(&str) -> std::time::Duration + Send + Sync>;
 /// Runs before a call on a key; an error is returned instead of making the call.
 pub type KeyHook = Box<dyn Fn(&str) -> shared::Result<()> + Send + Sync>;
 
@@ -169,6 +171,8 @@ pub struct CountingStore {
     pub on_list: Option<ListHook>,
     /// Drop ETags from listings, as some S3-compatible servers do (s3s-fs).
     pub strip_list_etags: bool,
+    /// How long each write (a copy or a put) of a key waits before it is made.
+    pub write_delay: Option<DelayHook>,
 }
 
 impl CountingStore {
@@ -181,10 +185,16 @@ impl CountingStore {
             before_head: None,
             on_list: None,
             strip_list_etags: false,
+            write_delay: None,
         }
     }
     fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+    async fn delay(&self, key: &str) {
+        if let Some(d) = &self.write_delay {
+            tokio::time::sleep(d(key)).await;
+        }
     }
 }
 
@@ -229,6 +239,7 @@ impl ObjectStore for CountingStore {
         w: &WriteOptions,
     ) -> shared::Result<ObjectEntry> {
         Self::bump(&self.requests.copy);
+        self.delay(dst_key).await;
         self.inner.copy_from(source, src, dst_key, w).await
     }
     async fn get(&self, key: &str, if_etag: Option<&str>) -> shared::Result<Download> {
@@ -251,6 +262,7 @@ impl ObjectStore for CountingStore {
         w: &WriteOptions,
     ) -> shared::Result<ObjectEntry> {
         Self::bump(&self.requests.put);
+        self.delay(key).await;
         self.inner.put(key, body, size, attrs, w).await
     }
     async fn delete(&self, key: &str, if_etag: Option<&str>) -> shared::Result<Deleted> {

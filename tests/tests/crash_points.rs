@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bucketclone_tests::procs::{Service, aborted, seed_bucket, wait_for};
 use bucketclone_tests::{bin, check_local_segments, listing, moto, report, run, tree, unique, write_tree};
 use shared::backend::aws::s3::S3Store;
-use shared::faults::{AFTER_COPY, AFTER_LISTING, AFTER_RECORD, BEFORE_ACK, MID_COPY, POINTS};
+use shared::faults::{AFTER_COPY, AFTER_LISTING, AFTER_RECORD, AFTER_SPLIT, BEFORE_ACK, MID_COPY, POINTS};
 use shared::jobstore::JobStore as _;
 
 /// 240 small files over 6 prefixes, with distinct contents of several sizes.
@@ -95,6 +95,14 @@ fn embedded_clone_crash_after_listing() {
     embedded_case("clone", AFTER_LISTING);
 }
 
+/// `after-split` at its first hit, the root page (the first pull finds the queue otherwise
+/// empty, so the root always splits): children recorded and not sent; the rerun sends them
+/// and redoes the page held to its split. Clones only: moves never split early.
+#[test]
+fn embedded_clone_crash_after_split() {
+    embedded_case_at("clone", AFTER_SPLIT, 1);
+}
+
 #[test]
 fn embedded_clone_crash_mid_copy() {
     embedded_case("clone", MID_COPY);
@@ -133,7 +141,7 @@ fn embedded_move_crash_after_record() {
 
 #[test]
 fn every_point_has_an_embedded_case() {
-    let cases = [AFTER_LISTING, MID_COPY, AFTER_COPY, AFTER_RECORD, BEFORE_ACK];
+    let cases = [AFTER_LISTING, AFTER_SPLIT, MID_COPY, AFTER_COPY, AFTER_RECORD, BEFORE_ACK];
     assert!(POINTS.iter().all(|p| cases.contains(p)), "a new crash point needs its cases here");
 }
 

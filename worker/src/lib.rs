@@ -3,15 +3,22 @@
 //!
 //! 1. lease the message; read the segment's record; if it is already done, go to 5; if its
 //!    job is not running (paused, cancelled, finished), ack it and stop;
-//! 2. work one page ([`page::work_page`]): list, copy, verify, (move: delete), children;
+//! 2. work one page: list it and plan its copies ([`page::plan_page`]); when the queue
+//!    ran dry, hand its children on now ([`JobStore::split_segment`], then enqueue them);
+//!    copy, verify, (move: delete) ([`page::finish_page`]);
 //! 3. record the outcome, the children and the job's counters in ONE atomic write
 //!    ([`JobStore::complete_segment`]; a repeat is a no-op);
-//! 4. if the job has nothing outstanding, finalize it (verified or mismatch);
+//! 4. if the job has nothing outstanding, finalize it (verified or mismatch): after a page
+//!    without children, or a split one (its children may have finished before it);
 //! 5. enqueue every child still pending (duplicates are harmless), then ack the message.
 //!
 //! A crash before 3 redoes the page (copies are idempotent); after 3, the redelivered
 //! message finds the segment done and re-enqueues its children, so nothing is stranded
-//! and nothing is counted twice. The lease is renewed by a heartbeat while a page is worked.
+//! and nothing is counted twice. A crash after a split leaves the segment pending with its
+//! children recorded: the redelivery re-enqueues them and redoes the page held to the
+//! split's end, so the page and its children never overlap and never leave a gap. While it
+//! is pending the parent still counts as outstanding, so its children finishing first can
+//! never settle the job. The lease is renewed by a heartbeat while a page is worked.
 //! A message is acknowledged only once its segment is recorded done; whatever else goes
 //! wrong leaves it to come back, and after the queue's receive limit to the dead letters.
 
@@ -30,7 +37,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use shared::error::Disposition;
-use shared::faults::{AFTER_COPY, AFTER_RECORD, BEFORE_ACK, crash_point};
+use shared::faults::{AFTER_COPY, AFTER_RECORD, AFTER_SPLIT, BEFORE_ACK, crash_point};
 use shared::jobstore::{JobStore, Recorded};
 use shared::model::{Counters, IssueKind, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, now_ms};
 use shared::objstore::ObjectStore;
@@ -100,6 +107,8 @@ pub struct Worker {
     copies: CopyLimit,
     open: Mutex<HashMap<String, Arc<OpenJob>>>,
     held: std::sync::Mutex<HashMap<LeaseId, ()>>,
+    /// The last pull found fewer messages than it asked for ([`Worker::hungry`]).
+    hungry: std::sync::atomic::AtomicBool,
     /// What this worker did since it started.
     pub stats: RunStats,
 }
@@ -120,6 +129,7 @@ impl Worker {
             copies,
             open: Mutex::new(HashMap::new()),
             held: Default::default(),
+            hungry: std::sync::atomic::AtomicBool::new(true),
             stats: RunStats::default(),
         })
     }
@@ -154,13 +164,15 @@ impl Worker {
                 }
                 continue;
             }
+            let asked = free.min(10);
             let pulled = tokio::select! {
-                r = self.queue.pull(free.min(10), self.cfg.lease, self.cfg.poll_wait) => r,
+                r = self.queue.pull(asked, self.cfg.lease, self.cfg.poll_wait) => r,
                 _ = stop.changed() => continue,
             };
             let deliveries = match pulled {
                 Ok(d) => {
                     failures = 0;
+                    self.hungry.store(d.len() < asked, std::sync::atomic::Ordering::Relaxed);
                     d
                 }
                 Err(e) => {
@@ -296,6 +308,14 @@ impl Worker {
             }
             None => return Ok(()),
         }
+        // Split by an earlier attempt: its children are sent again (that attempt may have
+        // died before sending them), and its page is held to the split's end.
+        let held = rec.split_end().map(str::to_string);
+        let mut split = held.as_ref().map(|_| rec.children.clone());
+        if let Some(kids) = &split {
+            debug!(end = ?held, "segment split earlier; re-enqueueing its pending children");
+            self.enqueue_pending(id, kids).await?;
+        }
         let started = now_ms();
         let ctx = page::PageCtx {
             spec: &job.spec,
@@ -307,8 +327,21 @@ impl Worker {
             jobs: self.jobs.as_ref(),
             copy_blind,
         };
-        let (delta, children, issues) = match page::work_page(&ctx, range).await {
-            Ok(mut p) => {
+        let (delta, children, issues) = match page::plan_page(&ctx, range, held.as_deref()).await {
+            Ok(planned) => {
+                // Hand the children on now, rather than after the copies, when this
+                // worker's queue ran dry: others (or this one's free slots) are waiting.
+                // Clones only: a move's deletes rely on every attempt at a segment covering
+                // the same keys until one completes (see `early_handoff`).
+                if early_handoff(&job.spec)
+                    && split.is_none()
+                    && !planned.children().is_empty()
+                    && planned.work() > 0
+                    && self.hungry()
+                {
+                    split = Some(self.hand_on(id, range, planned.children(), msg.fresh).await?);
+                }
+                let mut p = page::finish_page(&ctx, planned).await?;
                 if !p.to_delete.is_empty() {
                     // Marks first: a crash after the deletes leaves them to count by.
                     let marks: Vec<String> = p.to_delete.iter().map(|(_, m)| m.clone()).collect();
@@ -317,10 +350,15 @@ impl Worker {
                     page::delete_verified(&ctx, &to_delete, &mut p).await;
                 }
                 crash_point(AFTER_COPY);
-                (p.delta, p.children, p.issues)
+                (p.delta, split.clone().unwrap_or(p.children), p.issues)
             }
-            // The range cannot be listed for good: a finding naming it, and no children.
-            Err(e) if e.disposition() == Disposition::Finding => segment_failed(range, &e),
+            // The page cannot be listed for good: a finding naming it, and no children
+            // beyond those a split handed on (nothing below it can be listed either).
+            Err(e) if e.disposition() == Disposition::Finding => {
+                let page = KeyRange { start_after: range.start_after.clone(), end: held.or(range.end.clone()) };
+                let (delta, issues) = segment_failed(&page, &e);
+                (delta, split.clone().unwrap_or_default(), issues)
+            }
             Err(e) => return Err(e),
         };
         let completion = SegmentCompletion {
@@ -333,24 +371,70 @@ impl Worker {
             started_ms: started,
             finished_ms: now_ms(),
         };
-        match self.jobs.complete_segment(&completion).await? {
+        match self.complete(&completion, split.is_some()).await? {
             Recorded::Now => {
                 record_metrics(&completion.delta);
                 crash_point(AFTER_RECORD);
                 // Ranges no attempt has worked: as fresh as the message that made them.
-                self.push_children(id, &children, msg.fresh).await?
+                // A split sent them already.
+                if split.is_none() {
+                    self.push_children(id, &children, msg.fresh).await?
+                }
             }
             Recorded::Already => {
                 let rec = self.jobs.segment(id, range).await?;
                 self.enqueue_pending(id, &rec.map(|r| r.children).unwrap_or_default()).await?;
             }
         }
-        if children.is_empty()
+        // The last completion of a job is a page without children, or a split one: its
+        // children may all have finished before it.
+        if (children.is_empty() || split.is_some())
             && let Some(state) = self.jobs.finalize(id).await?.filter(|s| s.is_terminal())
         {
             info!(job = %id, state = state.as_str(), "job finished");
         }
         Ok(())
+    }
+
+    /// Whether this worker's last pull found fewer messages than it had room for: the
+    /// queue ran dry, so children handed on now would be taken at once.
+    fn hungry(&self) -> bool {
+        self.hungry.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Splits the segment ([`JobStore::split_segment`]) and sends its children: they run
+    /// while this page copies, and the parent still counts until its completion. Returns
+    /// the children. If another attempt split it with other children (a listing a moment
+    /// apart), this attempt stops with a transient error: the page comes back, held to
+    /// that split.
+    async fn hand_on(&self, job: &str, range: &KeyRange, children: &[KeyRange], fresh: bool) -> Result<Vec<KeyRange>> {
+        let (r, recorded) = self.jobs.split_segment(job, range, children).await?;
+        if recorded != children {
+            return Err(Error::transient("the segment was split by another attempt meanwhile; redone to its split"));
+        }
+        crash_point(AFTER_SPLIT);
+        metrics::counter!(telemetry::SEGMENTS_SPLIT).increment(u64::from(r == Recorded::Now));
+        // Another attempt's split with the same children may have sent them already.
+        self.push_children(job, &recorded, fresh && r == Recorded::Now).await?;
+        Ok(recorded)
+    }
+
+    /// Records the completion. A completion that never split can lose to another
+    /// attempt's split, which the store refuses: that is a race, not a bad page, so the
+    /// message comes back (transient) and is redone held to that split.
+    async fn complete(&self, c: &SegmentCompletion, split: bool) -> Result<Recorded> {
+        match self.jobs.complete_segment(c).await {
+            Err(Error::Invalid(why)) if !split => {
+                let now = self.jobs.segment(&c.job, &c.range).await?;
+                match now.as_ref().and_then(|r| r.split_end()) {
+                    Some(_) => {
+                        Err(Error::transient("the segment was split by another attempt meanwhile; redone to its split"))
+                    }
+                    None => Err(Error::Invalid(why)),
+                }
+            }
+            r => r,
+        }
     }
 
     async fn enqueue_pending(&self, job: &str, children: &[KeyRange]) -> Result<()> {
@@ -362,7 +446,9 @@ impl Worker {
         }
         // Sent again: an attempt may have worked them already.
         self.push_children(job, &pending, false).await?;
-        if children.is_empty() {
+        // None left pending: this segment's may have been the job's last completion (a
+        // split parent's, say) by an attempt that died before finalizing.
+        if pending.is_empty() {
             self.jobs.finalize(job).await?;
         }
         Ok(())
@@ -390,6 +476,15 @@ impl Worker {
     }
 }
 
+/// Whether a job's pages may hand their children on before their copies are done: clones.
+/// Not a move: an attempt at a move page deletes the sources it verified and records their
+/// marks on its own segment, for a redo of that segment to count. An attempt that listed
+/// after another attempt at the same segment had split it (or deleted part of it) could
+/// delete keys that the split handed to a child, whose redo would not find their marks.
+fn early_handoff(spec: &JobSpec) -> bool {
+    spec.options.mode == shared::model::Mode::Clone
+}
+
 /// Counts a recorded page in the process's metrics. Only pages this worker recorded (not a
 /// duplicate that lost), so across workers the totals equal the jobs' counters.
 fn record_metrics(delta: &Counters) {
@@ -404,9 +499,9 @@ fn record_metrics(delta: &Counters) {
     metrics::counter!(OBJECTS_DELETED).increment(n(delta.deleted_objects));
 }
 
-/// The record of a range that could not be listed at all: no children (nothing below it can
-/// be listed either), one finding, and a tally that keeps the job from claiming "verified".
-fn segment_failed(range: &KeyRange, e: &Error) -> (Counters, Vec<KeyRange>, Vec<ObjectIssue>) {
+/// The record of a range that could not be listed at all: one finding, and a tally that
+/// keeps the job from claiming "verified".
+fn segment_failed(range: &KeyRange, e: &Error) -> (Counters, Vec<ObjectIssue>) {
     warn!(error = %e, "segment failed for good");
     let delta = Counters { segments_failed: 1, ..Default::default() };
     let issue = ObjectIssue {
@@ -416,5 +511,5 @@ fn segment_failed(range: &KeyRange, e: &Error) -> (Counters, Vec<KeyRange>, Vec<
         destination: None,
         detail: Some(format!("keys after {:?} up to {:?}: {e}", range.start_after, range.end)),
     };
-    (delta, Vec::new(), vec![issue])
+    (delta, vec![issue])
 }

@@ -70,13 +70,50 @@ pub struct PageResult {
     pub to_delete: Vec<(ObjectEntry, String)>,
 }
 
-/// Works one page of `range`. Errors are listing failures (the page is redone later, or the
-/// segment recorded as failed); per-object failures are findings in the result, and the
-/// rest of the page goes on.
-pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult> {
+/// A page listed and planned, nothing copied yet: the point at which the worker may hand
+/// its children on ([`Planned::work`]) before [`finish_page`] does the rest.
+pub struct Planned {
+    /// The source entries the page copies and verifies (relative keys).
+    src: Vec<(String, ObjectEntry)>,
+    /// The destination as listed before copying (empty for a blind copy).
+    dst: BTreeMap<String, ObjectEntry>,
+    /// Indices in `src` to copy.
+    todo: Vec<usize>,
+    /// (key, destination ETag) pairs proven equal by checksums while planning.
+    proven: HashSet<(String, Option<String>)>,
+    /// The keys this page answers for.
+    covered: KeyRange,
+    /// Move: marks an earlier attempt recorded before deleting.
+    moved: HashSet<String>,
+    blind: bool,
+    /// A move: each verified source is deleted after the copies.
+    deletes: bool,
+    out: PageResult,
+}
+
+impl Planned {
+    /// The ranges after the page's own, to hand on: empty when the page covers its range.
+    pub fn children(&self) -> &[KeyRange] {
+        &self.out.children
+    }
+    /// Requests the rest of the page will make, at least: copies, and a move's deletes. A
+    /// page with none finishes about as fast as its children could be handed on.
+    pub fn work(&self) -> usize {
+        self.todo.len() + if self.deletes { self.src.len() } else { 0 }
+    }
+}
+
+/// Lists one page of `range` (with `held`: the whole of `(range.start_after, held]`, the end
+/// an earlier split fixed, however many pages), the same keys in the destination, and
+/// plans the copies. Errors are listing failures: the page is redone later, or the segment
+/// recorded as failed.
+pub async fn plan_page(ctx: &PageCtx<'_>, range: &KeyRange, held: Option<&str>) -> Result<Planned> {
     RunStats::bump(&ctx.stats.pages);
     let src_loc = &ctx.spec.source;
-    let page = list_source(ctx, range).await?;
+    let page = match held {
+        Some(end) => list_source_held(ctx, range, end).await?,
+        None => list_source(ctx, range).await?,
+    };
     let mut out = PageResult::default();
     let rel = |full: &str| src_loc.rel_key(full).map(str::to_string);
     let filter = KeyFilter::new(&ctx.spec.options.filters);
@@ -112,12 +149,13 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
         })?),
         false => None,
     };
-    let covered = match &last {
-        Some(l) => KeyRange { start_after: range.start_after.clone(), end: Some(l.clone()) },
-        None => range.clone(),
+    let covered = match (&last, held) {
+        (Some(l), _) => KeyRange { start_after: range.start_after.clone(), end: Some(l.clone()) },
+        (None, Some(end)) => KeyRange { start_after: range.start_after.clone(), end: Some(end.to_string()) },
+        (None, None) => range.clone(),
     };
     // Worked out now, so the page's keys are not held while it copies.
-    let children = match last {
+    out.children = match last {
         Some(_) => {
             let keys: Vec<&str> = page_keys.iter().map(String::as_str).collect();
             // Never empty: `last` itself is one of them.
@@ -128,7 +166,7 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
     };
     drop(page_keys);
     // A blind copy has nothing to skip: the destination is listed once, after the copies.
-    let blind = ctx.copy_blind && ctx.spec.options.mode == Mode::Clone;
+    let blind = ctx.copy_blind && held.is_none() && ctx.spec.options.mode == Mode::Clone;
     let mut dst = match blind {
         true => BTreeMap::new(),
         false => list_dest(ctx, &covered, &filter).await?,
@@ -144,9 +182,22 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
         out.delta.source_objects += 1;
         out.delta.source_bytes += e.size as i64;
     }
-    let (mut copied, mut proven) = (HashSet::new(), HashSet::new());
+    let mut proven = HashSet::new();
+    let todo = match ctx.spec.options.mode {
+        Mode::VerifyOnly => Vec::new(),
+        _ => plan_copies(ctx, &mut src, &mut dst, &mut proven).await,
+    };
+    let deletes = ctx.spec.options.mode == Mode::Move;
+    Ok(Planned { src, dst, todo, proven, covered, moved, blind, deletes, out })
+}
+
+/// The rest of a planned page: copies, verification, and for a move what to delete.
+/// Per-object failures are findings in the result, and the rest of the page goes on.
+pub async fn finish_page(ctx: &PageCtx<'_>, planned: Planned) -> Result<PageResult> {
+    let Planned { src, mut dst, todo, proven, covered, moved, blind, deletes: _, mut out } = planned;
+    let filter = KeyFilter::new(&ctx.spec.options.filters);
+    let mut copied = HashSet::new();
     if ctx.spec.options.mode != Mode::VerifyOnly {
-        let todo = plan_copies(ctx, &mut src, &mut dst, &mut proven).await;
         copied = copy_all(ctx, &src, &todo, &mut out).await;
         if !copied.is_empty() {
             // Durable before anything is recorded or deleted: one flush for the page's
@@ -161,7 +212,6 @@ pub async fn work_page(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<PageResult
     if ctx.spec.options.mode == Mode::Move {
         out.to_delete = verified;
     }
-    out.children = children;
     Ok(out)
 }
 
@@ -198,6 +248,26 @@ async fn list_source(ctx: &PageCtx<'_>, range: &KeyRange) -> Result<SourcePage> 
     .await?;
     let last_key = page.last_key().map(str::to_string);
     Ok(SourcePage { entries: page.entries, skipped: page.skipped, truncated: page.truncated, last_key })
+}
+
+/// Every source key in `(range.start_after, end]`, however many pages that takes: a split
+/// segment's page, held to the end its split recorded (keys written since may make it
+/// longer than one page; they are this page's to copy, since its children start after it).
+async fn list_source_held(ctx: &PageCtx<'_>, range: &KeyRange, end: &str) -> Result<SourcePage> {
+    let held = KeyRange { start_after: range.start_after.clone(), end: Some(end.to_string()) };
+    let mut all = SourcePage { entries: Vec::new(), skipped: Vec::new(), truncated: false, last_key: None };
+    let mut from = held.clone();
+    loop {
+        let page = list_source(ctx, &from).await?;
+        all.entries.extend(page.entries);
+        all.skipped.extend(page.skipped);
+        let Some(last) = page.last_key.filter(|_| page.truncated) else { return Ok(all) };
+        match ctx.spec.source.rel_key(&last) {
+            // Listings run forward: anything else would list the same keys forever.
+            Some(l) if l > from.start_after.as_str() => from.start_after = l.to_string(),
+            _ => return Err(Error::transient(format!("listing went back or outside the source to {last:?}"))),
+        }
+    }
 }
 
 /// Every destination object in `range` that `filter` keeps (relative keys), however many
@@ -503,11 +573,14 @@ pub async fn delete_verified(ctx: &PageCtx<'_>, verified: &[(ObjectEntry, String
     for (e, r) in results {
         let rel = ctx.spec.source.rel_key(&e.key).unwrap_or(&e.key).to_string();
         match r {
-            Ok(Deleted::Yes) => {
+            // Already gone: deleted by this attempt's earlier try whose answer was lost, or
+            // by another attempt at this segment (a duplicate delivery) that verified the
+            // same copy. Either way the source no longer holds it and the destination holds
+            // its verified copy; only one attempt's completion is recorded, so it counts once.
+            Ok(Deleted::Yes | Deleted::Absent) => {
                 out.delta.deleted_objects += 1;
                 out.delta.deleted_bytes += e.size as i64;
             }
-            Ok(Deleted::Absent) => {}
             Ok(Deleted::Changed) => {
                 out.delta.kept_changed += 1;
                 let detail = "the source changed after its copy was verified; it was not deleted";
