@@ -269,6 +269,7 @@ fn add_stats(total: &RunStats, s: &RunStats) {
     total.head_calls.fetch_add(s.head_calls.load(Relaxed), Relaxed);
     total.copies.fetch_add(s.copies.load(Relaxed), Relaxed);
     total.pages.fetch_add(s.pages.load(Relaxed), Relaxed);
+    total.splits.fetch_add(s.splits.load(Relaxed), Relaxed);
 }
 
 /// The id for this run: the unfinished job with exactly this spec if there is one (resume),

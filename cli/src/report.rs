@@ -41,6 +41,8 @@ pub struct ThisRun {
     pub head_calls: u64,
     pub copies: u64,
     pub pages: u64,
+    /// Pages whose children were handed on before their copies (one job-store write each).
+    pub splits: u64,
 }
 
 /// The one JSON object `--json` prints.
@@ -103,6 +105,7 @@ impl Report {
                 head_calls: stats.head_calls.load(Relaxed),
                 copies: stats.copies.load(Relaxed),
                 pages: stats.pages.load(Relaxed),
+                splits: stats.splits.load(Relaxed),
             },
             message: job.message.clone(),
         }
@@ -151,7 +154,11 @@ impl Report {
                 self.kept_changed
             );
         }
-        s += &format!("  {} segments in {:.1} s\n", self.segments, self.elapsed_seconds);
+        s += &format!("  {} segments in {:.1} s", self.segments, self.elapsed_seconds);
+        if self.this_run.splits > 0 {
+            s += &format!(" ({} split early)", self.this_run.splits);
+        }
+        s += "\n";
         if let Some(m) = &self.message {
             s += &format!("  error: {m}\n");
         }

@@ -327,7 +327,7 @@ impl Worker {
             jobs: self.jobs.as_ref(),
             copy_blind,
         };
-        let (delta, children, issues) = match page::plan_page(&ctx, range, held.as_deref()).await {
+        let worked = match page::plan_page(&ctx, range, held.as_deref()).await {
             Ok(planned) => {
                 // Hand the children on now, rather than after the copies, when this
                 // worker's queue ran dry: others (or this one's free slots) are waiting.
@@ -341,7 +341,12 @@ impl Worker {
                 {
                     split = Some(self.hand_on(id, range, planned.children(), msg.fresh).await?);
                 }
-                let mut p = page::finish_page(&ctx, planned).await?;
+                page::finish_page(&ctx, planned).await
+            }
+            Err(e) => Err(e),
+        };
+        let (delta, children, issues) = match worked {
+            Ok(mut p) => {
                 if !p.to_delete.is_empty() {
                     // Marks first: a crash after the deletes leaves them to count by.
                     let marks: Vec<String> = p.to_delete.iter().map(|(_, m)| m.clone()).collect();
@@ -355,7 +360,8 @@ impl Worker {
             // The page cannot be listed for good: a finding naming it, and no children
             // beyond those a split handed on (nothing below it can be listed either).
             Err(e) if e.disposition() == Disposition::Finding => {
-                let page = KeyRange { start_after: range.start_after.clone(), end: held.or(range.end.clone()) };
+                let split_end = split.as_ref().and_then(|k| k.first()).map(|c| c.start_after.clone());
+                let page = KeyRange { start_after: range.start_after.clone(), end: split_end.or(range.end.clone()) };
                 let (delta, issues) = segment_failed(&page, &e);
                 (delta, split.clone().unwrap_or_default(), issues)
             }
@@ -413,7 +419,10 @@ impl Worker {
             return Err(Error::transient("the segment was split by another attempt meanwhile; redone to its split"));
         }
         crash_point(AFTER_SPLIT);
-        metrics::counter!(telemetry::SEGMENTS_SPLIT).increment(u64::from(r == Recorded::Now));
+        if r == Recorded::Now {
+            metrics::counter!(telemetry::SEGMENTS_SPLIT).increment(1);
+            RunStats::bump(&self.stats.splits);
+        }
         // Another attempt's split with the same children may have sent them already.
         self.push_children(job, &recorded, fresh && r == Recorded::Now).await?;
         Ok(recorded)

@@ -31,10 +31,12 @@ pub struct RunStats {
     pub head_calls: AtomicU64,
     pub copies: AtomicU64,
     pub pages: AtomicU64,
+    /// Pages whose children this process handed on before their copies (splits recorded).
+    pub splits: AtomicU64,
 }
 
 impl RunStats {
-    fn bump(c: &AtomicU64) {
+    pub(crate) fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 }
