@@ -147,6 +147,33 @@ pub trait JobStore: Send + Sync {
     async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>>;
 }
 
+/// The ranges without repeats (by id, first kept), refusing more than [`MAX_CHILDREN`]
+/// (`Invalid`): what every backend writes for a job's first segments.
+pub(crate) fn distinct(ranges: &[KeyRange], what: &str) -> Result<Vec<KeyRange>> {
+    let mut seen = std::collections::HashSet::new();
+    let out: Vec<KeyRange> = ranges.iter().filter(|r| seen.insert(r.id())).cloned().collect();
+    if out.len() > MAX_CHILDREN {
+        return Err(crate::Error::invalid(format!("{} {what}: at most {MAX_CHILDREN} per write", out.len())));
+    }
+    Ok(out)
+}
+
+/// A completion's children as every backend writes them: [`distinct`], tiling the rest of
+/// the range ([`crate::keyrange::check_children`]); else `Invalid`.
+pub(crate) fn completion_children(c: &SegmentCompletion) -> Result<Vec<KeyRange>> {
+    let children = distinct(&c.children, "children")?;
+    crate::keyrange::check_children(&c.range, &children)?;
+    Ok(children)
+}
+
+/// A split's children as every backend writes them: [`distinct`], at least one, tiling
+/// the rest of the range ([`crate::keyrange::check_split`]); else `Invalid`.
+pub(crate) fn split_children(range: &KeyRange, children: &[KeyRange]) -> Result<Vec<KeyRange>> {
+    let children = distinct(children, "children")?;
+    crate::keyrange::check_split(range, &children)?;
+    Ok(children)
+}
+
 /// Why a split segment's completion is refused: its children are not the split's.
 pub(crate) fn split_mismatch(range: &KeyRange) -> crate::Error {
     crate::Error::invalid(format!(

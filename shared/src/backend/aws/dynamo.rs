@@ -298,7 +298,7 @@ impl DynamoJobStore {
 impl JobStore for DynamoJobStore {
     async fn create_job(&self, spec: &JobSpec, first: &[KeyRange]) -> Result<Recorded> {
         validate_job_id(&spec.id)?;
-        let first = items::distinct(first, "first segments")?;
+        let first = crate::jobstore::distinct(first, "first segments")?;
         retry(WRITE_ATTEMPTS, || self.create_once(spec, &first)).await
     }
 
@@ -397,8 +397,7 @@ impl JobStore for DynamoJobStore {
     }
 
     async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded> {
-        let children = items::distinct(&c.children, "children")?;
-        crate::keyrange::check_children(&c.range, &children)?;
+        let children = crate::jobstore::completion_children(c)?;
         // One id for every retry of this call: its issue puts stay idempotent.
         let attempt = uuid::Uuid::new_v4().simple().to_string()[..items::ATTEMPT_HEX].to_string();
         retry(WRITE_ATTEMPTS, || self.complete_once(c, &children, &attempt)).await
@@ -410,8 +409,7 @@ impl JobStore for DynamoJobStore {
         range: &KeyRange,
         children: &[KeyRange],
     ) -> Result<(Recorded, Vec<KeyRange>)> {
-        let children = items::distinct(children, "children")?;
-        crate::keyrange::check_split(range, &children)?;
+        let children = crate::jobstore::split_children(range, children)?;
         retry(WRITE_ATTEMPTS, || self.split_once(job, range, &children)).await
     }
 

@@ -16,7 +16,6 @@
 //! and a busy timeout let other connections share the file. Blocking calls run on
 //! `spawn_blocking` behind one mutex-guarded connection.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +24,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
-use crate::jobstore::{JobCursor, JobStore, MAX_CHILDREN, Recorded, split_mismatch};
+use crate::jobstore::{JobCursor, JobStore, Recorded, split_mismatch};
 use crate::model::{
     Counters, IssueKind, JobControl, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion,
     SegmentRecord, now_ms, validate_job_id,
@@ -77,16 +76,6 @@ impl SqliteJobStore {
         .await
         .map_err(|e| Error::permanent(format!("job store task failed: {e}")))?
     }
-}
-
-/// The ranges without repeats (by id, first kept), refusing more than [`MAX_CHILDREN`].
-fn distinct(ranges: &[KeyRange], what: &str) -> Result<Vec<KeyRange>> {
-    let mut seen = HashSet::new();
-    let out: Vec<KeyRange> = ranges.iter().filter(|r| seen.insert(r.id())).cloned().collect();
-    if out.len() > MAX_CHILDREN {
-        return Err(Error::invalid(format!("{} {what}: at most {MAX_CHILDREN} per write", out.len())));
-    }
-    Ok(out)
 }
 
 /// The kind's kebab-case name: stored, and the second half of the issue order.
@@ -219,7 +208,7 @@ fn immediate(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
 impl JobStore for SqliteJobStore {
     async fn create_job(&self, spec: &JobSpec, first: &[KeyRange]) -> Result<Recorded> {
         validate_job_id(&spec.id)?;
-        let first = distinct(first, "first segments")?;
+        let first = crate::jobstore::distinct(first, "first segments")?;
         let (id, spec_json) = (spec.id.clone(), serde_json::to_string(spec)?);
         self.call(move |conn, _| {
             let tx = immediate(conn)?;
@@ -344,8 +333,7 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded> {
-        let children = distinct(&c.children, "children")?;
-        crate::keyrange::check_children(&c.range, &children)?;
+        let children = crate::jobstore::completion_children(c)?;
         let c = c.clone();
         self.call(move |conn, sql| {
             let tx = immediate(conn)?;
@@ -364,8 +352,7 @@ impl JobStore for SqliteJobStore {
         range: &KeyRange,
         children: &[KeyRange],
     ) -> Result<(Recorded, Vec<KeyRange>)> {
-        let children = distinct(children, "children")?;
-        crate::keyrange::check_split(range, &children)?;
+        let children = crate::jobstore::split_children(range, children)?;
         let (job, range) = (job.to_string(), range.clone());
         self.call(move |conn, sql| {
             let tx = immediate(conn)?;

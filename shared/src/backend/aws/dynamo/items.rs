@@ -1,13 +1,12 @@
 //! The DynamoDB job store's item layout: keys, attribute names, and the mapping between
 //! items and domain records (see the table design in the parent module's doc).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::jobstore::MAX_CHILDREN;
 use crate::model::{Counters, IssueKind, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentRecord};
 
 /// One DynamoDB item.
@@ -104,16 +103,6 @@ pub(super) fn kind_name(k: IssueKind) -> Result<String> {
         serde_json::Value::String(s) => Ok(s),
         v => Err(Error::permanent(format!("issue kind serialised as {v}"))),
     }
-}
-
-/// The ranges without repeats (by id, first kept), refusing more than [`MAX_CHILDREN`].
-pub(super) fn distinct(ranges: &[KeyRange], what: &str) -> Result<Vec<KeyRange>> {
-    let mut seen = HashSet::new();
-    let out: Vec<KeyRange> = ranges.iter().filter(|r| seen.insert(r.id())).cloned().collect();
-    if out.len() > MAX_CHILDREN {
-        return Err(Error::invalid(format!("{} {what}: at most {MAX_CHILDREN} per write", out.len())));
-    }
-    Ok(out)
 }
 
 pub(super) fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
