@@ -83,10 +83,22 @@ impl Bed {
     /// Runs `n` workers configured by `cfg` until the job is terminal or `limit` passes;
     /// returns the job as it stands then.
     pub async fn work(&self, n: usize, limit: Duration, cfg: impl Fn(usize) -> WorkerConfig) -> JobRecord {
+        self.work_with(n, limit, cfg, self.jobs.clone()).await
+    }
+
+    /// [`Bed::work`], the workers going through `jobs` (a wrapper of the bed's job store,
+    /// say), the bed watching the job through its own.
+    pub async fn work_with(
+        &self,
+        n: usize,
+        limit: Duration,
+        cfg: impl Fn(usize) -> WorkerConfig,
+        jobs: Arc<dyn JobStore>,
+    ) -> JobRecord {
         let (stop, rx) = watch::channel(false);
         let handles: Vec<_> = (0..n)
             .map(|i| {
-                let w = Worker::new(cfg(i), self.queue.clone(), self.jobs.clone(), self.stores.clone());
+                let w = Worker::new(cfg(i), self.queue.clone(), jobs.clone(), self.stores.clone());
                 tokio::spawn(w.run(rx.clone()))
             })
             .collect();

@@ -6,6 +6,7 @@
 
 pub mod bed;
 pub mod faulty;
+pub mod hooked_jobs;
 pub mod procs;
 
 use shared::backend::aws::AwsContext;

@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use bucketclone::local::{LocalOptions, Outcome, run_with};
+use bucketclone_tests::bed::Bed;
+use bucketclone_tests::hooked_jobs::HookedJobs;
 use bucketclone_tests::{CountingStore, tree, write_tree};
 use shared::backend::StoreFactory;
 use shared::backend::embedded::local_dir::LocalDirStore;
@@ -61,4 +64,25 @@ async fn an_empty_destination_is_listed_once_per_page_and_a_partial_one_twice() 
     // Every page lists first (the skips above prove it), and those that copied list again.
     assert!(lists > pages + 1, "{lists} destination list calls for {pages} pages");
     assert_eq!(tree(&partial), files);
+}
+
+/// What a page asks of the job store: its segment read once, its completion once, and the
+/// job's state (to know it is still running) about once a second per worker, not once per
+/// page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_reads_its_segment_once_and_the_job_state_is_read_once_a_second() {
+    let b = Bed::new(400, 10);
+    let jobs = Arc::new(HookedJobs::new(b.jobs.clone()));
+    b.intake().accept(&b.spec).await.unwrap();
+    let started = Instant::now();
+    let job = b.work_with(2, Duration::from_secs(60), Bed::worker_config, jobs.clone()).await;
+    let secs = started.elapsed().as_secs();
+    assert_eq!(job.state, JobState::Verified, "{job:?}");
+    let pages = job.counters.segments_done as u64;
+    assert!(pages >= 40, "400 keys in pages of 10: {pages} pages");
+    let (segment_reads, completions) = (jobs.segment_reads.load(Relaxed), jobs.completions.load(Relaxed));
+    assert_eq!((segment_reads, completions), (pages, pages), "one read and one completion per page");
+    // Per worker: one read when it opens the job, one per second after that.
+    let job_reads = jobs.job_reads.load(Relaxed);
+    assert!(job_reads <= 2 * (secs + 2), "{job_reads} reads of the job's state in {secs} s for {pages} pages");
 }

@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bucketclone_tests::bed::Bed;
+use bucketclone_tests::hooked_jobs::HookedJobs;
 use bucketclone_tests::{CountingStore, tree};
-use shared::jobstore::{JobStore, Recorded};
-use shared::model::{IssueKind, JobRecord, JobSpec, JobState, KeyRange, ObjectIssue, SegmentCompletion, SegmentRecord};
+use shared::Error;
+use shared::model::{IssueKind, JobState, KeyRange};
 use shared::objstore::ListPage;
 use shared::queue::WorkQueue;
-use shared::{Error, Result};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -69,72 +68,10 @@ async fn one_object_whose_check_is_refused_does_not_abandon_its_range() {
     assert_eq!(tree(&b.dst), tree(&b.src), "every object was copied, the refused one too");
 }
 
-/// A job store that refuses the first `refusals` completions with a non-transient error.
-struct Refusing {
-    inner: Arc<dyn JobStore>,
-    refusals: AtomicU32,
-}
-
-#[async_trait]
-impl JobStore for Refusing {
-    async fn create_job(&self, spec: &JobSpec, first: &[KeyRange]) -> Result<Recorded> {
-        self.inner.create_job(spec, first).await
-    }
-    async fn create_failed(&self, spec: &JobSpec, message: &str) -> Result<Recorded> {
-        self.inner.create_failed(spec, message).await
-    }
-    async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
-        self.inner.job(id).await
-    }
-    async fn jobs(&self, limit: usize, after: Option<&shared::jobstore::JobCursor>) -> Result<Vec<JobRecord>> {
-        self.inner.jobs(limit, after).await
-    }
-    async fn running(&self) -> Result<Vec<JobRecord>> {
-        self.inner.running().await
-    }
-    async fn note(&self, job: &str, message: Option<&str>) -> Result<()> {
-        self.inner.note(job, message).await
-    }
-    async fn segment(&self, job: &str, range: &KeyRange) -> Result<Option<SegmentRecord>> {
-        self.inner.segment(job, range).await
-    }
-    async fn segments(&self, job: &str, limit: usize) -> Result<Vec<SegmentRecord>> {
-        if job == "broken" {
-            return Err(Error::Permanent("segments of job broken: the table is unreadable".into()));
-        }
-        self.inner.segments(job, limit).await
-    }
-    async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded> {
-        let left = self.refusals.load(Ordering::SeqCst);
-        if left > 0 && self.refusals.compare_exchange(left, left - 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-            return Err(Error::Permanent("completion refused (test)".into()));
-        }
-        self.inner.complete_segment(c).await
-    }
-    async fn split_segment(&self, job: &str, range: &KeyRange, kids: &[KeyRange]) -> Result<(Recorded, Vec<KeyRange>)> {
-        self.inner.split_segment(job, range, kids).await
-    }
-    async fn mark_moved(&self, job: &str, range: &KeyRange, marks: &[String]) -> Result<()> {
-        self.inner.mark_moved(job, range, marks).await
-    }
-    async fn finalize(&self, job: &str) -> Result<Option<JobState>> {
-        self.inner.finalize(job).await
-    }
-    async fn fail(&self, job: &str, message: &str) -> Result<()> {
-        self.inner.fail(job, message).await
-    }
-    async fn control(&self, job: &str, action: shared::model::JobControl) -> Result<Option<JobState>> {
-        self.inner.control(job, action).await
-    }
-    async fn issues(&self, job: &str, after: Option<&ObjectIssue>, limit: usize) -> Result<Vec<ObjectIssue>> {
-        self.inner.issues(job, after, limit).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_whose_completion_fails_is_never_acked_and_comes_back() {
     let mut b = Bed::new(120, 20);
-    b.jobs = Arc::new(Refusing { inner: b.jobs.clone(), refusals: AtomicU32::new(2) });
+    b.jobs = Arc::new(HookedJobs::refusing(b.jobs.clone(), 2));
     b.intake().accept(&b.spec).await.unwrap();
     let job = b.work(2, LIMIT, Bed::worker_config).await;
     assert_eq!(job.state, JobState::Verified, "{job:?}");
@@ -202,7 +139,7 @@ async fn a_source_changed_after_listing_is_never_copied_stale() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_supervisor_redrives_a_stranded_job_among_many_while_the_queue_is_busy() {
     let mut b = Bed::new(5, 10);
-    b.jobs = Arc::new(Refusing { inner: b.jobs.clone(), refusals: AtomicU32::new(0) });
+    b.jobs = Arc::new(HookedJobs { unreadable: Some("broken".into()), ..HookedJobs::new(b.jobs.clone()) });
     let intake = b.intake();
     // The oldest job's first segment is recorded but its message is lost.
     intake.accept(&b.spec).await.unwrap();
@@ -299,7 +236,7 @@ async fn a_move_page_redone_after_its_deletes_still_counts_every_object_once() {
     let mut b = Bed::new(60, 20);
     b.spec.options.mode = shared::model::Mode::Move;
     // Every page's first completion fails after its deletes, as if the worker died then.
-    b.jobs = Arc::new(Refusing { inner: b.jobs.clone(), refusals: AtomicU32::new(3) });
+    b.jobs = Arc::new(HookedJobs::refusing(b.jobs.clone(), 3));
     let before = tree(&b.src);
     b.intake().accept(&b.spec).await.unwrap();
     let job = b.work(1, LIMIT, Bed::worker_config).await;

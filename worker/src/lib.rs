@@ -31,7 +31,7 @@ pub mod protection;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -95,7 +95,15 @@ struct OpenJob {
     spec: JobSpec,
     src: Arc<dyn ObjectStore>,
     dst: Arc<dyn ObjectStore>,
+    /// When the job store last said this job is running ([`Worker::job_running`]).
+    running_seen: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long a "running" read of a job's state stands in for the next reads: at most this
+/// much work starts after a pause or a cancel. Only "running" is remembered. A job read as
+/// paused is read again for every segment, so its segments, which a resume sends again,
+/// are never left pending on a stale answer.
+const RUNNING_FRESH: Duration = Duration::from_secs(1);
 
 /// A segment worker. Cheap to share: run it with [`Worker::run`].
 pub struct Worker {
@@ -105,7 +113,7 @@ pub struct Worker {
     stores: Arc<dyn StoreOpener>,
     /// Copies and deletes in flight, adapted to throttling (at most `copy_concurrency`).
     copies: CopyLimit,
-    open: Mutex<HashMap<String, Arc<OpenJob>>>,
+    open: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<OpenJob>>>>>,
     held: std::sync::Mutex<HashMap<LeaseId, ()>>,
     /// The last pull found fewer messages than it asked for ([`Worker::hungry`]).
     hungry: std::sync::atomic::AtomicBool,
@@ -300,13 +308,8 @@ impl Worker {
         // Only a running job gets a new page. A paused job's segments stay pending in the
         // job store, where resuming finds them and sends them again; a cancelled or
         // finished job's are done with. Either way the message is settled.
-        match self.jobs.job(id).await? {
-            Some(j) if j.state == JobState::Running => {}
-            Some(j) => {
-                debug!(state = j.state.as_str(), "the job is not running; segment left pending");
-                return Ok(());
-            }
-            None => return Ok(()),
+        if !self.job_running(job).await? {
+            return Ok(());
         }
         // Split by an earlier attempt: its children are sent again (that attempt may have
         // died before sending them), and its page is held to the split's end.
@@ -472,16 +475,47 @@ impl Worker {
         shared::error::retry(8, || self.queue.push(&bodies)).await
     }
 
-    async fn open_job(&self, id: &str) -> Result<Option<Arc<OpenJob>>> {
-        if let Some(j) = self.open.lock().await.get(id) {
-            return Ok(Some(j.clone()));
+    /// Whether `job` is running, as the job store said at most [`RUNNING_FRESH`] ago: one
+    /// read per job and second rather than one per segment.
+    async fn job_running(&self, job: &OpenJob) -> Result<bool> {
+        let fresh = |at: &Option<Instant>| at.is_some_and(|t| t.elapsed() < RUNNING_FRESH);
+        if fresh(&job.running_seen.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(true);
         }
-        let Some(rec) = self.jobs.job(id).await? else { return Ok(None) };
-        let src = self.stores.open(&rec.spec.source).await?;
-        let dst = self.stores.open(&rec.spec.destination).await?;
-        let job = Arc::new(OpenJob { spec: rec.spec, src, dst });
-        self.open.lock().await.insert(id.to_string(), job.clone());
-        Ok(Some(job))
+        let read_at = Instant::now();
+        let state = self.jobs.job(&job.spec.id).await?.map(|j| j.state);
+        let running = state == Some(JobState::Running);
+        *job.running_seen.lock().unwrap_or_else(|p| p.into_inner()) = running.then_some(read_at);
+        if !running {
+            debug!(state = ?state.map(|s| s.as_str()), "the job is not running; segment left pending");
+        }
+        Ok(running)
+    }
+
+    /// The job, opened once per worker: segments of one job arriving together wait for
+    /// one read of it and one opening of its stores. An unknown job is not remembered.
+    async fn open_job(&self, id: &str) -> Result<Option<Arc<OpenJob>>> {
+        let cell = self.open.lock().await.entry(id.to_string()).or_default().clone();
+        let opened = cell
+            .get_or_try_init(|| async {
+                let read_at = Instant::now();
+                let Some(rec) = self.jobs.job(id).await.map_err(Some)? else { return Err(None) };
+                let running_seen = std::sync::Mutex::new((rec.state == JobState::Running).then_some(read_at));
+                let src = self.stores.open(&rec.spec.source).await.map_err(Some)?;
+                let dst = self.stores.open(&rec.spec.destination).await.map_err(Some)?;
+                Ok(Arc::new(OpenJob { spec: rec.spec, src, dst, running_seen }))
+            })
+            .await;
+        match opened {
+            Ok(job) => Ok(Some(job.clone())),
+            Err(e) => {
+                let mut open = self.open.lock().await;
+                if open.get(id).is_some_and(|c| c.get().is_none()) {
+                    open.remove(id);
+                }
+                e.map_or(Ok(None), Err)
+            }
+        }
     }
 }
 
