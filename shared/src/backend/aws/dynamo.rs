@@ -36,9 +36,11 @@
 //! - **Completions, exactly once**: issues are written first (BatchWriteItem, idempotent
 //!   puts, tagged with a random id of this completion attempt), then ONE TransactWriteItems: segment update (condition: exists and
 //!   `done = false`), job update (ADD the counters, condition: exists) and a put per child
-//!   not yet recorded (condition: `attribute_not_exists(pk)`; which children exist is read
-//!   first with a consistent BatchGetItem, and a child that appears meanwhile cancels the
-//!   transaction, which is then re-read and retried). `outstanding` grows by the children
+//!   not yet recorded (condition: `attribute_not_exists(pk)`). The first try reads
+//!   nothing: it writes for a segment pending, never split, none of its children recorded,
+//!   as nearly every completion finds it, so a page costs one read (the worker's) and one
+//!   transaction. When any condition fails, nothing is written, and each later try reads
+//!   the segment and its children first (one consistent BatchGetItem). `outstanding` grows by the children
 //!   created, minus one. The segment's failed condition means `Already` (or `NotFound`);
 //!   a conflict with a concurrent transaction on the job item is retried with backoff.
 //!   The segment update records the attempt id, and `issues()` returns only issues whose

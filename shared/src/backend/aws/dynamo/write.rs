@@ -128,11 +128,21 @@ impl DynamoJobStore {
     ) -> Result<Recorded> {
         let (pk, seg) = (job_pk(&c.job), seg_sk(&c.range));
         let mut issues_written = false;
-        for _ in 0..CHILD_RACE_ROUNDS {
-            let mut keys = vec![key(&pk, &seg)];
-            keys.extend(children.iter().map(|k| key(&pk, &seg_sk(k))));
-            let found = self.batch_get(keys).await?;
+        // Round 0 reads nothing: it writes as if the segment were pending, never split, with
+        // none of its children recorded, as nearly every completion finds it. Its conditions
+        // hold exactly when that is so; when they do not, the transaction changes nothing and
+        // the next rounds read what is there.
+        for round in 0..=CHILD_RACE_ROUNDS {
+            let found = match round {
+                0 => HashMap::new(),
+                _ => {
+                    let mut keys = vec![key(&pk, &seg)];
+                    keys.extend(children.iter().map(|k| key(&pk, &seg_sk(k))));
+                    self.batch_get(keys).await?
+                }
+            };
             let split = match found.get(&(pk.clone(), seg.clone())) {
+                None if round == 0 => None,
                 None => return Err(not_found_segment(&c.job, &c.range)),
                 Some(item) if is_done(item) => return Ok(Recorded::Already),
                 Some(item) => split_of(item)?,
