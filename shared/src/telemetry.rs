@@ -8,7 +8,8 @@
 //!   [`OBJECTS_FAILED`], [`OBJECTS_DELETED`] (counted from the pages this process recorded,
 //!   so across workers they add up to the jobs' counters exactly), [`SEGMENTS_LEASED`],
 //!   [`SEGMENTS_COMPLETED`], [`SEGMENTS_SPLIT`] (children handed on before their page was
-//!   done), [`COPY_SECONDS`] (a histogram), [`COPIES_IN_FLIGHT`],
+//!   done), [`LEASES_LOST`] (attempts abandoned when the queue said their lease was
+//!   lost), [`COPY_SECONDS`] (a histogram), [`COPIES_IN_FLIGHT`],
 //!   [`RETRIES`], [`THROTTLES`];
 //! - coordinator: [`QUEUE_MESSAGES`] by queue and state (dead letters included), and per
 //!   running job only (see [`render_local`]) its counters, state, stalled time and dead
@@ -27,6 +28,7 @@ pub const OBJECTS_DELETED: &str = "bucketclone_objects_deleted_total";
 pub const SEGMENTS_LEASED: &str = "bucketclone_segments_leased_total";
 pub const SEGMENTS_COMPLETED: &str = "bucketclone_segments_completed_total";
 pub const SEGMENTS_SPLIT: &str = "bucketclone_segments_split_total";
+pub const LEASES_LOST: &str = "bucketclone_leases_lost_total";
 pub const COPY_SECONDS: &str = "bucketclone_copy_seconds";
 pub const COPIES_IN_FLIGHT: &str = "bucketclone_copies_in_flight";
 pub const RETRIES: &str = "bucketclone_retries_total";

@@ -325,32 +325,52 @@ impl WriteGate for Slow {
     }
 }
 
-/// Wraps a queue; renewals are lost (answered Ok, never sent), as when a worker is cut off
-/// from the queue or paused: its leases expire while it works, and the queue hands its
-/// messages to another worker.
-pub struct LostRenewals(pub Arc<dyn WorkQueue>);
+/// Wraps a queue; renewals are lost, as when a worker is cut off from the queue or paused:
+/// its leases expire while it works, and the queue hands its messages to another worker.
+/// [`LostRenewals::silent`]: answered Ok and never sent, so the worker never learns;
+/// [`LostRenewals::late`]: sent that much late, after the lease lapsed, so the queue
+/// answers that it was lost.
+pub struct LostRenewals {
+    queue: Arc<dyn WorkQueue>,
+    late: Option<Duration>,
+}
+
+impl LostRenewals {
+    pub fn silent(queue: Arc<dyn WorkQueue>) -> Self {
+        LostRenewals { queue, late: None }
+    }
+    pub fn late(queue: Arc<dyn WorkQueue>, by: Duration) -> Self {
+        LostRenewals { queue, late: Some(by) }
+    }
+}
 
 #[async_trait::async_trait]
 impl WorkQueue for LostRenewals {
     async fn push(&self, bodies: &[String]) -> Result<()> {
-        self.0.push(bodies).await
+        self.queue.push(bodies).await
     }
     async fn pull(&self, max: usize, lease: Duration, wait: Duration) -> Result<Vec<Delivery>> {
-        self.0.pull(max, lease, wait).await
+        self.queue.pull(max, lease, wait).await
     }
-    async fn renew(&self, _lease: &LeaseId, _lease_for: Duration) -> Result<()> {
-        Ok(())
+    async fn renew(&self, lease: &LeaseId, lease_for: Duration) -> Result<()> {
+        match self.late {
+            None => Ok(()),
+            Some(by) => {
+                tokio::time::sleep(by).await;
+                self.queue.renew(lease, lease_for).await
+            }
+        }
     }
     async fn ack(&self, lease: &LeaseId) -> Result<()> {
-        self.0.ack(lease).await
+        self.queue.ack(lease).await
     }
     async fn release(&self, lease: &LeaseId) -> Result<()> {
-        self.0.release(lease).await
+        self.queue.release(lease).await
     }
     async fn depth(&self) -> Result<QueueDepth> {
-        self.0.depth().await
+        self.queue.depth().await
     }
     async fn dead_letters(&self, max: usize) -> Result<Vec<String>> {
-        self.0.dead_letters(max).await
+        self.queue.dead_letters(max).await
     }
 }

@@ -53,7 +53,7 @@ impl Race {
             ..Bed::worker_config(i)
         };
         let a = WorkerConfig { segments_in_flight: 1, ..cfg(0, lease_a) };
-        let a = start(a, Arc::new(LostRenewals(self.queue.clone())));
+        let a = start(a, Arc::new(LostRenewals::silent(self.queue.clone())));
         let started = Instant::now();
         while self.slow.begun() == 0 {
             assert!(started.elapsed() < limit, "worker A never copied");
@@ -132,4 +132,53 @@ async fn two_workers_on_one_segment_at_once_on_moto() {
     race.check(&job, n as i64, bytes as i64).await;
     let (s, d) = (S3Store::new(&ctx, &src), S3Store::new(&ctx, &dst));
     assert_eq!(listing(&s).await, listing(&d).await, "destination listing (key, size, ETag) equals the source's");
+}
+
+/// A worker whose lease the queue says it lost stops working the page there, as if it had
+/// crashed, instead of copying on beside the segment's new holder. Worker A's renewals
+/// reach the queue after its lease lapsed, and its destination is slow: every write
+/// takes longer than A takes to learn that the lease is gone. So A abandons each page with
+/// its writes unfinished, and B, a worker like any other, does the whole job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_told_its_lease_was_lost_abandons_the_page() {
+    let b = Bed::new(90, 30);
+    b.intake().accept(&b.spec).await.unwrap();
+    let a_dst = Arc::new(SlowStore::new(
+        Arc::new(LocalDirStore::new(b.dst.to_str().unwrap()).unwrap()),
+        Duration::from_secs(3),
+    ));
+    let a_stores = Arc::new(StoreFactory::new());
+    a_stores.insert(&b.spec.destination, a_dst.clone());
+    let (stop, rx) = watch::channel(false);
+    // Lease 300 ms, renewed every 100 ms, each renewal arriving 500 ms late.
+    let a_cfg = WorkerConfig { lease: Duration::from_millis(300), segments_in_flight: 1, ..Bed::worker_config(0) };
+    let queue_a = Arc::new(LostRenewals::late(b.queue.clone(), Duration::from_millis(500)));
+    let a = Worker::new(a_cfg, queue_a, b.jobs.clone(), a_stores);
+    let a_run = tokio::spawn(a.clone().run(rx.clone()));
+    let started = Instant::now();
+    while a_dst.begun() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "worker A never copied");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let b_worker = Worker::new(Bed::worker_config(1), b.queue.clone(), b.jobs.clone(), b.stores.clone());
+    let b_run = tokio::spawn(b_worker.run(rx.clone()));
+    let job = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let j = b.jobs.job("j").await.unwrap().unwrap();
+        if j.state.is_terminal() || started.elapsed() > Duration::from_secs(60) {
+            break j;
+        }
+    };
+    stop.send(true).unwrap();
+    for h in [a_run, b_run] {
+        h.await.unwrap().unwrap();
+    }
+    let lost = a.stats.leases_lost.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(a_dst.begun() > 0);
+    assert_eq!(a_dst.writes(), 0, "worker A finished writes after its lease was lost (told {lost} times)");
+    assert!(lost >= 1, "worker A was never told its lease was lost");
+    assert_eq!(job.state, JobState::Verified, "{job:?}");
+    let c = &job.counters;
+    assert_eq!((c.source_objects, c.copied_objects, c.verified_objects, c.outstanding), (90, 90, 90, 0), "{c:?}");
+    assert_eq!(tree(&b.dst), tree(&b.src), "the destination equals the source");
 }

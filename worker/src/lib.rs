@@ -18,7 +18,8 @@
 //! children recorded: the redelivery re-enqueues them and redoes the page held to the
 //! split's end, so the page and its children never overlap and never leave a gap. While it
 //! is pending the parent still counts as outstanding, so its children finishing first can
-//! never settle the job. The lease is renewed by a heartbeat while a page is worked.
+//! never settle the job. The lease is renewed by a heartbeat while a page is worked; when
+//! the queue says it was lost, the attempt stops there, as if it had crashed.
 //! A message is acknowledged only once its segment is recorded done; whatever else goes
 //! wrong leaves it to come back, and after the queue's receive limit to the dead letters.
 
@@ -238,7 +239,16 @@ impl Worker {
         let work = std::panic::AssertUnwindSafe(self.process(&d)).catch_unwind();
         let result = tokio::select! {
             r = work => r.unwrap_or_else(|_| Err(Error::invalid("panicked while working the segment"))),
-            never = self.heartbeat(&d.lease) => match never {},
+            lost = self.heartbeat(&d.lease) => {
+                // The message may be with another worker now: this attempt stops where it
+                // is, as a crash would (the protocol is safe at every point), rather than go
+                // on working beside the new holder. It neither acks nor renews.
+                warn!(error = %lost, deliveries = d.deliveries, "lease lost while working; abandoning this attempt");
+                metrics::counter!(telemetry::LEASES_LOST).increment(1);
+                RunStats::bump(&self.stats.leases_lost);
+                self.held.lock().expect("lease set lock").remove(&d.lease);
+                return;
+            }
         };
         let done = match result {
             Ok(()) => {
@@ -262,13 +272,17 @@ impl Worker {
         self.held.lock().expect("lease set lock").remove(&d.lease);
     }
 
-    /// Renews `lease` every third of the lease time, forever; runs inside the delivery's
-    /// own task, so it stops exactly when the work does.
-    async fn heartbeat(&self, lease: &LeaseId) -> std::convert::Infallible {
+    /// Renews `lease` every third of the lease time until the queue says it was lost
+    /// (`Conflict`: it expired, and the message may be with someone else), which it
+    /// returns; other failures are retried at the next beat. Runs inside the delivery's own
+    /// task, so it stops exactly when the work does.
+    async fn heartbeat(&self, lease: &LeaseId) -> Error {
         loop {
             tokio::time::sleep(self.cfg.lease / 3).await;
-            if let Err(e) = self.queue.renew(lease, self.cfg.lease).await {
-                warn!(error = %e, "lease renewal failed");
+            match self.queue.renew(lease, self.cfg.lease).await {
+                Ok(()) => {}
+                Err(e @ Error::Conflict(_)) => return e,
+                Err(e) => warn!(error = %e, "lease renewal failed; trying again at the next beat"),
             }
         }
     }

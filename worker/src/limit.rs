@@ -106,7 +106,7 @@ impl CopyLimit {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        use shared::telemetry::{COPIES_IN_FLIGHT, RETRIES, THROTTLES};
+        use shared::telemetry::{RETRIES, THROTTLES};
         let attempts = std::sync::atomic::AtomicU32::new(0);
         policy
             .run(|| {
@@ -116,9 +116,9 @@ impl CopyLimit {
                 }
                 async move {
                     let permit = self.acquire().await;
-                    metrics::gauge!(COPIES_IN_FLIGHT).increment(1.0);
+                    let in_flight = InFlightGauge::up();
                     let r = attempt.await;
-                    metrics::gauge!(COPIES_IN_FLIGHT).decrement(1.0);
+                    drop(in_flight);
                     if matches!(r, Err(shared::Error::Throttled(_))) {
                         metrics::counter!(THROTTLES).increment(1);
                     }
@@ -196,6 +196,23 @@ impl Permit<'_> {
             Err(Error::Throttled(_)) => self.limit.on_throttle(self.epoch),
             Err(_) => {}
         }
+    }
+}
+
+/// One copy in [`shared::telemetry::COPIES_IN_FLIGHT`] while it lives: a copy dropped
+/// midway (its page abandoned) leaves the gauge as a finished one does.
+struct InFlightGauge;
+
+impl InFlightGauge {
+    fn up() -> InFlightGauge {
+        metrics::gauge!(shared::telemetry::COPIES_IN_FLIGHT).increment(1.0);
+        InFlightGauge
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(shared::telemetry::COPIES_IN_FLIGHT).decrement(1.0);
     }
 }
 

@@ -33,6 +33,8 @@ pub struct RunStats {
     pub pages: AtomicU64,
     /// Pages whose children this process handed on before their copies (splits recorded).
     pub splits: AtomicU64,
+    /// Attempts abandoned because their lease was lost.
+    pub leases_lost: AtomicU64,
 }
 
 impl RunStats {
