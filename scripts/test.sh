@@ -6,4 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/moto.sh
 
+# The emulator's transactions first: the job-store tests rely on them (see the script).
+"${BUCKETCLONE_PYTHON}" scripts/moto_server_test.py
+
 cargo test --workspace --no-fail-fast "$@"
