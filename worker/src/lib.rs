@@ -25,6 +25,7 @@
 
 pub mod compare;
 pub mod copy;
+pub mod demand;
 pub mod http;
 pub mod limit;
 pub mod page;
@@ -118,6 +119,8 @@ pub struct Worker {
     held: std::sync::Mutex<HashMap<LeaseId, ()>>,
     /// The last pull found fewer messages than it asked for ([`Worker::hungry`]).
     hungry: std::sync::atomic::AtomicBool,
+    /// The pages it holds, for how many more to ask for ([`demand`]).
+    demand: Arc<demand::Demand>,
     /// What this worker did since it started.
     pub stats: RunStats,
 }
@@ -139,6 +142,7 @@ impl Worker {
             open: Mutex::new(HashMap::new()),
             held: Default::default(),
             hungry: std::sync::atomic::AtomicBool::new(true),
+            demand: Arc::default(),
             stats: RunStats::default(),
         })
     }
@@ -166,14 +170,19 @@ impl Worker {
                 p.sync(!tasks.is_empty()).await;
             }
             let free = slots.available_permits();
-            if free == 0 {
+            // As many pages as its copies will need soon, not as many as fit: a page held
+            // here is one no idle worker can start ([`demand`]).
+            let on_hand = self.copies.queued() + self.demand.unplanned_copies();
+            let asked = demand::to_ask(free, on_hand, self.demand.per_page(), self.copies.limit());
+            if asked == 0 {
                 tokio::select! {
-                    _ = tasks.join_next() => {}
+                    _ = tasks.join_next(), if !tasks.is_empty() => {}
                     _ = stop.changed() => {}
+                    // Work on hand runs down copy by copy, not only as pages end.
+                    _ = tokio::time::sleep(Duration::from_millis(10)), if free > 0 => {}
                 }
                 continue;
             }
-            let asked = free.min(10);
             let pulled = tokio::select! {
                 r = self.queue.pull(asked, self.cfg.lease, self.cfg.poll_wait) => r,
                 _ = stop.changed() => continue,
@@ -198,8 +207,9 @@ impl Worker {
                 let permit = slots.clone().acquire_owned().await.expect("slots are never closed");
                 self.held.lock().expect("lease set lock").insert(d.lease.clone(), ());
                 let me = self.clone();
+                let pending = self.demand.take();
                 tasks.spawn(async move {
-                    me.handle(d).await;
+                    me.handle(d, pending).await;
                     drop(permit);
                 });
             }
@@ -233,10 +243,10 @@ impl Worker {
     ///
     /// The lease is renewed while the page is worked, by the same task: when the work ends,
     /// fails or panics, renewal ends with it.
-    async fn handle(self: &Arc<Self>, d: Delivery) {
+    async fn handle(self: &Arc<Self>, d: Delivery, pending: demand::Pending) {
         use futures::FutureExt;
         metrics::counter!(telemetry::SEGMENTS_LEASED).increment(1);
-        let work = std::panic::AssertUnwindSafe(self.process(&d)).catch_unwind();
+        let work = std::panic::AssertUnwindSafe(self.process(&d, &pending)).catch_unwind();
         let result = tokio::select! {
             r = work => r.unwrap_or_else(|_| Err(Error::invalid("panicked while working the segment"))),
             lost = self.heartbeat(&d.lease) => {
@@ -287,14 +297,14 @@ impl Worker {
         }
     }
 
-    async fn process(&self, d: &Delivery) -> Result<()> {
+    async fn process(&self, d: &Delivery, pending: &demand::Pending) -> Result<()> {
         let msg = SegmentMessage::parse(&d.body)?;
         let Some(job) = self.open_job(&msg.job).await? else {
             warn!(job = %msg.job, "segment of an unknown job; dropped");
             return Ok(());
         };
         let span = info_span!("segment", job = %msg.job, id = %msg.range.id(), worker = %self.cfg.id);
-        self.process_segment(&job, &msg, msg.copy_blind(d.deliveries)).instrument(span).await
+        self.process_segment(&job, &msg, msg.copy_blind(d.deliveries), pending).instrument(span).await
     }
 
     /// Says why in the job's status when a segment fails for good: its message is headed
@@ -309,7 +319,13 @@ impl Worker {
 
     /// Works `msg`'s segment; `copy_blind` when its page may be copied without listing the
     /// destination first ([`SegmentMessage::copy_blind`]).
-    async fn process_segment(&self, job: &OpenJob, msg: &SegmentMessage, copy_blind: bool) -> Result<()> {
+    async fn process_segment(
+        &self,
+        job: &OpenJob,
+        msg: &SegmentMessage,
+        copy_blind: bool,
+        pending: &demand::Pending,
+    ) -> Result<()> {
         let (id, range) = (&job.spec.id, &msg.range);
         let Some(rec) = self.jobs.segment(id, range).await? else {
             warn!("segment not recorded in the job store; dropped");
@@ -346,6 +362,9 @@ impl Worker {
         };
         let worked = match page::plan_page(&ctx, range, held.as_deref()).await {
             Ok(planned) => {
+                // Its copies count as work on hand from now on, each until it is done.
+                let queued = self.copies.queue(planned.copies());
+                pending.planned(Some(planned.copies()));
                 // Hand the children on now, rather than after the copies, when this
                 // worker's queue ran dry: others (or this one's free slots) are waiting.
                 // Clones only: a move's deletes rely on every attempt at a segment covering
@@ -358,7 +377,7 @@ impl Worker {
                 {
                     split = Some(self.hand_on(id, range, planned.children(), msg.fresh).await?);
                 }
-                page::finish_page(&ctx, planned).await
+                page::finish_page(&ctx, planned, &queued).await
             }
             Err(e) => Err(e),
         };

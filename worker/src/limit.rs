@@ -14,6 +14,7 @@
 //!   a retry holds none, so a throttled copy does not keep its slot while it waits.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
@@ -47,6 +48,8 @@ pub struct CopyLimit {
     slots: Semaphore,
     cooldown: Duration,
     state: Mutex<State>,
+    /// Copies planned and not finished ([`CopyLimit::queue`]).
+    queued: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -82,6 +85,7 @@ impl CopyLimit {
             slots: Semaphore::new(ceiling),
             cooldown: Self::COOLDOWN,
             state: Mutex::new(State { stats, debt: 0, successes: 0, epoch: 0, last_decrease: None }),
+            queued: AtomicUsize::new(0),
         }
     }
 
@@ -137,6 +141,19 @@ impl CopyLimit {
     /// The limit now.
     pub fn limit(&self) -> usize {
         self.lock().stats.limit
+    }
+
+    /// Copies planned by the worker's pages and not finished, running or waiting for a
+    /// slot: its work on hand, by which it decides how many more pages to take.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` planned copies as queued, each until [`Queued::done`] or the guard drops
+    /// (a page abandoned midway leaves nothing counted).
+    pub fn queue(&self, n: usize) -> Queued<'_> {
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        Queued { limit: self, left: AtomicUsize::new(n) }
     }
 
     /// A snapshot of what the limit has done.
@@ -196,6 +213,28 @@ impl Permit<'_> {
             Err(Error::Throttled(_)) => self.limit.on_throttle(self.epoch),
             Err(_) => {}
         }
+    }
+}
+
+/// A page's planned copies in [`CopyLimit::queued`], counted down as they finish.
+#[derive(Debug)]
+pub struct Queued<'a> {
+    limit: &'a CopyLimit,
+    left: AtomicUsize,
+}
+
+impl Queued<'_> {
+    /// One of the copies finished (at most as many times as were queued count).
+    pub fn done(&self) {
+        if self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+            self.limit.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.limit.queued.fetch_sub(*self.left.get_mut(), Ordering::Relaxed);
     }
 }
 

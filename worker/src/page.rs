@@ -19,7 +19,7 @@ use shared::{Error, Result};
 
 use crate::compare::{Verdict, compare, settle};
 use crate::copy::copy_object;
-use crate::limit::CopyLimit;
+use crate::limit::{CopyLimit, Queued};
 
 /// Destination listing page size (the service maximum).
 const DEST_PAGE: usize = 1000;
@@ -104,6 +104,10 @@ impl Planned {
     /// page with none finishes about as fast as its children could be handed on.
     pub fn work(&self) -> usize {
         self.todo.len() + if self.deletes { self.src.len() } else { 0 }
+    }
+    /// The copies the page will make.
+    pub fn copies(&self) -> usize {
+        self.todo.len()
     }
 }
 
@@ -197,12 +201,15 @@ pub async fn plan_page(ctx: &PageCtx<'_>, range: &KeyRange, held: Option<&str>) 
 
 /// The rest of a planned page: copies, verification, and for a move what to delete.
 /// Per-object failures are findings in the result, and the rest of the page goes on.
-pub async fn finish_page(ctx: &PageCtx<'_>, planned: Planned) -> Result<PageResult> {
+///
+/// `queued` counts the page's planned copies ([`Planned::copies`]) in the worker's work on
+/// hand; each is counted down as it finishes.
+pub async fn finish_page(ctx: &PageCtx<'_>, planned: Planned, queued: &Queued<'_>) -> Result<PageResult> {
     let Planned { src, mut dst, todo, proven, covered, moved, blind, deletes: _, mut out } = planned;
     let filter = KeyFilter::new(&ctx.spec.options.filters);
     let mut copied = HashSet::new();
     if ctx.spec.options.mode != Mode::VerifyOnly {
-        copied = copy_all(ctx, &src, &todo, &mut out).await;
+        copied = copy_all(ctx, &src, &todo, &mut out, queued).await;
         if !copied.is_empty() {
             // Durable before anything is recorded or deleted: one flush for the page's
             // writes (a local directory's syncfs; nothing on S3).
@@ -382,12 +389,13 @@ async fn copy_all<'a>(
     src: &'a [(String, ObjectEntry)],
     todo: &[usize],
     out: &mut PageResult,
+    queued: &Queued<'_>,
 ) -> HashSet<&'a str> {
     let w = &ctx.spec.options.write_options();
     // Futures are made as slots free up, at most the worker's copy ceiling per page: the
     // copy limit admits no more at once anyway, and a page's thousand futures made up front
     // (each as large as a copy's whole state) were a quarter of the process's memory.
-    let copies = todo.iter().map(|&i| copy_one(ctx, &src[i].0, &src[i].1, w));
+    let copies = todo.iter().map(|&i| copy_counted(ctx, &src[i].0, &src[i].1, w, queued));
     let results = at_most(ctx.copies.ceiling(), copies).await;
     let mut copied = HashSet::new();
     for (k, e, r) in results {
@@ -409,6 +417,19 @@ async fn copy_all<'a>(
         }
     }
     copied
+}
+
+/// [`copy_one`], counted down in the worker's work on hand when it ends.
+async fn copy_counted<'a>(
+    ctx: &PageCtx<'_>,
+    k: &'a String,
+    e: &'a ObjectEntry,
+    w: &WriteOptions,
+    queued: &Queued<'_>,
+) -> (&'a String, &'a ObjectEntry, Result<()>) {
+    let r = copy_one(ctx, k, e, w).await;
+    queued.done();
+    r
 }
 
 /// One object of [`copy_all`]: its archive state first when its class may hide one, then

@@ -165,3 +165,22 @@ async fn a_copy_throttled_on_every_attempt_gives_up_after_the_policy_budget() {
     let s = limit.stats();
     assert_eq!((s.throttles, s.decreases, s.limit), (3, 2, 1));
 }
+
+#[test]
+fn queued_copies_count_down_as_they_finish_and_a_dropped_page_takes_its_rest_back() {
+    let limit = CopyLimit::new(4);
+    let a = limit.queue(5);
+    let b = limit.queue(3);
+    assert_eq!(limit.queued(), 8);
+    a.done();
+    a.done();
+    assert_eq!(limit.queued(), 6);
+    drop(a); // abandoned with three left
+    assert_eq!(limit.queued(), 3);
+    for _ in 0..5 {
+        b.done(); // more than it queued: counted three times only
+    }
+    assert_eq!(limit.queued(), 0);
+    drop(b);
+    assert_eq!(limit.queued(), 0, "nothing taken back twice");
+}
