@@ -12,9 +12,11 @@
 //!   yet planned, the copies a page has been planning lately ([`Demand::per_page`]);
 //! - it asks for nothing while that covers [`ROUNDS`] rounds of its copy limit: enough to
 //!   keep its copies busy while the next page is pulled and listed;
-//! - below that, for the pages that would cover it, at least [`AT_LEAST`] (so that a
-//!   pull that comes back short still tells the worker the queue ran dry, see
-//!   `Worker::hungry`), and never more than its free slots or the queue's 10.
+//! - below that, for the pages that would cover it, never more than its free slots or the
+//!   queue's 10: one full page when it is busy, leaving the rest to idle workers; at least
+//!   [`AT_LEAST`] when it has nothing on hand, so that a pull that comes back with one
+//!   tells it the queue ran dry (`Worker::hungry`: it hands its next page's children on
+//!   early).
 //!
 //! Pages that copy nothing (a rerun over a complete destination, a verification) leave no
 //! work on hand: the worker then asks for all its free slots, as listing is all there is.
@@ -45,7 +47,10 @@ pub fn to_ask(free: usize, on_hand: usize, per_page: usize, limit: usize) -> usi
     if free == 0 || on_hand >= want {
         return 0;
     }
-    (want - on_hand).div_ceil(per_page.max(1)).clamp(AT_LEAST, QUEUE_MAX).min(free)
+    // An idle worker asks for at least two, so that one message coming back says the queue
+    // ran dry; a busy one for what it needs, leaving the rest to idle ones.
+    let floor = if on_hand == 0 { AT_LEAST } else { 1 };
+    (want - on_hand).div_ceil(per_page.max(1)).clamp(floor, QUEUE_MAX).min(free)
 }
 
 /// A worker's record of the pages it holds and what they plan.
@@ -133,7 +138,9 @@ mod tests {
         assert_eq!(to_ask(8, 5000, 1000, 64), 0);
         // A throttled worker (its limit halved) wants less on hand.
         assert_eq!(to_ask(8, 130, 1000, 32), 0);
-        assert_eq!(to_ask(8, 130, 1000, 64), AT_LEAST);
+        // Busy, but short of the rounds wanted: one full page, not two.
+        assert_eq!(to_ask(8, 130, 1000, 64), 1);
+        assert_eq!(to_ask(8, 1, 1000, 64), 1);
     }
 
     #[test]
