@@ -57,7 +57,7 @@ pub use page::RunStats;
 pub struct WorkerConfig {
     /// Names the worker in segment records and logs.
     pub id: String,
-    /// Segments worked at once.
+    /// The most segments worked at once; fewer are taken while copies are on hand ([`demand`]).
     pub segments_in_flight: usize,
     /// Object copies in flight at once, across all its segments.
     pub copy_concurrency: usize,
