@@ -109,6 +109,7 @@ async fn a_worker_holds_only_the_pages_its_copies_need_soon() {
         let m = most.entry(w).or_insert(0);
         *m = held.max(*m);
     }
+    eprintln!("pages held at once, by worker: {most:?}");
     assert!(most.len() >= 3, "only {} workers took part: {most:?}", most.len());
     assert!(most.values().all(|&m| m <= 4), "pages held at once, by worker: {most:?}");
 }
