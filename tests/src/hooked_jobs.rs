@@ -1,5 +1,5 @@
 //! A job store passed through to another, counting the calls tests reason about and
-//! refusing completions or segment listings on demand.
+//! refusing or delaying completions, or segment listings, on demand.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -23,6 +23,8 @@ pub struct HookedJobs {
     pub segment_reads: AtomicU64,
     /// Calls of `complete_segment()`, refused ones included.
     pub completions: AtomicU64,
+    /// Every completion waits this long before it is sent (attempts racing a slow one).
+    pub complete_delay: std::time::Duration,
 }
 
 impl HookedJobs {
@@ -34,6 +36,7 @@ impl HookedJobs {
             job_reads: AtomicU64::new(0),
             segment_reads: AtomicU64::new(0),
             completions: AtomicU64::new(0),
+            complete_delay: std::time::Duration::ZERO,
         }
     }
 
@@ -76,6 +79,7 @@ impl JobStore for HookedJobs {
     }
     async fn complete_segment(&self, c: &SegmentCompletion) -> Result<Recorded> {
         self.completions.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.complete_delay).await;
         let left = self.refusals.load(Ordering::SeqCst);
         if left > 0 && self.refusals.compare_exchange(left, left - 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             return Err(Error::Permanent("completion refused (test)".into()));

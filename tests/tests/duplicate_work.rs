@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use bucketclone_tests::bed::Bed;
 use bucketclone_tests::faulty::{LostRenewals, SlowStore};
+use bucketclone_tests::hooked_jobs::HookedJobs;
 use bucketclone_tests::procs::seed_bucket;
 use bucketclone_tests::{listing, moto, tree, unique};
 use coordinator::{Intake, Policy};
@@ -181,4 +182,54 @@ async fn a_worker_told_its_lease_was_lost_abandons_the_page() {
     let c = &job.counters;
     assert_eq!((c.source_objects, c.copied_objects, c.verified_objects, c.outstanding), (90, 90, 90, 0), "{c:?}");
     assert_eq!(tree(&b.dst), tree(&b.src), "the destination equals the source");
+}
+
+/// Two attempts at one move segment that list at different times. A (its completion slow)
+/// lists the first page of 10 keys, copies, marks and deletes them; B, a duplicate delivery,
+/// lists after those deletes, so its page is the next 10 keys; A's completion is recorded
+/// first. Before moves split their segment ahead of any delete, B deleted the second 10
+/// keys and marked them on the parent, whose child (from A's completion) then found them
+/// only in the destination, with no marks of its own: the job ended verified, counting 10
+/// objects of 20 moved. Now A's split holds B to A's page: every object counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_attempts_listing_at_different_times_count_every_object_once() {
+    let mut b = Bed::new(20, 10);
+    b.spec.options.mode = shared::model::Mode::Move;
+    let original = tree(&b.src);
+    b.intake().accept(&b.spec).await.unwrap();
+    let (stop, rx) = watch::channel(false);
+    let slow =
+        |by: u64| Arc::new(HookedJobs { complete_delay: Duration::from_secs(by), ..HookedJobs::new(b.jobs.clone()) });
+    let a = Worker::new(Bed::worker_config(0), b.queue.clone(), slow(1), b.stores.clone());
+    let a = tokio::spawn(a.run(rx.clone()));
+    // A has deleted its page's sources.
+    let files = || std::fs::read_dir(b.src.join("k")).map(|d| d.count()).unwrap_or(0);
+    let start = Instant::now();
+    while files() > 10 {
+        assert!(start.elapsed() < Duration::from_secs(30), "A never deleted its page");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let again = serde_json::to_string(&shared::wire::SegmentMessage::new("j", shared::model::KeyRange::all())).unwrap();
+    b.queue.push(&[again]).await.unwrap();
+    let w = Worker::new(Bed::worker_config(1), b.queue.clone(), slow(3), b.stores.clone());
+    let w = tokio::spawn(w.run(rx.clone()));
+    let job = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let j = b.jobs.job("j").await.unwrap().unwrap();
+        if j.state.is_terminal() || start.elapsed() > Duration::from_secs(60) {
+            break j;
+        }
+    };
+    // B's delayed completion lands (and loses) after the job settled.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.send(true).unwrap();
+    a.await.unwrap().unwrap();
+    w.await.unwrap().unwrap();
+    let after = b.jobs.job("j").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Verified);
+    assert_eq!(after.counters, job.counters, "nothing counted after the job settled");
+    let c = &job.counters;
+    assert_eq!((c.source_objects, c.verified_objects, c.deleted_objects), (20, 20, 20), "{c:?}");
+    assert_eq!(files(), 0, "every source moved");
+    assert_eq!(tree(&b.dst), original, "the destination holds every object");
 }

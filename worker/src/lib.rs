@@ -365,15 +365,14 @@ impl Worker {
                 // Its copies count as work on hand from now on, each until it is done.
                 let queued = self.copies.queue(planned.copies());
                 pending.planned(Some(planned.copies()));
-                // Hand the children on now, rather than after the copies, when this
-                // worker's queue ran dry: others (or this one's free slots) are waiting.
-                // Clones only: a move's deletes rely on every attempt at a segment covering
-                // the same keys until one completes (see `early_handoff`).
-                if early_handoff(&job.spec)
-                    && split.is_none()
+                // Hand the children on now, rather than after the copies (a split recorded
+                // in the job store): a clone when this worker's queue ran dry, as others (or
+                // this one's free slots) are waiting; a move always, before it deletes
+                // anything (see `split_first`).
+                if split.is_none()
                     && !planned.children().is_empty()
                     && planned.work() > 0
-                    && self.hungry()
+                    && split_first(&job.spec, || self.hungry())
                 {
                     split = Some(self.hand_on(id, range, planned.children(), msg.fresh).await?);
                 }
@@ -384,6 +383,16 @@ impl Worker {
         let (delta, children, issues) = match worked {
             Ok(mut p) => {
                 if !p.to_delete.is_empty() {
+                    // A move page not split by this attempt covers its whole range: it
+                    // deletes only if no other attempt split or completed the segment
+                    // meanwhile, else its page may reach into a child's keys.
+                    if split.is_none()
+                        && self.jobs.segment(id, range).await?.is_none_or(|r| r.done || r.split_end().is_some())
+                    {
+                        return Err(Error::transient(
+                            "another attempt split or completed this move segment; redone to its split",
+                        ));
+                    }
                     // Marks first: a crash after the deletes leaves them to count by.
                     let marks: Vec<String> = p.to_delete.iter().map(|(_, m)| m.clone()).collect();
                     self.jobs.mark_moved(id, range, &marks).await?;
@@ -552,13 +561,25 @@ impl Worker {
     }
 }
 
-/// Whether a job's pages may hand their children on before their copies are done: clones.
-/// Not a move: an attempt at a move page deletes the sources it verified and records their
-/// marks on its own segment, for a redo of that segment to count. An attempt that listed
-/// after another attempt at the same segment had split it (or deleted part of it) could
-/// delete keys that the split handed to a child, whose redo would not find their marks.
-fn early_handoff(spec: &JobSpec) -> bool {
-    spec.options.mode == shared::model::Mode::Clone
+/// Whether a truncated page with work to do records its split (and sends its children)
+/// before its copies: a clone when the worker is `hungry` (its queue ran dry); a move
+/// always, before any delete.
+///
+/// A move attempt deletes the sources it verified and records their marks on its segment,
+/// for a redo of that segment to count them. Two attempts at one segment that list at
+/// different times (a duplicate delivery, the second after the first's deletes) see
+/// different pages; without a split, the first one's completion could hand a child keys the
+/// second deleted and marked on the parent, where the child's redo would not find the marks,
+/// and their counts would be lost (test `duplicate_work.rs`). With the split recorded before
+/// the first delete, every later attempt is held to the same page, and an attempt that
+/// planned a different one stops before deleting: its split is refused (other children), or,
+/// unsplit, it finds the segment split or done ([`Worker::process_segment`]).
+fn split_first(spec: &JobSpec, hungry: impl FnOnce() -> bool) -> bool {
+    match spec.options.mode {
+        shared::model::Mode::Move => true,
+        shared::model::Mode::Clone => hungry(),
+        shared::model::Mode::VerifyOnly => false,
+    }
 }
 
 /// Counts a recorded page in the process's metrics. Only pages this worker recorded (not a
