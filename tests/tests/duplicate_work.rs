@@ -61,13 +61,7 @@ impl Race {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let b = start(cfg(1, Duration::from_secs(30)), self.queue.clone());
-        let job = loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let j = self.jobs.job(&self.id).await.unwrap().unwrap();
-            if j.state.is_terminal() || started.elapsed() > limit {
-                break j;
-            }
-        };
+        let job = settled(self.jobs.as_ref(), &self.id, started, limit).await;
         stop.send(true).unwrap();
         for h in [a, b] {
             h.await.unwrap().unwrap();
@@ -163,13 +157,7 @@ async fn a_worker_told_its_lease_was_lost_abandons_the_page() {
     }
     let b_worker = Worker::new(Bed::worker_config(1), b.queue.clone(), b.jobs.clone(), b.stores.clone());
     let b_run = tokio::spawn(b_worker.run(rx.clone()));
-    let job = loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let j = b.jobs.job("j").await.unwrap().unwrap();
-        if j.state.is_terminal() || started.elapsed() > Duration::from_secs(60) {
-            break j;
-        }
-    };
+    let job = settled(b.jobs.as_ref(), "j", started, Duration::from_secs(60)).await;
     stop.send(true).unwrap();
     for h in [a_run, b_run] {
         h.await.unwrap().unwrap();
@@ -213,13 +201,7 @@ async fn move_attempts_listing_at_different_times_count_every_object_once() {
     b.queue.push(&[again]).await.unwrap();
     let w = Worker::new(Bed::worker_config(1), b.queue.clone(), slow(3), b.stores.clone());
     let w = tokio::spawn(w.run(rx.clone()));
-    let job = loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let j = b.jobs.job("j").await.unwrap().unwrap();
-        if j.state.is_terminal() || start.elapsed() > Duration::from_secs(60) {
-            break j;
-        }
-    };
+    let job = settled(b.jobs.as_ref(), "j", start, Duration::from_secs(60)).await;
     // B's delayed completion lands (and loses) after the job settled.
     tokio::time::sleep(Duration::from_secs(4)).await;
     stop.send(true).unwrap();
@@ -232,4 +214,15 @@ async fn move_attempts_listing_at_different_times_count_every_object_once() {
     assert_eq!((c.source_objects, c.verified_objects, c.deleted_objects), (20, 20, 20), "{c:?}");
     assert_eq!(files(), 0, "every source moved");
     assert_eq!(tree(&b.dst), original, "the destination holds every object");
+}
+
+/// The job once it is terminal, or as it stands `limit` after `since`.
+async fn settled(jobs: &dyn JobStore, id: &str, since: Instant, limit: Duration) -> JobRecord {
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let j = jobs.job(id).await.unwrap().unwrap();
+        if j.state.is_terminal() || since.elapsed() > limit {
+            return j;
+        }
+    }
 }
