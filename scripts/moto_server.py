@@ -19,7 +19,7 @@ DynamoDB conformance suite's refused and racing completions run against this.
 It logs no request unless asked (--log-requests): werkzeug's line per request was a sixth
 of the server's CPU under the service benchmark.
 
-Usage: moto_server.py [-H HOST] [-p PORT] [--log-requests]
+Usage: moto_server.py [-H HOST] [-p PORT] [--log-requests] [--tls-cert PEM --tls-key PEM]
 """
 import argparse
 import copy
@@ -34,6 +34,8 @@ parser = argparse.ArgumentParser()
 parser.add_argument("-H", "--host", default="127.0.0.1")
 parser.add_argument("-p", "--port", type=int, default=5000)
 parser.add_argument("--log-requests", action="store_true", help="log a line per request (werkzeug's, and the JSON target)")
+parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; with --tls-key)")
+parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
 args = parser.parse_args()
 if not args.log_requests:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -134,4 +136,5 @@ def serialised(environ, start_response):
     return app(environ, start_response)
 
 
-run_simple(args.host, args.port, serialised, threaded=True)
+tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+run_simple(args.host, args.port, serialised, threaded=True, ssl_context=tls)

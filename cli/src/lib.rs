@@ -469,7 +469,7 @@ fn init_logs(default: &str) {
 
 /// Runs `cmd`; `filters` are its `--include`/`--exclude` in command-line order.
 async fn dispatch(cmd: Command, filters: Vec<Filter>) -> Result<ExitCode> {
-    // Invalid AWS_MAX_ATTEMPTS, AWS_RETRY_MODE or BUCKETCLONE_S3_PATH_STYLE stop every
+    // Invalid AWS_MAX_ATTEMPTS, AWS_RETRY_MODE, BUCKETCLONE_S3_PATH_STYLE or AWS_CA_BUNDLE stop every
     // command here, before any work.
     shared::error::RetryPolicy::init()?;
     shared::backend::aws::check_env()?;

@@ -267,12 +267,25 @@ pub struct SecondMoto {
 
 impl SecondMoto {
     pub fn start() -> SecondMoto {
+        Self::start_with(&[])
+    }
+
+    /// One serving HTTPS with the certificate and key in these PEM files.
+    pub fn start_tls(cert: &Path, key: &Path) -> SecondMoto {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut m = Self::start_with(&["--tls-cert", &cert, "--tls-key", &key]);
+        m.url = m.url.replace("http://", "https://");
+        m
+    }
+
+    fn start_with(extra: &[&str]) -> SecondMoto {
         let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/moto_server.py");
         // The Python scripts/moto.sh found or installed moto for (a venv under target/).
         let python = std::env::var("BUCKETCLONE_PYTHON").unwrap_or_else(|_| "python3".into());
         let child = Command::new(python)
             .args([script, "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -21,6 +21,7 @@
 pub mod dynamo;
 pub mod s3;
 pub mod sqs;
+pub mod tls;
 
 use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig};
 use aws_sdk_s3::error::DisplayErrorContext;
@@ -32,6 +33,20 @@ use crate::model::{Connection, configured_s3_endpoint};
 /// this also keeps the SDK from reading `AWS_MAX_ATTEMPTS` itself and multiplying it.
 fn sdk_retries() -> RetryConfig {
     RetryConfig::disabled()
+}
+
+/// `loader` with an HTTPS client that also trusts `AWS_CA_BUNDLE`'s certificates, when it
+/// is set ([`tls`]). A bundle that cannot be read was refused at start-up ([`check_env`]);
+/// here it is logged and the SDK's default client kept.
+fn with_ca_bundle(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
+    match tls::ca_bundle() {
+        Ok(Some(b)) => loader.http_client(b.sdk_http_client()),
+        Ok(None) => loader,
+        Err(e) => {
+            tracing::warn!(error = %e, "AWS_CA_BUNDLE ignored");
+            loader
+        }
+    }
 }
 
 /// A loaded AWS configuration: the process's standard chain, or one location's
@@ -65,6 +80,7 @@ fn path_style(var: &impl Fn(&str) -> Option<String>, custom_endpoint: bool) -> c
 pub fn check_env() -> crate::error::Result<()> {
     let var = |k: &str| std::env::var(k).ok();
     path_style(&var, false)?;
+    tls::ca_bundle()?;
     s3::lean::enabled(&var).map(|_| ())
 }
 
@@ -72,7 +88,8 @@ impl AwsContext {
     /// Loads the standard chain. Never fails: missing credentials surface on first use (an
     /// invalid path-style setting is refused at start-up by [`check_env`]).
     pub async fn load() -> Self {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).retry_config(sdk_retries()).load().await;
+        let sdk =
+            with_ca_bundle(aws_config::defaults(BehaviorVersion::latest()).retry_config(sdk_retries())).load().await;
         Self::from_sdk(sdk, &Connection::default())
     }
 
@@ -80,7 +97,7 @@ impl AwsContext {
     /// profile must yield credentials now: a typo is `Invalid` here, not a retried failure
     /// on every request later.
     pub async fn load_for(conn: &Connection) -> crate::error::Result<Self> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(sdk_retries());
+        let mut loader = with_ca_bundle(aws_config::defaults(BehaviorVersion::latest()).retry_config(sdk_retries()));
         if let Some(p) = &conn.profile {
             loader = loader.profile_name(p);
         }
@@ -278,7 +295,11 @@ where
     use aws_sdk_s3::error::ProvideErrorMetadata;
     let status = e.raw_response().map(|r| r.status().as_u16());
     let code = e.code().map(str::to_string);
-    classify(status, code.as_deref(), format!("{what}: {}", DisplayErrorContext(&e)))
+    let mut msg = format!("{what}: {}", DisplayErrorContext(&e));
+    if msg.contains("invalid peer certificate") {
+        msg.push_str(" [the endpoint's certificate is not trusted: if a private CA signed it, set AWS_CA_BUNDLE to that CA's PEM file]");
+    }
+    classify(status, code.as_deref(), msg)
 }
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;

@@ -79,7 +79,16 @@ fn http(https: bool) -> Option<&'static Http> {
     let build = || {
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let tls = hyper_rustls::HttpsConnectorBuilder::new();
-        let tls = if https {
+        let bundle = super::super::tls::ca_bundle().ok().flatten();
+        let tls = if let Some(b) = bundle.filter(|_| https) {
+            // The machine's roots and AWS_CA_BUNDLE's, as the SDK's client has them.
+            let config = rustls::ClientConfig::builder_with_provider(provider.into())
+                .with_safe_default_protocol_versions()
+                .ok()?
+                .with_root_certificates(b.root_store())
+                .with_no_client_auth();
+            tls.with_tls_config(config)
+        } else if https {
             tls.with_provider_and_native_roots(provider)
                 .inspect_err(|e| tracing::debug!(error = %e, "no root certificates"))
                 .ok()?
