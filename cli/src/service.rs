@@ -155,7 +155,18 @@ pub async fn run_worker(s: &Settings) -> Result<()> {
             }
         },
     };
-    let run = Worker::new(cfg, svc.segments, svc.jobs, svc.stores).run(stop).await;
+    let worker = Worker::new(cfg, svc.segments, svc.jobs, svc.stores);
+    let run = worker.clone().run(stop).await;
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let st = &worker.stats;
+    tracing::info!(
+        pages = n(&st.pages),
+        copies = n(&st.copies),
+        list_calls = n(&st.list_calls),
+        splits = n(&st.splits),
+        leases_lost = n(&st.leases_lost),
+        "worker stopped; its work since it started"
+    );
     if let Some(s) = server {
         let _ = s.await;
     }
