@@ -63,8 +63,13 @@ fn create_bucket(url: &str, ca: &Path, bucket: &str) {
 /// `bucketclone args` against the HTTPS emulator, with `ca_bundle` as AWS_CA_BUNDLE, and a
 /// state file of its own.
 fn run(url: &str, ca_bundle: Option<&str>, args: &[&str]) -> std::process::Output {
+    run_env(url, ca_bundle, args, &[])
+}
+
+fn run_env(url: &str, ca_bundle: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let state = tempfile::tempdir().unwrap();
     let mut cmd = bin();
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .arg("--state")
         .arg(state.path().join("state.sqlite"))
@@ -112,6 +117,12 @@ fn an_endpoint_behind_a_private_ca_is_reached_with_aws_ca_bundle_and_only_with_i
     assert!(out.status.success());
     let r = report(&out);
     assert_eq!((r["state"].as_str(), r["verified"].as_i64()), (Some("verified"), Some(12)), "{r}");
+
+    // The bundle keeps the SDK's proxy settings: through a proxy that is down, the same
+    // clone fails (a client built without them would go straight to the endpoint).
+    let proxied = [("HTTPS_PROXY", "http://127.0.0.1:9"), ("NO_PROXY", "")];
+    let out = run_env(&moto.url, Some(&ca), &["clone", &local, &format!("s3://{refused}/"), "--json"], &proxied);
+    assert!(!out.status.success(), "requests must go through HTTPS_PROXY");
 
     // Without the bundle the server's certificate is not trusted: nothing is verified.
     let out = run(&moto.url, None, &["clone", &local, &format!("s3://{refused}/"), "--json"]);

@@ -9,6 +9,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use aws_smithy_http_client::ConnectorBuilder;
+use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use rustls_pki_types::CertificateDer;
@@ -49,15 +51,21 @@ impl CaBundle {
         self.certs.is_empty()
     }
 
-    /// An HTTPS client for the SDK that trusts the machine's roots and these.
+    /// An HTTPS client for the SDK that trusts the machine's roots and these. Built as the
+    /// SDK builds its default one (its connector settings, its sleep, proxies from
+    /// `HTTPS_PROXY`/`NO_PROXY`: a private CA often comes with a proxy), with the roots added.
     pub fn sdk_http_client(&self) -> SharedHttpClient {
         let trust = TrustStore::default().with_pem_certificate(self.pem.clone());
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
-            .tls_context(
-                TlsContext::builder().with_trust_store(trust).build().expect("a trust store is a valid context"),
-            )
-            .build_https()
+        let context = TlsContext::builder().with_trust_store(trust).build().expect("a trust store is a valid context");
+        aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+            let mut b = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+            b.set_connector_settings(settings.cloned());
+            if let Some(c) = components {
+                b.set_sleep_impl(c.sleep_impl());
+            }
+            b.set_proxy_config(Some(ProxyConfig::from_env()));
+            b.tls_context(context.clone()).build()
+        })
     }
 
     /// The machine's roots (those that load) and these, for the lean client.
