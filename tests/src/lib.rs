@@ -77,7 +77,13 @@ pub fn bin() -> Command {
 /// Runs `bucketclone args...` with the emulator's environment; returns its output.
 pub fn run<S: AsRef<str>>(args: &[S]) -> Output {
     let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-    let out = bin().args(&args).envs(emulator_env()).output().expect("spawn bucketclone");
+    logged(bin().args(&args).envs(emulator_env()), &args)
+}
+
+/// Runs `cmd` (a `bucketclone` with `args` among its arguments) and prints what it printed,
+/// for a failing test's log.
+pub fn logged(cmd: &mut Command, args: &[&str]) -> Output {
+    let out = cmd.output().expect("spawn bucketclone");
     eprintln!(
         "$ bucketclone {}\n{}{}",
         args.join(" "),

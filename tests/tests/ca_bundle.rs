@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use bucketclone_tests::procs::SecondMoto;
-use bucketclone_tests::{bin, emulator_env, report, unique};
+use bucketclone_tests::{bin, emulator_env, logged, report, unique};
 
 /// A CA and a certificate for 127.0.0.1 it signed, in `dir`: (ca.pem, server.pem, server.key).
 fn make_certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
@@ -80,14 +80,7 @@ fn run_env(url: &str, ca_bundle: Option<&str>, args: &[&str], env: &[(&str, &str
         Some(b) => cmd.env("AWS_CA_BUNDLE", b),
         None => cmd.env_remove("AWS_CA_BUNDLE"),
     };
-    let out = cmd.output().expect("spawn bucketclone");
-    eprintln!(
-        "$ bucketclone {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    logged(&mut cmd, args)
 }
 
 #[test]
