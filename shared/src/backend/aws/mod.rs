@@ -81,7 +81,7 @@ pub fn check_env() -> crate::error::Result<()> {
     let var = |k: &str| std::env::var(k).ok();
     path_style(&var, false)?;
     tls::ca_bundle()?;
-    s3::lean::enabled(&var).map(|_| ())
+    s3::lean::SETTINGS.iter().try_for_each(|name| s3::lean::enabled(&var, name).map(|_| ()))
 }
 
 impl AwsContext {
@@ -329,27 +329,46 @@ pub(crate) mod tests {
         (url, tokio::spawn(async move { server.await.unwrap().remove(0) }))
     }
 
-    /// A server answering its requests, on one kept-alive connection, with `answers` (whole
-    /// HTTP responses) in turn: its URL, and the heads (lowercased) of the requests.
+    /// A server answering its requests, on any connections (kept alive), with `answers`
+    /// (whole HTTP responses) in turn: its URL, and the heads (lowercased) of the requests in
+    /// the order they came.
     pub(crate) async fn serve(answers: Vec<String>) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        use std::sync::{Arc, Mutex};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let total = answers.len();
+        let answers = Arc::new(Mutex::new(answers.into_iter()));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, mut done) = tokio::sync::mpsc::channel::<()>(total.max(1));
         let server = tokio::spawn(async move {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            let mut heads = Vec::new();
-            for answer in answers {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    let n = sock.read(&mut buf).await.unwrap();
-                    assert!(n > 0, "the client closed before sending a request");
-                    head.push(buf[0]);
+            let mut answered = 0;
+            while answered < total {
+                tokio::select! {
+                    Some(()) = done.recv() => answered += 1,
+                    Ok((mut sock, _)) = listener.accept() => {
+                        let (answers, heads, done_tx) = (answers.clone(), heads.clone(), done_tx.clone());
+                        tokio::spawn(async move {
+                            loop {
+                                let mut head = Vec::new();
+                                let mut buf = [0u8; 1];
+                                while !head.ends_with(b"\r\n\r\n") {
+                                    match sock.read(&mut buf).await {
+                                        Ok(n) if n > 0 => head.push(buf[0]),
+                                        _ => return,
+                                    }
+                                }
+                                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                                let Some(answer) = answers.lock().unwrap().next() else { return };
+                                heads.lock().unwrap().push(head);
+                                sock.write_all(answer.as_bytes()).await.unwrap();
+                                let _ = done_tx.send(()).await;
+                            }
+                        });
+                    }
                 }
-                sock.write_all(answer.as_bytes()).await.unwrap();
-                heads.push(String::from_utf8_lossy(&head).to_ascii_lowercase());
             }
-            heads
+            std::mem::take(&mut *heads.lock().unwrap())
         });
         (url, server)
     }

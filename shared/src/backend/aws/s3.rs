@@ -9,6 +9,7 @@
 mod body;
 mod checksums;
 pub(in crate::backend::aws) mod lean;
+mod listing;
 mod multipart;
 mod sigv4;
 
@@ -37,7 +38,7 @@ const PART_SIZE: u64 = 64 << 20;
 pub struct S3Store {
     pub client: aws_sdk_s3::Client,
     /// The same service for ListObjectsV2 alone, on connections of its own (see
-    /// [`S3Store::new`]).
+    /// [`S3Store::new`]), where the lean client does not list.
     list_client: aws_sdk_s3::Client,
     pub bucket: String,
     pub endpoint: String,
@@ -48,9 +49,9 @@ pub struct S3Store {
     upload_checksum: aws_sdk_s3::types::ChecksumAlgorithm,
     /// The most keys one ListObjectsV2 call returns (S3's 1,000; see [`S3Store::with_list_cap`]).
     list_cap: usize,
-    /// CopyObject without the SDK's request pipeline, where it sends the same request (see
-    /// [`lean`]); `None`: copies go through the SDK.
-    lean: Option<lean::LeanCopy>,
+    /// CopyObject and ListObjectsV2 without the SDK's request pipeline, where it sends the
+    /// same requests (see [`lean`]); `None`: both go through the SDK.
+    lean: Option<lean::Lean>,
 }
 
 impl S3Store {
@@ -71,7 +72,7 @@ impl S3Store {
             part_size: PART_SIZE,
             upload_checksum: checksums::DEFAULT_ALGORITHM.into(),
             list_cap: 1000,
-            lean: lean::LeanCopy::for_bucket(ctx, bucket),
+            lean: lean::Lean::for_bucket(ctx, bucket),
         }
     }
 
@@ -155,6 +156,45 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// ListObjectsV2 through the SDK: up to `max_keys` keys under the request's prefix after
+    /// its `start_after`.
+    async fn sdk_list(
+        &self,
+        req: &ListRequest,
+        max_keys: usize,
+    ) -> std::result::Result<
+        listing::Listed,
+        aws_smithy_runtime_api::client::result::SdkError<
+            aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error,
+            HttpResponse,
+        >,
+    > {
+        let out = self
+            .list_client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .set_prefix(Some(req.prefix.clone()).filter(|p| !p.is_empty()))
+            .set_start_after(Some(req.start_after.clone()).filter(|s| !s.is_empty()))
+            .max_keys(max_keys as i32)
+            .send()
+            .await?;
+        let entries = out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectEntry {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(unquote_etag),
+                    storage_class: class_name(o.storage_class().map(|c| c.as_str())),
+                })
+            })
+            .collect();
+        Ok(listing::Listed { entries, truncated: out.is_truncated().unwrap_or(false) })
+    }
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     fn describe(&self) -> String {
@@ -194,29 +234,15 @@ impl ObjectStore for S3Store {
             Some(_) => (max, (max - 1).max(1)),
             None => (max, max),
         };
-        let out = self
-            .list_client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .set_prefix(Some(req.prefix.clone()).filter(|p| !p.is_empty()))
-            .set_start_after(Some(req.start_after.clone()).filter(|s| !s.is_empty()))
-            .max_keys(ask as i32)
-            .send()
-            .await
-            .map_err(|e| sdk_error(&format!("list {}", self.describe()), e))?;
-        let mut truncated = out.is_truncated().unwrap_or(false);
-        let mut entries: Vec<ObjectEntry> = out
-            .contents()
-            .iter()
-            .filter_map(|o| {
-                Some(ObjectEntry {
-                    key: o.key()?.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    etag: o.e_tag().map(unquote_etag),
-                    storage_class: class_name(o.storage_class().map(|c| c.as_str())),
-                })
-            })
-            .collect();
+        let what = || format!("list {}", self.describe());
+        let listed = match &self.lean {
+            Some(lean) => lean.list(&req.prefix, &req.start_after, ask).await.map_err(|f| f.into_error(&what()))?,
+            None => lean::Listing::Unsure,
+        };
+        let listing::Listed { mut entries, mut truncated } = match listed {
+            lean::Listing::Page(page) => page,
+            lean::Listing::Unsure => self.sdk_list(req, ask).await.map_err(|e| sdk_error(&what(), e))?,
+        };
         if let Some(end) = req.end.as_deref() {
             let listed = entries.len();
             entries.retain(|e| e.key.as_str() <= end);
@@ -326,7 +352,7 @@ impl ObjectStore for S3Store {
         let storage_class = w.class_for(src.storage_class.as_deref());
         let copy_source = multipart::copy_source_header(&source.bucket, &src.key);
         let if_match = src.etag.as_deref().map(quote);
-        let etag = match &self.lean {
+        let etag = match self.lean.as_ref().filter(|l| l.copies()) {
             Some(lean) => lean
                 .copy(&lean::Copy {
                     dst_key,

@@ -1,27 +1,30 @@
-//! A lean client for the one request a clone makes per object: CopyObject.
+//! A lean client for the requests a clone makes per object and per page: CopyObject and
+//! ListObjectsV2.
 //!
 //! Profiled on the seed set (`bench/RESULTS.notes.md`), most of bucketclone's CPU was the
 //! SDK's generic request pipeline, paid on every request: runtime components merged,
 //! interceptors run, the endpoint resolved, retry classifiers consulted, the answer
 //! deserialised through layers of type-erased boxes. A copy is a `PUT` with an empty body and
-//! a few headers, whose answer is a few hundred bytes. Here it is signed by [`super::sigv4`]
-//! (SigV4 with the day's signing key kept; a property test holds it to the SDK's signer),
-//! sent over hyper and rustls (the SDK's own HTTP stack), and its answer read for the two
-//! things the engine uses: the ETag, or S3's error code.
+//! a few headers, whose answer is a few hundred bytes; a listing is a `GET` whose answer is
+//! read for each object's key, size, ETag and class ([`super::listing`]). Here both are
+//! signed by [`super::sigv4`] (SigV4 with the day's signing key kept; a property test holds
+//! it to the SDK's signer) and sent over hyper and rustls (the SDK's own HTTP stack).
 //!
 //! It is used only where it sends the request the SDK would send; everything else goes
-//! through the SDK as before ([`LeanCopy::for_bucket`] says `None`):
+//! through the SDK as before ([`Lean::for_bucket`] says `None`):
 //! - the bucket's endpoint is resolved once, by the SDK's own S3 endpoint rules, and taken
 //!   only when those rules sign it with plain SigV4 for `s3` and add no header (S3 Express,
 //!   multi-region access points, Outposts and the like stay with the SDK);
 //! - credentials come from the context's provider, cached until a minute before they
 //!   expire;
 //! - no proxy is configured in the environment (`HTTPS_PROXY` and friends);
-//! - `BUCKETCLONE_S3_LEAN_COPY=false` turns it off.
+//! - `BUCKETCLONE_S3_LEAN_COPY=false` sends copies through the SDK,
+//!   `BUCKETCLONE_S3_LEAN_LIST=false` listings.
 //!
+//! A listing answer the reader does not vouch for is read by the SDK ([`Listing::Unsure`]).
 //! Answers are classified like the SDK's ([`classify`]: status, then S3's error code), and
-//! an error S3 sends inside a `200` answer (it can fail a copy after sending the status) is
-//! an error, retried like a 500, as the SDK does.
+//! an error S3 sends inside a `200` answer to a copy (it can fail a copy after sending the
+//! status) is an error, retried like a 500, as the SDK does.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{OnceLock, RwLock};
@@ -59,23 +62,38 @@ const REFETCH_GAP: Duration = Duration::from_secs(10);
 /// the SDK.
 const PROXY_VARS: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
 
-/// `BUCKETCLONE_S3_LEAN_COPY`: `true` (the default) or `false`.
-pub(in crate::backend::aws) fn enabled(var: &impl Fn(&str) -> Option<String>) -> crate::error::Result<bool> {
-    match var("BUCKETCLONE_S3_LEAN_COPY").as_deref() {
+/// The settings that turn the lean client off, for copies and for listings.
+pub(in crate::backend::aws) const SETTINGS: [&str; 2] = ["BUCKETCLONE_S3_LEAN_COPY", "BUCKETCLONE_S3_LEAN_LIST"];
+
+/// The setting `name` (one of [`SETTINGS`]): `true` (the default) or `false`.
+pub(in crate::backend::aws) fn enabled(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> crate::error::Result<bool> {
+    match var(name).as_deref() {
         None | Some("") => Ok(true),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
         Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
-        Some(v) => Err(Error::invalid(format!("BUCKETCLONE_S3_LEAN_COPY={v}: expected true or false"))),
+        Some(v) => Err(Error::invalid(format!("{name}={v}: expected true or false"))),
     }
 }
 
-/// The process-wide connection pool for `https` endpoints or for plain `http` ones (pools
-/// are per host inside), built on first use. Only the `https` one loads the machine's root
-/// certificates (some 300 files read and parsed): `None` when they cannot be loaded (the
-/// SDK then reports why).
-fn http(https: bool) -> Option<&'static Http> {
-    static HTTPS: OnceLock<Option<Http>> = OnceLock::new();
-    static PLAIN: OnceLock<Option<Http>> = OnceLock::new();
+/// Which connection pool a request goes over. A hyper connection keeps a read buffer as
+/// large as the largest answer it has read: a listing page is up to ~300 KB, a copy's
+/// answer a few hundred bytes. Sharing one pool, every copy connection (hundreds) would end
+/// up holding a listing-sized buffer; apart, only the few listing connections do.
+#[derive(Clone, Copy)]
+enum Pool {
+    Copies = 0,
+    Listings = 2,
+}
+
+/// The process-wide connection pool of `pool` for `https` endpoints or for plain `http`
+/// ones (pools are per host inside), built on first use. Only the `https` ones load the
+/// machine's root certificates (some 300 files read and parsed): `None` when they cannot be
+/// loaded (the SDK then reports why).
+fn http(https: bool, pool: Pool) -> Option<&'static Http> {
+    static POOLS: [OnceLock<Option<Http>>; 4] = [const { OnceLock::new() }; 4];
     let build = || {
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let tls = hyper_rustls::HttpsConnectorBuilder::new();
@@ -108,12 +126,17 @@ fn http(https: bool) -> Option<&'static Http> {
         let connector = tls.https_or_http().enable_http1().wrap_connector(tcp);
         Some(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector))
     };
-    if https { HTTPS.get_or_init(build) } else { PLAIN.get_or_init(build) }.as_ref()
+    POOLS[pool as usize + usize::from(https)].get_or_init(build).as_ref()
 }
 
-/// CopyObject into one bucket.
-pub(super) struct LeanCopy {
-    http: &'static Http,
+/// CopyObject into one bucket, and ListObjectsV2 of it.
+pub(super) struct Lean {
+    /// The pools copies and listings go over; `None`: that request goes through the SDK.
+    copies: Option<&'static Http>,
+    listings: Option<&'static Http>,
+    /// Set once a listing answer was not one [`super::listing`] vouches for: the bucket's
+    /// server answers in a form it does not know, so its listings go through the SDK.
+    listings_unsure: std::sync::atomic::AtomicBool,
     provider: aws_sdk_s3::config::SharedCredentialsProvider,
     /// The credentials and when they were fetched.
     cached: RwLock<Option<(Credentials, std::time::Instant)>>,
@@ -170,21 +193,30 @@ impl Failure {
     }
 }
 
-impl LeanCopy {
-    /// The lean client for `bucket` on `ctx`'s service, or `None` where copies must go
-    /// through the SDK (see the module docs).
+/// A listing page as the lean client read it.
+pub(super) enum Listing {
+    Page(super::listing::Listed),
+    /// The answer was not one the reader vouches for, or an earlier one was not: list the
+    /// page through the SDK.
+    Unsure,
+}
+
+impl Lean {
+    /// The lean client for `bucket` on `ctx`'s service, or `None` where both copies and
+    /// listings must go through the SDK (see the module docs).
     pub fn for_bucket(ctx: &AwsContext, bucket: &str) -> Option<Self> {
         Self::for_bucket_in(ctx, bucket, &|k: &str| std::env::var(k).ok())
     }
 
-    /// [`LeanCopy::for_bucket`] with the environment's variables given by `var`.
+    /// [`Lean::for_bucket`] with the environment's variables given by `var`.
     fn for_bucket_in(ctx: &AwsContext, bucket: &str, var: &impl Fn(&str) -> Option<String>) -> Option<Self> {
         let declined = |why: &str| {
-            tracing::debug!(bucket, why, "copies into this bucket go through the SDK");
+            tracing::debug!(bucket, why, "copies into this bucket and its listings go through the SDK");
             None
         };
-        if !enabled(var).unwrap_or(true) {
-            return declined("BUCKETCLONE_S3_LEAN_COPY=false");
+        let [copies, listings] = SETTINGS.map(|name| enabled(var, name).unwrap_or(true));
+        if !copies && !listings {
+            return declined("BUCKETCLONE_S3_LEAN_COPY=false and BUCKETCLONE_S3_LEAN_LIST=false");
         }
         if PROXY_VARS.iter().any(|v| var(v).is_some_and(|s| !s.is_empty())) {
             return declined("a proxy is configured");
@@ -195,15 +227,22 @@ impl LeanCopy {
         let Some((base, region)) = endpoint(ctx, bucket) else {
             return declined("the endpoint is not plain SigV4 for s3");
         };
-        let Some(http) = http(base.starts_with("https:")) else {
+        let https = base.starts_with("https:");
+        let (copies, listings) = (
+            copies.then(|| http(https, Pool::Copies)).flatten(),
+            listings.then(|| http(https, Pool::Listings)).flatten(),
+        );
+        if copies.is_none() && listings.is_none() {
             return declined("no root certificates");
-        };
+        }
         let Some((host, base_path)) = host_and_path(&base) else {
             return declined("the endpoint is not a URL");
         };
-        tracing::debug!(bucket, %base, %region, "copies into this bucket use the lean client");
-        Some(LeanCopy {
-            http,
+        tracing::debug!(bucket, %base, %region, copies = copies.is_some(), listings = listings.is_some(), "the lean client");
+        Some(Lean {
+            copies,
+            listings,
+            listings_unsure: std::sync::atomic::AtomicBool::new(false),
             provider,
             cached: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
@@ -216,11 +255,18 @@ impl LeanCopy {
         })
     }
 
+    /// Whether copies go through this client.
+    pub fn copies(&self) -> bool {
+        self.copies.is_some()
+    }
+
     /// Sends one CopyObject; the copy's ETag as S3 answered it (quoted, as in S3's XML).
+    /// Only when [`Lean::copies`].
     pub async fn copy(&self, c: &Copy<'_>) -> Result<Option<String>, Failure> {
-        let creds = self.credentials().await?;
+        let Some(http) = self.copies else {
+            return Err(Failure::unsendable("copies go through the SDK".into()));
+        };
         let key = utf8_percent_encode(c.dst_key, KEY_ENCODE);
-        let url = format!("{}/{key}", self.base);
         let path = format!("{}/{key}", self.base_path);
         let mut headers = vec![("x-amz-copy-source", c.source)];
         let optional = [
@@ -228,9 +274,66 @@ impl LeanCopy {
             ("x-amz-storage-class", c.storage_class),
             ("x-amz-server-side-encryption", c.sse),
             ("x-amz-server-side-encryption-aws-kms-key-id", c.sse_kms_key_id),
-            ("x-amz-request-payer", self.request_payer.then_some("requester")),
         ];
         headers.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        let (status, body) = self.send(http, http::Method::PUT, &path, "", headers).await?;
+        answer(status, &body)
+    }
+
+    /// Lists up to `max_keys` keys under `prefix` after `start_after`, as the SDK's
+    /// ListObjectsV2 with those parameters does. [`Listing::Unsure`] when listings go through
+    /// the SDK: turned off, or an answer of this server's was not one the reader vouches for.
+    pub async fn list(&self, prefix: &str, start_after: &str, max_keys: usize) -> Result<Listing, Failure> {
+        let Some(http) = self.listings.filter(|_| !self.listings_unsure.load(Ordering::Relaxed)) else {
+            return Ok(Listing::Unsure);
+        };
+        let max_keys = max_keys.to_string();
+        let mut params = vec![("list-type", "2"), ("max-keys", max_keys.as_str())];
+        params.extend([("prefix", prefix), ("start-after", start_after)].into_iter().filter(|(_, v)| !v.is_empty()));
+        let query = super::sigv4::query(&params);
+        // The bucket's root, with its `/` as the SDK sends it: `/bkt/` path-style, `/` else.
+        let path = format!("{}/", self.base_path);
+        let (status, body) = self.send(http, http::Method::GET, &path, &query, Vec::new()).await?;
+        if !(200..300).contains(&status) {
+            return Err(answer(status, &body).err().unwrap_or_else(|| Failure::unsendable(format!("HTTP {status}"))));
+        }
+        let read = std::str::from_utf8(&body)
+            .map_err(|_| super::listing::Unsure("not UTF-8".into()))
+            .and_then(|xml| super::listing::read(xml, prefix, start_after));
+        match read {
+            Ok(page) => Ok(Listing::Page(page)),
+            Err(super::listing::Unsure(why)) => {
+                if !self.listings_unsure.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        base = %self.base,
+                        why,
+                        "a listing answer in a form bucketclone's reader does not know: this bucket's listings go through the SDK"
+                    );
+                }
+                Ok(Listing::Unsure)
+            }
+        }
+    }
+
+    /// Signs and sends a request with an empty body (`path` as sent, `query` canonical, as
+    /// [`super::sigv4::query`] builds it) over `http`: the answer's status and body. A
+    /// `RequestTimeTooSkewed` answer sets the clock skew later requests are signed with.
+    async fn send(
+        &self,
+        http: &Http,
+        method: http::Method,
+        path: &str,
+        query: &str,
+        mut headers: Vec<(&str, &str)>,
+    ) -> Result<(u16, Bytes), Failure> {
+        let creds = self.credentials().await?;
+        if self.request_payer {
+            headers.push(("x-amz-request-payer", "requester"));
+        }
+        let url = match query {
+            "" => format!("{}{}", self.origin(), path),
+            q => format!("{}{}?{q}", self.origin(), path),
+        };
         let now = SystemTime::now();
         let skew = self.skew.load(Ordering::Relaxed);
         let at =
@@ -240,18 +343,25 @@ impl LeanCopy {
             secret: creds.secret_access_key(),
             session_token: creds.session_token(),
         };
-        let req =
-            Request { method: "PUT", host: &self.host, path: &path, headers: &headers, payload_sha256: EMPTY_SHA256 };
+        let req = Request {
+            method: method.as_str(),
+            host: &self.host,
+            path,
+            query,
+            headers: &headers,
+            payload_sha256: EMPTY_SHA256,
+        };
         let signed = self.signer.sign(&req, &keys, at);
-        let mut req = http::Request::builder().method(http::Method::PUT).uri(&url);
+        let put = method == http::Method::PUT;
+        let mut req = http::Request::builder().method(method).uri(&url);
         for (k, v) in headers.iter().copied().chain(signed.iter().map(|(k, v)| (*k, v.as_str()))) {
             req = req.header(k, v);
         }
-        let req = req
-            .header(http::header::CONTENT_LENGTH, "0")
-            .body(Empty::new())
-            .map_err(|e| Failure::unsendable(format!("build the copy request: {e}")))?;
-        let resp = self.http.request(req).await.map_err(|e| Failure::no_answer(format!("no answer: {}", chain(&e))))?;
+        if put {
+            req = req.header(http::header::CONTENT_LENGTH, "0");
+        }
+        let req = req.body(Empty::new()).map_err(|e| Failure::unsendable(format!("build the request: {e}")))?;
+        let resp = http.request(req).await.map_err(|e| Failure::no_answer(format!("no answer: {}", chain(&e))))?;
         let status = resp.status().as_u16();
         let server_time = resp
             .headers()
@@ -263,19 +373,23 @@ impl LeanCopy {
             .await
             .map_err(|e| Failure::no_answer(format!("answer cut short (status {status}): {}", chain(&e))))?
             .to_bytes();
-        let answer = answer(status, &body);
-        if let Err(f) = &answer
-            && f.code.as_deref() == Some("RequestTimeTooSkewed")
+        if !(200..300).contains(&status)
             && let Some(server) = server_time
+            && contains_bytes(&body, "<Code>RequestTimeTooSkewed</Code>")
         {
             let ours = DateTime::from(now).secs();
             tracing::warn!(
                 skew_secs = server.secs() - ours,
-                "this machine's clock is off; copies are signed with the service's time"
+                "this machine's clock is off; requests are signed with the service's time"
             );
             self.skew.store(server.secs() - ours, Ordering::Relaxed);
         }
-        answer
+        Ok((status, body))
+    }
+
+    /// `base` without its path: `scheme://host[:port]`.
+    fn origin(&self) -> &str {
+        self.base.strip_suffix(self.base_path.as_str()).unwrap_or(&self.base)
     }
 
     /// The current credentials, fetched when missing or about to expire (one fetch at a
@@ -374,7 +488,13 @@ fn chain(e: &dyn std::error::Error) -> String {
     line
 }
 
-/// Reads CopyObject's answer: the copy's ETag, or what failed.
+/// Whether `body` holds `needle`.
+fn contains_bytes(body: &[u8], needle: &str) -> bool {
+    body.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Reads CopyObject's answer (or an error answer to any request): the copy's ETag, or what
+/// failed.
 fn answer(status: u16, body: &[u8]) -> Result<Option<String>, Failure> {
     let xml = String::from_utf8_lossy(body);
     let code = element(&xml, "Code");
@@ -513,14 +633,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn copies_go_through_the_sdk_when_turned_off_or_behind_a_proxy() {
+    async fn copies_and_listings_go_through_the_sdk_when_turned_off_or_behind_a_proxy() {
         let ctx = AwsContext::for_emulator("http://127.0.0.1:9100").await;
         let env = |name: &'static str, value: &'static str| move |k: &str| (k == name).then(|| value.to_string());
-        assert!(LeanCopy::for_bucket_in(&ctx, "b", &|_: &str| None).is_some());
-        assert!(LeanCopy::for_bucket_in(&ctx, "b", &env("HTTPS_PROXY", "")).is_some(), "empty: no proxy");
-        assert!(LeanCopy::for_bucket_in(&ctx, "b", &env("BUCKETCLONE_S3_LEAN_COPY", "false")).is_none());
+        let lean = |var: &dyn Fn(&str) -> Option<String>| Lean::for_bucket_in(&ctx, "b", &var);
+        let both = lean(&|_: &str| None).unwrap();
+        assert!(both.copies() && both.listings.is_some());
+        assert!(lean(&env("HTTPS_PROXY", "")).is_some(), "empty: no proxy");
+        let lists = lean(&env("BUCKETCLONE_S3_LEAN_COPY", "false")).unwrap();
+        assert!(!lists.copies() && lists.listings.is_some());
+        let copies = lean(&env("BUCKETCLONE_S3_LEAN_LIST", "false")).unwrap();
+        assert!(copies.copies() && copies.listings.is_none());
+        assert!(matches!(copies.list("", "", 10).await, Ok(Listing::Unsure)));
+        let neither = |k: &str| SETTINGS.contains(&k).then(|| "false".to_string());
+        assert!(lean(&neither).is_none());
         for proxy in PROXY_VARS {
-            assert!(LeanCopy::for_bucket_in(&ctx, "b", &env(proxy, "http://proxy:3128")).is_none(), "{proxy}");
+            assert!(lean(&env(proxy, "http://proxy:3128")).is_none(), "{proxy}");
         }
     }
 
@@ -545,7 +673,7 @@ mod tests {
         let ctx = AwsContext::for_emulator("http://127.0.0.1:9100").await;
         for (lifetime, calls) in [(Duration::from_secs(3600), 1), (Duration::from_secs(30), 1)] {
             let n = std::sync::Arc::new(AtomicUsize::new(0));
-            let mut lean = LeanCopy::for_bucket_in(&ctx, "b", &|_: &str| None).unwrap();
+            let mut lean = Lean::for_bucket_in(&ctx, "b", &|_: &str| None).unwrap();
             lean.provider = aws_sdk_s3::config::SharedCredentialsProvider::new(Counting(n.clone(), lifetime));
             for _ in 0..5 {
                 lean.credentials().await.unwrap();
@@ -562,12 +690,64 @@ mod tests {
         }
     }
 
+    /// A listing is sent as the SDK sends it (path-style, the query canonical) and read; an
+    /// answer the reader does not vouch for turns the bucket's lean listings off, and the
+    /// store lists that page through the SDK.
+    #[tokio::test]
+    async fn listings_are_read_or_left_to_the_sdk() {
+        use crate::backend::aws::tests::serve;
+        use crate::objstore::{ListRequest, ObjectStore};
+        let ok = |body: &str| format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        let listing = |count: &str| {
+            format!(
+                "<ListBucketResult>{count}<IsTruncated>false</IsTruncated><Contents><Key>p/b</Key><Size>3</Size></Contents></ListBucketResult>"
+            )
+        };
+        let (url, server) = serve(vec![ok(&listing("<KeyCount>1</KeyCount>"))]).await;
+        let ctx = AwsContext::for_emulator(&url).await;
+        let lean = Lean::for_bucket_in(&ctx, "bkt", &|_: &str| None).unwrap();
+        let Ok(Listing::Page(page)) = lean.list("p/", "p/a b", 999).await else { panic!("not read") };
+        assert_eq!(page.entries.iter().map(|e| (e.key.as_str(), e.size)).collect::<Vec<_>>(), [("p/b", 3)]);
+        let head = server.await.unwrap().remove(0);
+        assert!(
+            head.starts_with("get /bkt/?list-type=2&max-keys=999&prefix=p%2f&start-after=p%2fa%20b http/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("authorization: aws4-hmac-sha256"), "{head}");
+
+        // No KeyCount: unsure, the page is listed through the SDK (the second request), and
+        // later pages go straight to the SDK (the third).
+        let sdk = ok(&listing(""));
+        let (url, server) = serve(vec![ok(&listing("")), sdk.clone(), sdk]).await;
+        let ctx = AwsContext::for_emulator(&url).await;
+        let store = super::super::S3Store::new(&ctx, "bkt");
+        let req = ListRequest { prefix: "p/".into(), start_after: String::new(), end: None, max_keys: 1000 };
+        for _ in 0..2 {
+            let page = store.list(&req).await.unwrap();
+            assert_eq!(page.entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["p/b"]);
+        }
+        let heads = server.await.unwrap();
+        assert_eq!(heads.len(), 3);
+        assert!(heads.iter().all(|h| h.starts_with("get /bkt/?list-type=2&max-keys=1000&prefix=p%2f ")), "{heads:?}");
+        assert!(heads[1].contains("x-amz-user-agent") && heads[2].contains("x-amz-user-agent"), "the SDK's: {heads:?}");
+        assert!(!heads[0].contains("x-amz-user-agent"), "{heads:?}");
+
+        // An error answer is the store's error.
+        let missing =
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 53\r\n\r\n<Error><Code>NoSuchBucket</Code><Message/></Error>   ";
+        let (url, _server) = serve(vec![missing.to_string()]).await;
+        let store = super::super::S3Store::new(&AwsContext::for_emulator(&url).await, "bkt");
+        assert!(matches!(store.list(&req).await, Err(Error::NotFound(_))));
+    }
+
     #[test]
     fn the_setting_is_true_or_false() {
-        let env = |v: &'static str| move |k: &str| (k == "BUCKETCLONE_S3_LEAN_COPY").then(|| v.to_string());
-        assert!(enabled(&|_: &str| None).unwrap());
-        assert!(enabled(&env("TRUE")).unwrap());
-        assert!(!enabled(&env("false")).unwrap());
-        assert!(matches!(enabled(&env("off")), Err(Error::Invalid(_))));
+        for name in SETTINGS {
+            let env = |v: &'static str| move |k: &str| (k == name).then(|| v.to_string());
+            assert!(enabled(&|_: &str| None, name).unwrap());
+            assert!(enabled(&env("TRUE"), name).unwrap());
+            assert!(!enabled(&env("false"), name).unwrap());
+            assert!(matches!(enabled(&env("off"), name), Err(Error::Invalid(e)) if e.contains(name)));
+        }
     }
 }
