@@ -15,7 +15,7 @@
 //! - below that, for the pages that would cover it, never more than its free slots or the
 //!   queue's 10: one full page when it is busy, leaving the rest to idle workers; at least
 //!   [`AT_LEAST`] when it has nothing on hand, so that a pull that comes back with one
-//!   tells it the queue ran dry (`Worker::hungry`: it hands its next page's children on
+//!   tells it the queue ran dry (`Worker::hungry`: its pages then hand their children on
 //!   early).
 //!
 //! Pages that copy nothing (a rerun over a complete destination, a verification) leave no

@@ -117,8 +117,10 @@ pub struct Worker {
     copies: CopyLimit,
     open: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<OpenJob>>>>>,
     held: std::sync::Mutex<HashMap<LeaseId, ()>>,
-    /// The last pull found fewer messages than it asked for ([`Worker::hungry`]).
-    hungry: std::sync::atomic::AtomicBool,
+    /// Whether the queue ran dry for this worker: its last pull found fewer messages than it
+    /// asked for, or the one outstanding has waited [`DRY_AFTER`] without an answer. Pages of
+    /// a clone hand their children on when it turns true ([`SplitWhen::QueueDry`]).
+    hungry: watch::Sender<bool>,
     /// The pages it holds, for how many more to ask for ([`demand`]).
     demand: Arc<demand::Demand>,
     /// What this worker did since it started.
@@ -141,7 +143,7 @@ impl Worker {
             copies,
             open: Mutex::new(HashMap::new()),
             held: Default::default(),
-            hungry: std::sync::atomic::AtomicBool::new(true),
+            hungry: watch::Sender::new(true),
             demand: Arc::default(),
             stats: RunStats::default(),
         })
@@ -183,14 +185,25 @@ impl Worker {
                 }
                 continue;
             }
-            let pulled = tokio::select! {
-                r = self.queue.pull(asked, self.cfg.lease, self.cfg.poll_wait) => r,
-                _ = stop.changed() => continue,
+            let pull = self.queue.pull(asked, self.cfg.lease, self.cfg.poll_wait);
+            tokio::pin!(pull);
+            let mut waited = false;
+            let pulled = loop {
+                tokio::select! {
+                    r = &mut pull => break Some(r),
+                    _ = stop.changed() => break None,
+                    // A queue with messages answers at once: a pull still waiting found it dry.
+                    _ = tokio::time::sleep(DRY_AFTER), if !waited => {
+                        waited = true;
+                        self.hungry.send_replace(true);
+                    }
+                }
             };
+            let Some(pulled) = pulled else { continue };
             let deliveries = match pulled {
                 Ok(d) => {
                     failures = 0;
-                    self.hungry.store(d.len() < asked, std::sync::atomic::Ordering::Relaxed);
+                    self.hungry.send_replace(d.len() < asked);
                     d
                 }
                 Err(e) => {
@@ -365,18 +378,34 @@ impl Worker {
                 // Its copies count as work on hand from now on, each until it is done.
                 let queued = self.copies.queue(planned.copies());
                 pending.planned(Some(planned.copies()));
-                // Hand the children on now, rather than after the copies (a split recorded
-                // in the job store): a clone when this worker's queue ran dry, as others (or
-                // this one's free slots) are waiting; a move always, before it deletes
-                // anything (see `split_first`).
-                if split.is_none()
-                    && !planned.children().is_empty()
-                    && planned.work() > 0
-                    && split_first(&job.spec, || self.hungry())
-                {
+                // Hand the children on before the copies end, rather than after (a split
+                // recorded in the job store): a move always, before it deletes anything; a
+                // clone once this worker finds the queue dry, as others (or this one's free
+                // slots) are waiting (see `SplitWhen`).
+                let when = SplitWhen::of(&job.spec);
+                if split.is_some() || planned.children().is_empty() || planned.work() == 0 || when == SplitWhen::Never {
+                    page::finish_page(&ctx, planned, &queued).await
+                } else if when == SplitWhen::First {
                     split = Some(self.hand_on(id, range, planned.children(), msg.fresh).await?);
+                    page::finish_page(&ctx, planned, &queued).await
+                } else {
+                    let children = planned.children().to_vec();
+                    let mut hungry = self.hungry.subscribe();
+                    let dry = async move {
+                        let _ = hungry.wait_for(|dry| *dry).await;
+                    };
+                    let finish = page::finish_page(&ctx, planned, &queued);
+                    tokio::pin!(finish);
+                    tokio::select! {
+                        biased;
+                        done = &mut finish => done,
+                        _ = dry => {
+                            let (done, handed) = tokio::join!(finish, self.hand_on(id, range, &children, msg.fresh));
+                            split = Some(handed?);
+                            done
+                        }
+                    }
                 }
-                page::finish_page(&ctx, planned, &queued).await
             }
             Err(e) => Err(e),
         };
@@ -445,12 +474,6 @@ impl Worker {
             info!(job = %id, state = state.as_str(), "job finished");
         }
         Ok(())
-    }
-
-    /// Whether this worker's last pull found fewer messages than it had room for: the
-    /// queue ran dry, so children handed on now would be taken at once.
-    fn hungry(&self) -> bool {
-        self.hungry.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Splits the segment ([`JobStore::split_segment`]) and sends its children: they run
@@ -561,24 +584,46 @@ impl Worker {
     }
 }
 
-/// Whether a truncated page with work to do records its split (and sends its children)
-/// before its copies: a clone when the worker is `hungry` (its queue ran dry); a move
-/// always, before any delete.
+/// How long a pull may wait for messages before the worker counts the queue as dry: a
+/// queue holding messages answers a receive at once (SQS's long poll returns as soon as it
+/// has one), so a pull still waiting is a worker with room and nothing to take.
+const DRY_AFTER: Duration = Duration::from_millis(100);
+
+/// When a truncated page with work to do records its split (and sends its children),
+/// rather than with its completion.
 ///
-/// A move attempt deletes the sources it verified and records their marks on its segment,
-/// for a redo of that segment to count them. Two attempts at one segment that list at
-/// different times (a duplicate delivery, the second after the first's deletes) see
-/// different pages; without a split, the first one's completion could hand a child keys the
-/// second deleted and marked on the parent, where the child's redo would not find the marks,
-/// and their counts would be lost (test `duplicate_work.rs`). With the split recorded before
-/// the first delete, every later attempt is held to the same page, and an attempt that
-/// planned a different one stops before deleting: its split is refused (other children), or,
-/// unsplit, it finds the segment split or done ([`Worker::process_segment`]).
-fn split_first(spec: &JobSpec, hungry: impl FnOnce() -> bool) -> bool {
-    match spec.options.mode {
-        shared::model::Mode::Move => true,
-        shared::model::Mode::Clone => hungry(),
-        shared::model::Mode::VerifyOnly => false,
+/// A clone's page does it once the worker finds the queue dry, before or during its copies:
+/// at the end of a job the last pages are chains (a page's rest, listed only after it), and
+/// a child sent with its parent's completion waits out the parent's copies while other
+/// workers have nothing to do. Not always: a split costs one more job-store write.
+///
+/// A move's page does it always, before any delete. A move attempt deletes the sources it
+/// verified and records their marks on its segment, for a redo of that segment to count
+/// them. Two attempts at one segment that list at different times (a duplicate delivery,
+/// the second after the first's deletes) see different pages; without a split, the first
+/// one's completion could hand a child keys the second deleted and marked on the parent,
+/// where the child's redo would not find the marks, and their counts would be lost (test
+/// `duplicate_work.rs`). With the split recorded before the first delete, every later
+/// attempt is held to the same page, and an attempt that planned a different one stops
+/// before deleting: its split is refused (other children), or, unsplit, it finds the
+/// segment split or done ([`Worker::process_segment`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SplitWhen {
+    /// Before the copies.
+    First,
+    /// When the worker finds the queue dry, before or during the copies.
+    QueueDry,
+    /// With the completion (a verification copies nothing).
+    Never,
+}
+
+impl SplitWhen {
+    fn of(spec: &JobSpec) -> Self {
+        match spec.options.mode {
+            shared::model::Mode::Move => SplitWhen::First,
+            shared::model::Mode::Clone => SplitWhen::QueueDry,
+            shared::model::Mode::VerifyOnly => SplitWhen::Never,
+        }
     }
 }
 
