@@ -117,12 +117,12 @@ async fn a_worker_holds_only_the_pages_its_copies_need_soon() {
 /// A page hands its children on as soon as its worker finds the queue dry, even in the middle
 /// of its copies; before, a worker busy when it planned the page sent them only with its
 /// completion, so at the end of a job the last pages ran one after another while other
-/// workers waited. Two jobs of 40 objects, pages of 20, copies of 100 ms, two at a time.
+/// workers waited. Two jobs of 40 objects, pages of 20, copies of 200 ms, two at a time.
 /// Worker `w0` starts alone: its first pull asks for two pages and finds both roots, so the
 /// queue does not look dry when it plans them (their children are not handed on then).
 /// Worker `w1` starts once they are taken, and waits on an empty queue. Near the end of its
-/// copies `w0` pulls, finds nothing, and its pages hand their children on: `w1` starts them
-/// while the roots still copy.
+/// copies `w0` pulls, finds nothing, and its pages hand their children on: `w1` and `w0`'s
+/// free slots start them while the roots still copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_hands_its_children_on_when_the_queue_runs_dry_during_its_copies() {
     let b = Bed::new(40, 20);
@@ -131,7 +131,7 @@ async fn a_page_hands_its_children_on_when_the_queue_runs_dry_during_its_copies(
     let other = JobSpec { id: "j2".into(), destination: Location::local(&other_dst).unwrap(), ..b.spec.clone() };
     for (loc, dir) in [(&b.spec.destination, &b.dst), (&other.destination, &other_dst)] {
         let store = Arc::new(LocalDirStore::new(dir.to_str().unwrap()).unwrap());
-        b.stores.insert(loc, Arc::new(SlowStore::new(store, Duration::from_millis(100))));
+        b.stores.insert(loc, Arc::new(SlowStore::new(store, Duration::from_millis(200))));
     }
     b.intake().accept(&b.spec).await.unwrap();
     b.intake().accept(&other).await.unwrap();
@@ -142,7 +142,8 @@ async fn a_page_hands_its_children_on_when_the_queue_runs_dry_during_its_copies(
     };
     let mut handles = vec![worker(0)];
     // Both roots taken by w0 (a pull of the embedded queue takes milliseconds; their copies
-    // take about two seconds).
+    // take about four seconds, the last four rounds of them, after w0 finds the queue dry,
+    // 800 ms).
     tokio::time::sleep(Duration::from_millis(300)).await;
     handles.push(worker(1));
     let mut done = Vec::new();
@@ -168,8 +169,8 @@ async fn a_page_hands_its_children_on_when_the_queue_runs_dry_during_its_copies(
         assert!(!root.children.is_empty(), "the first page was truncated: {root:?}");
         let children: Vec<_> = segs.iter().filter(|s| root.children.contains(&s.range)).collect();
         assert!(
-            children.iter().any(|c| c.started_ms < root.finished_ms && c.worker.as_deref() == Some("w1")),
-            "no child started by w1 before its parent finished ({}): {:?}",
+            children.iter().any(|c| c.started_ms < root.finished_ms),
+            "no child started before its parent finished ({}): {:?}",
             root.finished_ms,
             children.iter().map(|c| (c.started_ms, c.worker.clone())).collect::<Vec<_>>()
         );
