@@ -37,22 +37,8 @@ const MAX_DIGITS: usize = 1100;
 /// a flat prefix takes one more round to fan out (the tests below).
 const FIRST_CHILD_PAGES: usize = 6;
 
-/// How wide the children of a truncated page are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spread {
-    /// Few and wide: the first [`FIRST_CHILD_PAGES`] pages' widths, each next one four times
-    /// the one before, a tail child beyond. The fewest list calls; a bounded rest narrower
-    /// than the first child is one child, listed page after page.
-    Wide,
-    /// For when workers wait for work: a bounded rest that [`Spread::Wide`] makes one child
-    /// is cut into children one page wide (at most `fanout`, the last taking what is left),
-    /// so idle workers list them at once rather than one worker page after page. At the end
-    /// of a job those chains are what is left. Anything else as [`Spread::Wide`].
-    Narrow,
-}
-
 /// The children of `range` after a truncated page whose keys (relative, in key order,
-/// at least one, all inside `range`) were `page`, [`Spread::Wide`].
+/// at least one, all inside `range`) were `page`.
 ///
 /// Guarantee: the returned ranges are disjoint, in key order, and their union is exactly
 /// `(last, range.end]` where `last` is the page's last key. At most `fanout` children are
@@ -61,26 +47,10 @@ pub enum Spread {
 /// `None` for an empty page: a truncated page with no key says nothing about where the rest
 /// of the range starts, so the caller must list again, never complete the segment.
 pub fn children_after_page(range: &KeyRange, page: &[&str], fanout: usize) -> Option<Vec<KeyRange>> {
-    spread_children(range, page, fanout, Spread::Wide)
-}
-
-/// [`children_after_page`] with the children as wide as `spread` says; the same guarantee.
-pub fn spread_children(range: &KeyRange, page: &[&str], fanout: usize, spread: Spread) -> Option<Vec<KeyRange>> {
     let (first, last) = (page.first()?, page.last()?);
-    let n = fanout.saturating_sub(1);
-    let wide = tile(range, last, extrapolate(page, first, last, n, Growth::Wide));
-    if spread == Spread::Narrow && wide.len() == 1 && range.end.is_some() {
-        return Some(tile(range, last, extrapolate(page, first, last, n, Growth::PageByPage)));
-    }
-    Some(wide)
-}
-
-/// The children of `range` after `last`, cut at those of `points` that rise above `last`
-/// and stay below the range's end.
-fn tile(range: &KeyRange, last: &str, points: Vec<String>) -> Vec<KeyRange> {
     let mut bounds: Vec<String> = Vec::new();
     let mut lower = last.to_string();
-    for point in points {
+    for point in extrapolate(page, first, last, fanout.saturating_sub(1)) {
         let below_end = range.end.as_deref().is_none_or(|e| point.as_str() < e);
         if point > lower && below_end {
             lower = point.clone();
@@ -94,7 +64,7 @@ fn tile(range: &KeyRange, last: &str, points: Vec<String>) -> Vec<KeyRange> {
         start = b;
     }
     out.push(KeyRange { start_after: start, end: range.end.clone() });
-    out
+    Some(out)
 }
 
 /// The completion invariant, checked by every job store before it records a segment done:
@@ -169,18 +139,9 @@ impl Numbering {
     }
 }
 
-/// How boundaries step away from a page's last key, in widths of the page (`span`).
-#[derive(Clone, Copy)]
-enum Growth {
-    /// `span * FIRST_CHILD_PAGES * 4^j`.
-    Wide,
-    /// `span * (j + 1)`.
-    PageByPage,
-}
-
-/// Up to `n` increasing boundaries above `last`, at `last + step_j` for j = 0..n, the steps
-/// as `growth` says.
-fn extrapolate(page: &[&str], first: &str, last: &str, n: usize, growth: Growth) -> Vec<String> {
+/// Up to `n` increasing boundaries above `last`, at `last + span * FIRST_CHILD_PAGES * 4^j`
+/// for j = 0..n.
+fn extrapolate(page: &[&str], first: &str, last: &str, n: usize) -> Vec<String> {
     if n == 0 || first >= last {
         return Vec::new();
     }
@@ -195,23 +156,22 @@ fn extrapolate(page: &[&str], first: &str, last: &str, n: usize, growth: Growth)
     }
     let mut out = Vec::new();
     let mut step = span.clone();
-    if let Growth::Wide = growth {
-        for _ in 1..FIRST_CHILD_PAGES {
-            match add(&step, &span, base) {
-                Some(s) => step = s,
-                None => break,
-            }
+    for _ in 1..FIRST_CHILD_PAGES {
+        match add(&step, &span, base) {
+            Some(s) => step = s,
+            None => break,
         }
     }
     for _ in 0..n {
         let Some(p) = add(&b, &step, base) else { break };
         out.extend(num.key(&p));
-        let next = match growth {
-            Growth::Wide => add(&step, &step, base).and_then(|twice| add(&twice, &twice, base)),
-            Growth::PageByPage => add(&step, &span, base),
+        let Some(twice) = add(&step, &step, base) else {
+            break;
         };
-        let Some(next) = next else { break };
-        step = next;
+        let Some(four) = add(&twice, &twice, base) else {
+            break;
+        };
+        step = four;
     }
     out
 }
@@ -255,17 +215,6 @@ mod tests {
     /// when truncated hand on the rest as children. Returns every key listed, in listing
     /// order, and the number of rounds (the longest chain of segments).
     fn simulate(keys: &[String], page: usize, fanout: usize, lifo: bool) -> (Vec<String>, usize, usize) {
-        simulate_spread(keys, page, fanout, lifo, |_| Spread::Wide)
-    }
-
-    /// [`simulate`], each segment's children as wide as `spread` says for its depth.
-    fn simulate_spread(
-        keys: &[String],
-        page: usize,
-        fanout: usize,
-        lifo: bool,
-        spread: impl Fn(usize) -> Spread,
-    ) -> (Vec<String>, usize, usize) {
         let mut sorted = keys.to_vec();
         sorted.sort();
         sorted.dedup();
@@ -284,7 +233,7 @@ mod tests {
             listed.extend(pg.iter().cloned());
             if in_range.len() > page {
                 let page_keys: Vec<&str> = pg.iter().map(|k| k.as_str()).collect();
-                let kids = spread_children(&r, &page_keys, fanout, spread(depth)).expect("a page with keys");
+                let kids = children_after_page(&r, &page_keys, fanout).expect("a page with keys");
                 assert!(kids.len() <= fanout.max(1));
                 check_children(&r, &kids).expect("children pass the completion invariant");
                 work.extend(kids.into_iter().map(|k| (k, depth + 1)));
@@ -302,10 +251,8 @@ mod tests {
             page in 1usize..40,
             fanout in 1usize..7,
             lifo in any::<bool>(),
-            narrow in proptest::collection::vec(any::<bool>(), 8),
         ) {
-            let spread = |depth: usize| if narrow[depth % 8] { Spread::Narrow } else { Spread::Wide };
-            let (mut listed, _, _) = simulate_spread(&keys, page, fanout, lifo, spread);
+            let (mut listed, _, _) = simulate(&keys, page, fanout, lifo);
             let mut want = keys.clone();
             want.sort();
             want.dedup();
@@ -318,14 +265,11 @@ mod tests {
             a in "\\PC{0,10}", b in "\\PC{0,10}", end in proptest::option::of("\\PC{0,10}"),
             probes in proptest::collection::vec("\\PC{0,12}", 1..50),
             fanout in 1usize..8,
-            narrow: bool,
         ) {
             let (first, last) = if a <= b { (a, b) } else { (b, a) };
             let range = KeyRange { start_after: String::new(), end: end.clone() };
             prop_assume!(end.as_deref().is_none_or(|e| last.as_str() <= e));
-            let spread = if narrow { Spread::Narrow } else { Spread::Wide };
-            let kids = spread_children(&range, &[first.as_str(), last.as_str()], fanout, spread).unwrap();
-            prop_assert!(kids.len() <= fanout.max(1));
+            let kids = children_after_page(&range, &[first.as_str(), last.as_str()], fanout).unwrap();
             if range.contains(&last) {
                 prop_assert!(check_children(&range, &kids).is_ok(), "{:?}", kids);
             }
@@ -400,24 +344,6 @@ mod tests {
             assert!(per_1000 <= 1.3, "{shape}: {pages} pages for {} keys ({per_1000:.3} per 1,000)", keys.len());
             assert!(rounds <= 25, "{shape}: took {rounds} rounds");
         }
-    }
-
-    /// A bounded rest of two and a half pages (2,502 keys): one child when wide (listed page after page),
-    /// three of at most a page each when narrow; an unbounded rest is spread wide either way.
-    #[test]
-    fn a_narrow_spread_cuts_a_short_rest_into_pages() {
-        let keys: Vec<String> = (0..6000).map(|i| format!("flat/f{i:08}.bin")).collect();
-        let page: Vec<&str> = keys[..999].iter().map(String::as_str).collect();
-        let range = KeyRange { start_after: String::new(), end: Some(keys[3500].clone()) };
-        let wide = spread_children(&range, &page, 8, Spread::Wide).unwrap();
-        assert_eq!(wide.len(), 1, "{wide:?}");
-        let narrow = spread_children(&range, &page, 8, Spread::Narrow).unwrap();
-        check_children(&range, &narrow).unwrap();
-        let sizes: Vec<usize> = narrow.iter().map(|c| keys.iter().filter(|k| c.contains(k)).count()).collect();
-        assert_eq!(sizes.iter().sum::<usize>(), 2502, "{sizes:?}");
-        assert!(sizes.len() >= 3 && sizes.iter().all(|&n| n <= 1000), "{sizes:?}");
-        let open = KeyRange::all();
-        assert_eq!(spread_children(&open, &page, 8, Spread::Narrow), spread_children(&open, &page, 8, Spread::Wide));
     }
 
     #[test]

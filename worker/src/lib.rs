@@ -389,8 +389,7 @@ impl Worker {
                     split = Some(self.hand_on(id, range, planned.children(), msg.fresh).await?);
                     page::finish_page(&ctx, planned, &queued).await
                 } else {
-                    // Others wait for work: the rest cut in pages they can list at once.
-                    let children = planned.children_for_idle_workers().to_vec();
+                    let children = planned.children().to_vec();
                     let mut hungry = self.hungry.subscribe();
                     let dry = async move {
                         let _ = hungry.wait_for(|dry| *dry).await;

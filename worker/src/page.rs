@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use shared::error::{RetryPolicy, with_retries};
 use shared::faults::{AFTER_LISTING, MID_COPY, crash_point};
 use shared::filter::KeyFilter;
-use shared::keyrange::{Spread, spread_children};
+use shared::keyrange::children_after_page;
 use shared::model::{Counters, IssueKind, JobSpec, KeyRange, Mode, ObjectEntry, ObjectIssue, move_mark};
 use shared::objstore::{Archive, Deleted, ListPage, ListRequest, ObjectStore, WriteOptions, is_archive_class};
 use shared::{Error, Result};
@@ -92,8 +92,6 @@ pub struct Planned {
     blind: bool,
     /// A move: each verified source is deleted after the copies.
     deletes: bool,
-    /// The children spread [`Spread::Narrow`], where they differ from `out.children`.
-    narrow: Option<Vec<KeyRange>>,
     out: PageResult,
 }
 
@@ -101,11 +99,6 @@ impl Planned {
     /// The ranges after the page's own, to hand on: empty when the page covers its range.
     pub fn children(&self) -> &[KeyRange] {
         &self.out.children
-    }
-    /// The same ranges cut for workers waiting for work ([`Spread::Narrow`]): a short rest in
-    /// pages to list at once, rather than one child listed page after page.
-    pub fn children_for_idle_workers(&self) -> &[KeyRange] {
-        self.narrow.as_deref().unwrap_or(&self.out.children)
     }
     /// Requests the rest of the page will make, at least: copies, and a move's deletes. A
     /// page with none finishes about as fast as its children could be handed on.
@@ -170,21 +163,15 @@ pub async fn plan_page(ctx: &PageCtx<'_>, range: &KeyRange, held: Option<&str>) 
         (None, None) => range.clone(),
     };
     // Worked out now, so the page's keys are not held while it copies.
-    let (children, narrow) = match last {
+    out.children = match last {
         Some(_) => {
             let keys: Vec<&str> = page_keys.iter().map(String::as_str).collect();
             // Never empty: `last` itself is one of them.
-            let spread = |s| {
-                spread_children(range, &keys, ctx.fanout, s)
-                    .ok_or_else(|| Error::transient("a truncated page with no keys; listing again"))
-            };
-            let (wide, narrow) = (spread(Spread::Wide)?, spread(Spread::Narrow)?);
-            let narrow = (narrow != wide).then_some(narrow);
-            (wide, narrow)
+            children_after_page(range, &keys, ctx.fanout)
+                .ok_or_else(|| Error::transient("a truncated page with no keys; listing again"))?
         }
-        None => (Vec::new(), None),
+        None => Vec::new(),
     };
-    out.children = children;
     drop(page_keys);
     // A blind copy has nothing to skip: the destination is listed once, after the copies.
     let blind = ctx.copy_blind && held.is_none() && ctx.spec.options.mode == Mode::Clone;
@@ -209,7 +196,7 @@ pub async fn plan_page(ctx: &PageCtx<'_>, range: &KeyRange, held: Option<&str>) 
         _ => plan_copies(ctx, &mut src, &mut dst, &mut proven).await,
     };
     let deletes = ctx.spec.options.mode == Mode::Move;
-    Ok(Planned { src, dst, todo, proven, covered, moved, blind, deletes, narrow, out })
+    Ok(Planned { src, dst, todo, proven, covered, moved, blind, deletes, out })
 }
 
 /// The rest of a planned page: copies, verification, and for a move what to delete.
@@ -218,7 +205,7 @@ pub async fn plan_page(ctx: &PageCtx<'_>, range: &KeyRange, held: Option<&str>) 
 /// `queued` counts the page's planned copies ([`Planned::copies`]) in the worker's work on
 /// hand; each is counted down as it finishes.
 pub async fn finish_page(ctx: &PageCtx<'_>, planned: Planned, queued: &Queued<'_>) -> Result<PageResult> {
-    let Planned { src, mut dst, todo, proven, covered, moved, blind, deletes: _, narrow: _, mut out } = planned;
+    let Planned { src, mut dst, todo, proven, covered, moved, blind, deletes: _, mut out } = planned;
     let filter = KeyFilter::new(&ctx.spec.options.filters);
     let mut copied = HashSet::new();
     if ctx.spec.options.mode != Mode::VerifyOnly {
