@@ -151,8 +151,7 @@ impl Intake {
         self.policy.check(spec)?;
         let mut empty_destination = false;
         if self.jobs.job(&spec.id).await?.is_none() {
-            self.check_stores(spec).await?;
-            empty_destination = spec.options.mode == Mode::Clone && self.is_empty(&spec.destination).await;
+            empty_destination = self.check_stores(spec).await?;
         }
         let first = plan(spec);
         let recorded = self.jobs.create_job(spec, &first).await?;
@@ -161,7 +160,8 @@ impl Intake {
         let fresh = empty_destination && recorded == Recorded::Now;
         let mut pending = Vec::new();
         for r in &first {
-            if self.jobs.segment(&spec.id, r).await?.is_none_or(|s| !s.done) {
+            // A job recorded by this call has no segment done yet.
+            if recorded == Recorded::Now || self.jobs.segment(&spec.id, r).await?.is_none_or(|s| !s.done) {
                 pending.push(SegmentMessage::first(&spec.id, r.clone(), fresh).to_json());
             }
         }
@@ -170,14 +170,27 @@ impl Intake {
         Ok(recorded)
     }
 
-    async fn check_stores(&self, spec: &JobSpec) -> Result<()> {
-        self.open_checked(&spec.source).await.map_err(|e| input_error("source", &spec.source, e))?;
+    /// Checks both stores and says whether a clone's destination is empty (see
+    /// [`Intake::is_empty`]). The two sides at once, unless the destination is a directory
+    /// this job would create: that is created only once the source has passed.
+    async fn check_stores(&self, spec: &JobSpec) -> Result<bool> {
+        let source =
+            async { self.open_checked(&spec.source).await.map_err(|e| input_error("source", &spec.source, e)) };
+        let destination = async {
+            self.open_checked(&spec.destination).await.map_err(|e| input_error("destination", &spec.destination, e))?;
+            Ok(spec.options.mode == Mode::Clone && self.is_empty(&spec.destination).await)
+        };
         // Only a job that writes may create its destination directory; verify never creates.
         if spec.destination.scheme == Scheme::Local && spec.options.mode != Mode::VerifyOnly {
+            source.await?;
             std::fs::create_dir_all(&spec.destination.root)
                 .map_err(|e| Error::invalid(format!("destination {}: cannot create it: {e}", spec.destination)))?;
+            return destination.await;
         }
-        self.open_checked(&spec.destination).await.map_err(|e| input_error("destination", &spec.destination, e))
+        // Both answer; the source's error is the one reported when both are wrong.
+        let (source, destination) = tokio::join!(source, destination);
+        source?;
+        destination
     }
 
     /// Whether `loc` holds no object at all (one list call of one key). A cost hint (see

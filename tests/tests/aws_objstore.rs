@@ -166,3 +166,20 @@ async fn uploads_in_parts_carry_a_full_object_checksum_and_copies_keep_it() {
     dst.copy_from(&src.copy_source().unwrap(), &put, "copy", &WriteOptions::KEEP).await.unwrap();
     assert_eq!(dst.checksums("copy").await.unwrap().values, sums.values, "the multipart copy's checksum");
 }
+
+/// Opening a bucket asks HeadBucket (for its region); the first check takes that answer
+/// rather than asking again, and every later check asks: a store opened while its bucket
+/// existed must not vouch for it once it is gone.
+#[tokio::test]
+async fn only_the_first_check_after_opening_takes_the_opening_answer() {
+    let ctx = moto().await;
+    let name = unique("opened");
+    ctx.s3().create_bucket().bucket(&name).send().await.unwrap();
+    let store = S3Store::open(&ctx, &name, false).await.unwrap();
+    ctx.s3().delete_bucket().bucket(&name).send().await.unwrap();
+    store.check().await.expect("the first check takes the opening HeadBucket's answer");
+    let gone = store.check().await;
+    assert!(matches!(gone, Err(Error::NotFound(_))), "a later check must ask: {gone:?}");
+    let reopened = S3Store::open(&ctx, &name, false).await.unwrap();
+    assert!(matches!(reopened.check().await, Err(Error::NotFound(_))), "opened after the delete: not found");
+}

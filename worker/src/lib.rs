@@ -566,8 +566,9 @@ impl Worker {
                 let read_at = Instant::now();
                 let Some(rec) = self.jobs.job(id).await.map_err(Some)? else { return Err(None) };
                 let running_seen = std::sync::Mutex::new((rec.state == JobState::Running).then_some(read_at));
-                let src = self.stores.open(&rec.spec.source).await.map_err(Some)?;
-                let dst = self.stores.open(&rec.spec.destination).await.map_err(Some)?;
+                let (src, dst) =
+                    tokio::try_join!(self.stores.open(&rec.spec.source), self.stores.open(&rec.spec.destination))
+                        .map_err(Some)?;
                 Ok(Arc::new(OpenJob { spec: rec.spec, src, dst, running_seen }))
             })
             .await;

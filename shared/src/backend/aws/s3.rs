@@ -52,6 +52,10 @@ pub struct S3Store {
     /// CopyObject and ListObjectsV2 without the SDK's request pipeline, where it sends the
     /// same requests (see [`lean`]); `None`: both go through the SDK.
     lean: Option<lean::Lean>,
+    /// [`S3Store::open`]'s HeadBucket, for this client and bucket, was answered 200: the
+    /// first [`ObjectStore::check`] takes that as its answer rather than asking again (a
+    /// job's acceptance opens, then checks, both of its buckets). Later checks ask.
+    opened_ok: std::sync::atomic::AtomicBool,
 }
 
 impl S3Store {
@@ -73,6 +77,7 @@ impl S3Store {
             upload_checksum: checksums::DEFAULT_ALGORITHM.into(),
             list_cap: 1000,
             lean: lean::Lean::for_bucket(ctx, bucket),
+            opened_ok: false.into(),
         }
     }
 
@@ -91,14 +96,19 @@ impl S3Store {
     /// [`ObjectStore::check`] reports what is wrong. `Transient` when the service did not
     /// answer at all.
     pub async fn open(ctx: &AwsContext, bucket: &str, region_fixed: bool) -> Result<Self> {
-        if !region_fixed
-            && let Some(r) = bucket_region(ctx, bucket).await?
+        if region_fixed {
+            return Ok(S3Store::new(ctx, bucket));
+        }
+        let (region, answered_ok) = bucket_region(ctx, bucket).await?;
+        if let Some(r) = region
             && Some(r.as_str()) != ctx.region()
         {
             tracing::debug!(bucket, region = %r, "bucket is in another region");
             return Ok(S3Store::new(&ctx.in_region(&r), bucket));
         }
-        Ok(S3Store::new(ctx, bucket))
+        let store = S3Store::new(ctx, bucket);
+        store.opened_ok.store(answered_ok, std::sync::atomic::Ordering::Relaxed);
+        Ok(store)
     }
 
     /// Creates the bucket if it does not exist (an existing bucket of ours is fine). For
@@ -206,6 +216,9 @@ impl ObjectStore for S3Store {
     }
 
     async fn check(&self) -> Result<()> {
+        if self.opened_ok.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
         let r = self.client.head_bucket().bucket(&self.bucket).send().await;
         match r.map_err(|e| sdk_error(&format!("check {}", self.describe()), e)) {
             Ok(_) => Ok(()),
@@ -457,10 +470,15 @@ impl ObjectStore for S3Store {
 }
 
 /// The region `bucket` reports, from HeadBucket's answer or refusal (`None` when the
-/// answer names none); `Transient` when there was no answer.
-async fn bucket_region(ctx: &AwsContext, bucket: &str) -> Result<Option<String>> {
+/// answer names none), and whether HeadBucket was answered 200; `Transient` when there was
+/// no answer.
+async fn bucket_region(ctx: &AwsContext, bucket: &str) -> Result<(Option<String>, bool)> {
+    let mut answered_ok = false;
     let region = match ctx.s3().head_bucket().bucket(bucket).send().await {
-        Ok(out) => out.bucket_region().map(str::to_string),
+        Ok(out) => {
+            answered_ok = true;
+            out.bucket_region().map(str::to_string)
+        }
         Err(e) => match e.raw_response().map(|r| r.headers().get("x-amz-bucket-region").map(str::to_string)) {
             // A refusal (403, 404, 301) names the region when S3 knows it; a missing or
             // forbidden bucket is reported by the check that follows, not here.
@@ -470,7 +488,7 @@ async fn bucket_region(ctx: &AwsContext, bucket: &str) -> Result<Option<String>>
             _ => return Err(sdk_error(&format!("find the region of bucket {bucket}"), e)),
         },
     };
-    Ok(region.filter(|r| !r.is_empty()))
+    Ok((region.filter(|r| !r.is_empty()), answered_ok))
 }
 
 /// What a HEAD says about an object's archive: its storage class, Intelligent-Tiering's
