@@ -13,7 +13,10 @@
 //!   `d000599/...`;
 //! - the page spanned `span = last - first`; the next boundaries are placed at
 //!   `last + 2 * span * 4^j` (j = 0, 1, ...), and a tail child takes whatever lies beyond;
-//!   the first child spans two pages' widths, not one, so that pages come back full.
+//!   the first child spans two pages' widths, not one, so that pages come back full;
+//! - the rest of a bounded range that as many children a page wide (`last + span * k`) can
+//!   cover is cut so: its pages are listed at once by as many workers, not one after
+//!   another as a chain (at the end of a job, such chains held its last second).
 //!
 //! So a flat prefix of a million keys fans out to every worker within a few rounds, and a
 //! sparse one costs a few empty children (one list call each). Correctness never depends on
@@ -39,7 +42,7 @@ const MAX_DIGITS: usize = 1100;
 /// every position, a child's boundary fell between blocks of a thousand decimal names
 /// (`d000bf9` sorts between `d000999` and `d001000`): ranges held whole blocks, and the
 /// million took 1.25 pages per 1,000 keys at 6 pages, 1.5-1.75 at 1.
-const FIRST_CHILD_PAGES: usize = 2;
+const FIRST_CHILD_PAGES: u64 = 2;
 
 /// The children of `range` after a truncated page whose keys (relative, in key order,
 /// at least one, all inside `range`) were `page`.
@@ -52,9 +55,19 @@ const FIRST_CHILD_PAGES: usize = 2;
 /// of the range starts, so the caller must list again, never complete the segment.
 pub fn children_after_page(range: &KeyRange, page: &[&str], fanout: usize) -> Option<Vec<KeyRange>> {
     let (first, last) = (page.first()?, page.last()?);
+    let n = fanout.saturating_sub(1) as u32;
+    let wide: Vec<u64> = (0..n).map_while(|j| 4u64.checked_pow(j)?.checked_mul(FIRST_CHILD_PAGES)).collect();
+    // The rest of a bounded range that `fanout` children a page wide cover: cut so, and
+    // it is listed at once by as many workers, not as a chain of pages one after another.
+    let mut points = extrapolate(page, first, last, &(1..=u64::from(n) + 1).collect::<Vec<_>>());
+    let short = range.end.as_deref().is_some_and(|end| points.len() > n as usize && points[n as usize].as_str() >= end);
+    points.truncate(n as usize);
+    if !short {
+        points = extrapolate(page, first, last, &wide);
+    }
     let mut bounds: Vec<String> = Vec::new();
     let mut lower = last.to_string();
-    for point in extrapolate(page, first, last, fanout.saturating_sub(1)) {
+    for point in points {
         let below_end = range.end.as_deref().is_none_or(|e| point.as_str() < e);
         if point > lower && below_end {
             lower = point.clone();
@@ -171,10 +184,10 @@ impl Numbering {
     }
 }
 
-/// Up to `n` increasing boundaries above `last`, at `last + span * FIRST_CHILD_PAGES * 4^j`
-/// for j = 0..n.
-fn extrapolate(page: &[&str], first: &str, last: &str, n: usize) -> Vec<String> {
-    if n == 0 || first >= last {
+/// The boundaries `last + span * m` for each of `multiples` (increasing), where `span =
+/// last - first`: as many as can be spelled, in order.
+fn extrapolate(page: &[&str], first: &str, last: &str, multiples: &[u64]) -> Vec<String> {
+    if multiples.is_empty() || first >= last {
         return Vec::new();
     }
     let num = Numbering::new(page, first, last);
@@ -187,23 +200,9 @@ fn extrapolate(page: &[&str], first: &str, last: &str, n: usize) -> Vec<String> 
         return Vec::new();
     }
     let mut out = Vec::new();
-    let mut step = span.clone();
-    for _ in 1..FIRST_CHILD_PAGES {
-        match add(&step, &span, &base) {
-            Some(s) => step = s,
-            None => break,
-        }
-    }
-    for _ in 0..n {
-        let Some(p) = add(&b, &step, &base) else { break };
+    for &m in multiples {
+        let Some(p) = mul(&span, m, &base).and_then(|step| add(&b, &step, &base)) else { break };
         out.extend(num.key(&p));
-        let Some(twice) = add(&step, &step, &base) else {
-            break;
-        };
-        let Some(four) = add(&twice, &twice, &base) else {
-            break;
-        };
-        step = four;
     }
     out
 }
@@ -223,6 +222,18 @@ fn sub(a: &[u64], b: &[u64], base: &[u64]) -> Option<Vec<u64>> {
         }
     }
     (borrow == 0).then_some(out)
+}
+
+/// `a * m` in the mixed radix `base`, or `None` on overflow past the first digit.
+fn mul(a: &[u64], m: u64, base: &[u64]) -> Option<Vec<u64>> {
+    let mut out = vec![0; a.len()];
+    let mut carry = 0u64;
+    for i in (0..a.len()).rev() {
+        let s = a[i].checked_mul(m)?.checked_add(carry)?;
+        out[i] = s % base[i];
+        carry = s / base[i];
+    }
+    (carry == 0).then_some(out)
 }
 
 /// `a + b` in the mixed radix `base`, or `None` on overflow past the first digit.
@@ -247,10 +258,21 @@ mod tests {
     /// when truncated hand on the rest as children. Returns every key listed, in listing
     /// order, and the number of rounds (the longest chain of segments).
     fn simulate(keys: &[String], page: usize, fanout: usize, lifo: bool) -> (Vec<String>, usize, usize) {
+        simulate_from(KeyRange::all(), keys, page, fanout, lifo)
+    }
+
+    /// [`simulate`] from one segment of `range`.
+    fn simulate_from(
+        range: KeyRange,
+        keys: &[String],
+        page: usize,
+        fanout: usize,
+        lifo: bool,
+    ) -> (Vec<String>, usize, usize) {
         let mut sorted = keys.to_vec();
         sorted.sort();
         sorted.dedup();
-        let mut work: VecDeque<(KeyRange, usize)> = VecDeque::from([(KeyRange::all(), 1)]);
+        let mut work: VecDeque<(KeyRange, usize)> = VecDeque::from([(range, 1)]);
         let (mut listed, mut rounds, mut segments) = (Vec::new(), 0, 0);
         while let Some((r, depth)) = if lifo { work.pop_back() } else { work.pop_front() } {
             segments += 1;
@@ -392,6 +414,27 @@ mod tests {
         // Hex names count in hex, even where a page happened to show only some letters.
         let kids = children_after_page(&KeyRange::all(), &["h/0a0", "h/0af"], 2).unwrap();
         assert_eq!(kids[0].end.as_deref(), Some("h/0cd"), "0af + 2 * (0af - 0a0) in hex");
+    }
+
+    /// The rest of a bounded range that `fanout` pages cover is cut into children a page
+    /// wide: listed at once by as many workers, not as a chain of pages one after another
+    /// (at a job's end, such chains were its last seconds).
+    #[test]
+    fn a_short_rest_is_cut_into_pages_not_listed_as_a_chain() {
+        let keys: Vec<String> = (1..=4000).map(|i| format!("flat/{i:06}")).collect();
+        let range = KeyRange { start_after: "flat/".into(), end: Some("flat/003500".into()) };
+        let page: Vec<&str> = keys[..1000].iter().map(String::as_str).collect();
+        let kids = children_after_page(&range, &page, 5).unwrap();
+        let bounds: Vec<_> = kids.iter().map(|k| k.end.as_deref()).collect();
+        assert_eq!(bounds, [Some("flat/001999"), Some("flat/002998"), Some("flat/003500")]);
+        for n in 2..=4usize {
+            let end = format!("flat/{:06}", n * 999 - 10);
+            let range = KeyRange { start_after: "flat/".into(), end: Some(end) };
+            let (listed, rounds, pages) = simulate_from(range, &keys, 1000, 5, false);
+            assert_eq!(listed.len(), n * 999 - 10);
+            assert_eq!(rounds, 2, "{n} pages' keys: the first page, then the rest at once");
+            assert!(pages <= n + 1, "{n} pages' keys in {pages} pages");
+        }
     }
 
     #[test]
