@@ -59,11 +59,12 @@ pub fn children_after_page(range: &KeyRange, page: &[&str], fanout: usize) -> Op
     let wide: Vec<u64> = (0..n).map_while(|j| 4u64.checked_pow(j)?.checked_mul(FIRST_CHILD_PAGES)).collect();
     // The rest of a bounded range that `fanout` children a page wide cover: cut so, and
     // it is listed at once by as many workers, not as a chain of pages one after another.
-    let mut points = extrapolate(page, first, last, &(1..=u64::from(n) + 1).collect::<Vec<_>>());
+    let num = Numbering::new(page, first, last);
+    let mut points = extrapolate(&num, first, last, &(1..=u64::from(n) + 1).collect::<Vec<_>>());
     let short = range.end.as_deref().is_some_and(|end| points.len() > n as usize && points[n as usize].as_str() >= end);
     points.truncate(n as usize);
     if !short {
-        points = extrapolate(page, first, last, &wide);
+        points = extrapolate(&num, first, last, &wide);
     }
     let mut bounds: Vec<String> = Vec::new();
     let mut lower = last.to_string();
@@ -186,11 +187,10 @@ impl Numbering {
 
 /// The boundaries `last + span * m` for each of `multiples` (increasing), where `span =
 /// last - first`: as many as can be spelled, in order.
-fn extrapolate(page: &[&str], first: &str, last: &str, multiples: &[u64]) -> Vec<String> {
+fn extrapolate(num: &Numbering, first: &str, last: &str, multiples: &[u64]) -> Vec<String> {
     if multiples.is_empty() || first >= last {
         return Vec::new();
     }
-    let num = Numbering::new(page, first, last);
     let base = num.radix();
     let b = num.digits(last);
     let Some(span) = sub(&b, &num.digits(first), &base) else {
