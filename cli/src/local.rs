@@ -123,7 +123,8 @@ pub async fn run_with(
         workers.push(w.clone());
         handles.push(tokio::spawn(w.run(stop_rx.clone())));
     }
-    let job = watch_until_done(&intake, &spec.id, opts.show_progress).await;
+    let finished: Vec<_> = workers.iter().map(|w| w.finished()).collect();
+    let job = watch_until_done(&intake, &spec.id, opts.show_progress, &finished).await;
     let _ = stop_tx.send(true);
     for h in handles {
         let _ = h.await;
@@ -223,20 +224,29 @@ const SETTLED_POLL: Duration = Duration::from_millis(20);
 /// Polls the job until it is terminal, showing progress, with the supervisor re-driving
 /// what nothing holds. Ends with an error when every outstanding segment of the job is
 /// dead-lettered: nothing in this process can make progress then, and waiting would hang.
-async fn watch_until_done(intake: &Intake, id: &str, show: bool) -> Result<JobRecord> {
+async fn watch_until_done(
+    intake: &Intake,
+    id: &str,
+    show: bool,
+    finished: &[Arc<tokio::sync::Notify>],
+) -> Result<JobRecord> {
     let mut progress = Progress::new(show);
     let supervisor = Supervisor::for_job(intake.clone(), supervisor_config(), id);
     let read = || async { intake.jobs.job(id).await?.ok_or_else(|| Error::NotFound(format!("job {id} vanished"))) };
     loop {
-        // The worker settles the job as it records the last segment: look every 20 ms (one
-        // read of the local store), so a short job ends when it is done, not up to a
-        // supervisor period later; the supervisor itself ticks every 250 ms.
+        // The worker settles the job as it records the last segment and says so: look then,
+        // or every 20 ms (one read of the local store), so a short job ends when it is done,
+        // not up to a supervisor period later; the supervisor itself ticks every 250 ms.
         let mut job = read().await?;
         for _ in 0..SUPERVISOR_PERIOD.as_millis() / SETTLED_POLL.as_millis() {
             if job.state.is_terminal() {
                 break;
             }
-            tokio::time::sleep(SETTLED_POLL).await;
+            let settled = futures::future::select_all(finished.iter().map(|n| Box::pin(n.notified())));
+            tokio::select! {
+                _ = tokio::time::sleep(SETTLED_POLL) => {}
+                _ = settled, if !finished.is_empty() => {}
+            }
             job = read().await?;
         }
         if job.state.is_terminal() {

@@ -225,3 +225,23 @@ async fn duplicate_deliveries_of_a_move_count_every_delete_once() {
     assert!(tree(&b.src).is_empty(), "a move empties its source");
     assert_eq!(tree(&b.dst), before);
 }
+
+/// A worker says when it records a job's end, so a waiter in the same process (the local
+/// runner) need not poll for it: once notified, the job reads terminal, every object
+/// verified. A notification before the end, or none at all, fails this.
+#[tokio::test]
+async fn a_worker_says_when_it_records_a_jobs_end() {
+    let b = bucketclone_tests::bed::Bed::new(30, 10);
+    b.intake().accept(&b.spec).await.unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let w =
+        Worker::new(bucketclone_tests::bed::Bed::worker_config(0), b.queue.clone(), b.jobs.clone(), b.stores.clone());
+    let finished = w.finished();
+    let handle = tokio::spawn(w.run(stop_rx));
+    tokio::time::timeout(Duration::from_secs(60), finished.notified()).await.expect("notified within a minute");
+    let job = b.jobs.job("j").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Verified, "notified before the job's end");
+    assert_eq!(job.counters.verified_objects, 30);
+    stop.send(true).unwrap();
+    handle.await.unwrap().unwrap();
+}

@@ -125,6 +125,9 @@ pub struct Worker {
     demand: Arc<demand::Demand>,
     /// What this worker did since it started.
     pub stats: RunStats,
+    /// Notified (a permit kept if nobody waits) each time this worker records a job's end:
+    /// whoever waits for the job in the same process (the local runner) learns it at once.
+    finished: Arc<tokio::sync::Notify>,
 }
 
 impl Worker {
@@ -146,7 +149,14 @@ impl Worker {
             hungry: watch::Sender::new(true),
             demand: Arc::default(),
             stats: RunStats::default(),
+            finished: Arc::default(),
         })
+    }
+
+    /// Notified each time this worker records the end of a job (see [`Worker::finished`]'s
+    /// field): wait on it, then read the job.
+    pub fn finished(&self) -> Arc<tokio::sync::Notify> {
+        self.finished.clone()
     }
 
     pub fn id(&self) -> &str {
@@ -472,6 +482,7 @@ impl Worker {
             && let Some(state) = self.jobs.finalize(id).await?.filter(|s| s.is_terminal())
         {
             info!(job = %id, state = state.as_str(), "job finished");
+            self.finished.notify_one();
         }
         Ok(())
     }
