@@ -242,10 +242,15 @@ async fn watch_until_done(
             if job.state.is_terminal() {
                 break;
             }
-            let settled = futures::future::select_all(finished.iter().map(|n| Box::pin(n.notified())));
+            let settled = async {
+                if finished.is_empty() {
+                    std::future::pending::<()>().await; // select_all refuses an empty set
+                }
+                futures::future::select_all(finished.iter().map(|n| Box::pin(n.notified()))).await;
+            };
             tokio::select! {
                 _ = tokio::time::sleep(SETTLED_POLL) => {}
-                _ = settled, if !finished.is_empty() => {}
+                _ = settled => {}
             }
             job = read().await?;
         }

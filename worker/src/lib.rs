@@ -153,8 +153,8 @@ impl Worker {
         })
     }
 
-    /// Notified each time this worker records the end of a job (see [`Worker::finished`]'s
-    /// field): wait on it, then read the job.
+    /// Notified each time this worker records the end of a job, a permit kept if nobody
+    /// waits: wait on it, then read the job.
     pub fn finished(&self) -> Arc<tokio::sync::Notify> {
         self.finished.clone()
     }
