@@ -148,6 +148,19 @@ impl S3Store {
         format!("s3://{}/{key}", self.bucket)
     }
 
+    /// The source entry `key` of a copy from `source`, as a HEAD reads it (a listing gave no
+    /// ETag); `NotFound` when it is gone.
+    async fn head_source(&self, source: &CopySource, key: &str) -> Result<ObjectEntry> {
+        let h = self.head_in(&source.bucket, key, None).await?;
+        let h = h.ok_or_else(|| Error::NotFound(format!("s3://{}/{key}", source.bucket)))?;
+        Ok(ObjectEntry {
+            key: key.to_string(),
+            size: h.content_length().unwrap_or(0).max(0) as u64,
+            etag: h.e_tag().map(unquote_etag),
+            storage_class: class_name(h.storage_class().map(|c| c.as_str())),
+        })
+    }
+
     /// HEAD of `bucket/key` (of one part when `part` is set); `None` when it does not exist.
     async fn head_in(
         &self,
@@ -341,23 +354,20 @@ impl ObjectStore for S3Store {
             )));
         }
         // Without a listed ETag, HEAD the source: its ETag conditions the copy and says
-        // whether it was uploaded in parts.
+        // whether it was uploaded in parts. The paths a listed single-part copy does not
+        // take are boxed: their futures (the SDK's above all, ~10 KB) would otherwise make
+        // every copy's future that large, allocated and moved for each object.
+        let headed;
         let src = match &src.etag {
-            Some(_) => src.clone(),
+            Some(_) => src,
             None => {
-                let h = self.head_in(&source.bucket, &src.key, None).await?;
-                let h = h.ok_or_else(|| Error::NotFound(format!("s3://{}/{}", source.bucket, src.key)))?;
-                ObjectEntry {
-                    key: src.key.clone(),
-                    size: h.content_length().unwrap_or(0).max(0) as u64,
-                    etag: h.e_tag().map(unquote_etag),
-                    storage_class: class_name(h.storage_class().map(|c| c.as_str())),
-                }
+                headed = Box::pin(self.head_source(source, &src.key)).await?;
+                &headed
             }
         };
         let multipart = src.etag.as_deref().is_some_and(is_multipart_etag);
         if multipart || src.size > SINGLE_MAX {
-            return multipart::copy(self, source, &src, dst_key, w).await;
+            return Box::pin(multipart::copy(self, source, src, dst_key, w)).await;
         }
         // Content headers, user metadata and tags are S3's to copy (its COPY directives).
         // A copy is STANDARD unless told: keep the source's class. No checksum algorithm: S3
@@ -376,9 +386,9 @@ impl ObjectStore for S3Store {
                     sse_kms_key_id: w.sse_kms_key_id.as_deref(),
                 })
                 .await
-                .map_err(|f| multipart::copy_failed(source, &src, dst_key, |what| f.into_error(what)))?,
+                .map_err(|f| multipart::copy_failed(source, src, dst_key, |what| f.into_error(what)))?,
             None => {
-                let out = self
+                let sdk = self
                     .client
                     .copy_object()
                     .bucket(&self.bucket)
@@ -388,9 +398,8 @@ impl ObjectStore for S3Store {
                     .set_storage_class(storage_class.as_deref().map(StorageClass::from))
                     .set_server_side_encryption(w.sse.as_deref().map(ServerSideEncryption::from))
                     .set_ssekms_key_id(w.sse_kms_key_id.clone())
-                    .send()
-                    .await
-                    .map_err(|e| multipart::copy_error(source, &src, dst_key, e))?;
+                    .send();
+                let out = Box::pin(sdk).await.map_err(|e| multipart::copy_error(source, src, dst_key, e))?;
                 out.copy_object_result().and_then(|r| r.e_tag()).map(str::to_string)
             }
         };
@@ -748,5 +757,20 @@ mod tests {
             WriteOptions { sse: Some("aws:kms".into()), sse_kms_key_id: Some("key\nid".into()), storage_class: None };
         let r = store.copy_from(&source, &src, "k", &w).await;
         assert!(matches!(r, Err(Error::Permanent(_))), "{r:?}");
+    }
+
+    /// A listed single-part copy's future holds only the lean request: the paths it does not
+    /// take (HEAD, multipart, the SDK's CopyObject, whose future alone is ~10 KB) are boxed,
+    /// so each of the millions of copies does not allocate and move their size.
+    #[tokio::test]
+    async fn a_copy_future_holds_only_the_path_it_takes() {
+        use crate::model::ObjectEntry;
+        use crate::objstore::{CopySource, ObjectStore, WriteOptions};
+        let store = super::S3Store::new(&super::AwsContext::for_emulator("http://127.0.0.1:9").await, "dst");
+        let source = CopySource { endpoint: store.endpoint.clone(), bucket: "src".into() };
+        let src = ObjectEntry { key: "k".into(), size: 1, etag: Some("e".into()), storage_class: None };
+        let copy = store.copy_from(&source, &src, "k", &WriteOptions::KEEP);
+        let size = std::mem::size_of_val(&*copy);
+        assert!(size < 3 * 1024, "a copy's future is {size} bytes");
     }
 }

@@ -324,7 +324,7 @@ impl Lean {
         method: http::Method,
         path: &str,
         query: &str,
-        mut headers: Vec<(&str, &str)>,
+        mut headers: Vec<(&'static str, &str)>,
     ) -> Result<(u16, Bytes), Failure> {
         let creds = self.credentials().await?;
         if self.request_payer {
@@ -353,28 +353,19 @@ impl Lean {
         };
         let signed = self.signer.sign(&req, &keys, at);
         let put = method == http::Method::PUT;
-        let mut req = http::Request::builder().method(method).uri(&url);
-        for (k, v) in headers.iter().copied().chain(signed.iter().map(|(k, v)| (*k, v.as_str()))) {
-            req = req.header(k, v);
-        }
-        if put {
-            req = req.header(http::header::CONTENT_LENGTH, "0");
-        }
-        let req = req.body(Empty::new()).map_err(|e| Failure::unsendable(format!("build the request: {e}")))?;
+        let req = request(method, url, &headers, signed, put)?;
         let resp = http.request(req).await.map_err(|e| Failure::no_answer(format!("no answer: {}", chain(&e))))?;
         let status = resp.status().as_u16();
-        let server_time = resp
-            .headers()
-            .get(http::header::DATE)
-            .and_then(|d| DateTime::from_str(d.to_str().ok()?, Format::HttpDate).ok());
+        // The service's clock, kept only from an answer that may say ours is off.
+        let server_time =
+            (!(200..300).contains(&status)).then(|| resp.headers().get(http::header::DATE).cloned()).flatten();
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| Failure::no_answer(format!("answer cut short (status {status}): {}", chain(&e))))?
             .to_bytes();
-        if !(200..300).contains(&status)
-            && let Some(server) = server_time
+        if let Some(server) = server_time.and_then(|d| DateTime::from_str(d.to_str().ok()?, Format::HttpDate).ok())
             && contains_bytes(&body, "<Code>RequestTimeTooSkewed</Code>")
         {
             let ours = DateTime::from(now).secs();
@@ -417,6 +408,33 @@ impl Lean {
         *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some((creds.clone(), std::time::Instant::now()));
         Ok(creds)
     }
+}
+
+/// The HTTP request for `url` with `headers` and the signer's `signed` ones (names are
+/// lowercase constants), `Content-Length: 0` on a `PUT`. A value HTTP cannot carry is
+/// [`Failure::unsendable`].
+fn request(
+    method: http::Method,
+    url: String,
+    headers: &[(&'static str, &str)],
+    signed: Vec<(&'static str, String)>,
+    put: bool,
+) -> Result<http::Request<Empty<Bytes>>, Failure> {
+    use http::header::{HeaderName, HeaderValue};
+    let bad = |e: &dyn std::fmt::Display| Failure::unsendable(format!("build the request: {e}"));
+    let mut req = http::Request::builder().method(method).uri(url).body(Empty::new()).map_err(|e| bad(&e))?;
+    let map = req.headers_mut();
+    map.reserve(headers.len() + signed.len() + 1);
+    for (k, v) in headers {
+        map.append(HeaderName::from_static(k), HeaderValue::from_str(v).map_err(|e| bad(&e))?);
+    }
+    for (k, v) in signed {
+        map.append(HeaderName::from_static(k), HeaderValue::try_from(v).map_err(|e| bad(&e))?);
+    }
+    if put {
+        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+    Ok(req)
 }
 
 /// The `Host` header for `url` (its port only when not the scheme's default) and its path.
@@ -496,32 +514,39 @@ fn contains_bytes(body: &[u8], needle: &str) -> bool {
 /// Reads CopyObject's answer (or an error answer to any request): the copy's ETag, or what
 /// failed.
 fn answer(status: u16, body: &[u8]) -> Result<Option<String>, Failure> {
-    let xml = String::from_utf8_lossy(body);
-    let code = element(&xml, "Code");
-    let failed = |status: u16| {
-        let message = element(&xml, "Message").unwrap_or_default();
-        Failure {
-            status: Some(status),
-            message: format!("{} (HTTP {status}): {message}", code.as_deref().unwrap_or("no error code")),
-            code: code.clone(),
-        }
+    let xml = match std::str::from_utf8(body) {
+        Ok(xml) => std::borrow::Cow::Borrowed(xml),
+        Err(_) => String::from_utf8_lossy(body),
     };
-    if !(200..300).contains(&status) {
-        return Err(failed(status));
+    let ok = (200..300).contains(&status);
+    // `<Error>` in a 200: S3 sent the status, then failed the copy.
+    if ok && !xml.contains("<Error>") {
+        return Ok(element(&xml, "ETag"));
     }
-    if xml.contains("<Error>") {
-        // S3 sent 200, then failed the copy: an internal error, retried.
-        return Err(failed(500));
-    }
-    Ok(element(&xml, "ETag"))
+    let code = element(&xml, "Code");
+    let message = element(&xml, "Message").unwrap_or_default();
+    // A failure inside a 200 is an internal error, retried.
+    let status = if ok { 500 } else { status };
+    Err(Failure {
+        status: Some(status),
+        message: format!("{} (HTTP {status}): {message}", code.as_deref().unwrap_or("no error code")),
+        code,
+    })
 }
 
 /// The text of the first `<name>` element, entities decoded. S3's answers are flat and never
 /// nest an element in one of the same name, so this is enough for the fields read here.
 fn element(xml: &str, name: &str) -> Option<String> {
-    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
-    let len = xml[start..].find(&format!("</{name}>"))?;
+    let start = tag_at(xml, "<", name)? + name.len() + 2;
+    let len = tag_at(&xml[start..], "</", name)?;
     Some(unescape(&xml[start..start + len]))
+}
+
+/// Where the first tag `{lead}{name}>` (`<ETag>`, `</ETag>`) starts in `xml`.
+pub(super) fn tag_at(xml: &str, lead: &str, name: &str) -> Option<usize> {
+    xml.match_indices(lead)
+        .map(|(at, _)| at)
+        .find(|&at| xml[at + lead.len()..].strip_prefix(name).is_some_and(|rest| rest.starts_with('>')))
 }
 
 /// Decodes XML's predefined entities and character references; anything else is kept as is.

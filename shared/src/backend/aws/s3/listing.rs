@@ -12,7 +12,7 @@
 //! - the count of objects read must equal the answer's own `KeyCount`, so an object this
 //!   reader skipped (a form it does not know) cannot go unnoticed;
 //! - keys must come in S3's order, after `start-after` and under the prefix;
-//! - an answer with a CDATA section, a comment, an entity this reader does not know, a
+//! - an answer with a CDATA section, a comment (any `<!`), an entity this reader does not know, a
 //!   root other than `ListBucketResult`, or a malformed number or flag is not read.
 //!
 //! The property test below holds [`read`] to the SDK's parser on generated answers.
@@ -34,8 +34,9 @@ pub(super) struct Listed {
 /// Reads the ListObjectsV2 answer `xml` to a request for `prefix` after `start_after`.
 pub(super) fn read(xml: &str, prefix: &str, start_after: &str) -> Result<Listed, Unsure> {
     let unsure = |why: &str| Err(Unsure(why.to_string()));
-    if xml.contains("<![CDATA[") || xml.contains("<!--") {
-        return unsure("a CDATA section or a comment");
+    // One scan for both: `<!` opens a CDATA section, a comment or a declaration.
+    if xml.contains("<!") {
+        return unsure("a CDATA section, a comment or a declaration");
     }
     if !root_is(xml, "ListBucketResult") {
         return unsure("the root element is not ListBucketResult");
@@ -101,15 +102,14 @@ fn root_is(xml: &str, name: &str) -> bool {
 /// none. S3's answers never nest an element inside one of the same name, and text never
 /// holds a `<`, so the first `<name>` is that element's start.
 fn element(xml: &str, name: &str) -> Result<Option<String>, Unsure> {
-    let open = format!("<{name}>");
-    let Some(at) = xml.find(&open) else {
+    let Some(at) = super::lean::tag_at(xml, "<", name) else {
         return Ok(None);
     };
-    let text = &xml[at + open.len()..];
+    let text = &xml[at + name.len() + 2..];
     let Some(len) = text.find('<') else {
         return Err(Unsure(format!("an unclosed {name}")));
     };
-    if !text[len..].starts_with(&format!("</{name}>")) {
+    if !text[len..].strip_prefix("</").and_then(|r| r.strip_prefix(name)).is_some_and(|r| r.starts_with('>')) {
         return Err(Unsure(format!("{name} holds an element")));
     }
     decode(&text[..len]).map(Some).ok_or_else(|| Unsure(format!("an entity in {name} that is not XML's")))
@@ -119,12 +119,8 @@ fn element(xml: &str, name: &str) -> Result<Option<String>, Unsure> {
 /// other `&`, and for a character XML does not allow in raw text (a control character but
 /// tab, line feed and carriage return; U+FFFE, U+FFFF), which the SDK's parser refuses.
 fn decode(s: &str) -> Option<String> {
-    let not_xml = |b: &[u8]| {
-        matches!(b, [c, ..] if *c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
-            || matches!(b, [0xEF, 0xBF, 0xBE | 0xBF, ..])
-    };
-    let bytes = s.as_bytes();
-    if (0..bytes.len()).any(|i| not_xml(&bytes[i..])) {
+    let control = |c: &u8| *c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r');
+    if s.as_bytes().iter().any(control) || s.contains(['\u{FFFE}', '\u{FFFF}']) {
         return None;
     }
     if !s.contains('&') {

@@ -15,7 +15,6 @@
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use aws_smithy_types::date_time::DateTime;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
@@ -154,13 +153,20 @@ impl Signer {
     }
 }
 
-/// `YYYYMMDDTHHMMSSZ`.
+/// `YYYYMMDDTHHMMSSZ`, in UTC (a time before 1970 is taken as 1970).
 fn amz_date(time: SystemTime) -> String {
-    let t = DateTime::from(time);
-    let s = t.fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_default();
-    // `2013-05-24T00:00:00Z` (or with fractional seconds) -> `20130524T000000Z`
-    let digits: String = s.chars().take(19).filter(|c| c.is_ascii_digit() || *c == 'T').collect();
-    format!("{digits}Z")
+    let secs = time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, s) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to the civil date (H. Hinnant's `civil_from_days`, days >= 0).
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", s / 3_600, s / 60 % 60, s % 60)
 }
 
 /// A header value as SigV4 canonicalises it: trimmed, inner runs of spaces made one.
@@ -329,8 +335,32 @@ mod tests {
         "[ -~]{0,40}"
     }
 
+    /// `amz_date` by the SDK's own date formatting, as it was computed before.
+    fn amz_date_by_the_sdk(time: SystemTime) -> String {
+        let t = aws_smithy_types::date_time::DateTime::from(time);
+        let s = t.fmt(aws_smithy_types::date_time::Format::DateTime).unwrap();
+        let digits: String = s.chars().take(19).filter(|c| c.is_ascii_digit() || *c == 'T').collect();
+        format!("{digits}Z")
+    }
+
+    #[test]
+    fn dates_on_the_edges_of_days_months_years_and_leap_days() {
+        // 2000-02-29 23:59:59, 2000-03-01 00:00:00, 2100-03-01 (no leap day), 1970, 2013-05-24.
+        for secs in [951_868_799, 951_868_800, 4_107_542_400, 0, 1_369_353_600, 4_102_444_799] {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(amz_date(t), amz_date_by_the_sdk(t), "{secs}");
+        }
+        assert_eq!(amz_date(may_24_2013()), "20130524T000000Z");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn dates_are_the_sdks(secs in 0u64..8_000_000_000, nanos in 0u32..1_000_000_000) {
+            let t = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+            prop_assert_eq!(amz_date(t), amz_date_by_the_sdk(t));
+        }
 
         /// The invariant: the same headers as `aws-sigv4`, on random keys (percent-encoded
         /// as the lean client sends them), query parameters (a listing's), copy headers,
