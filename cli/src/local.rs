@@ -66,6 +66,18 @@ pub async fn run_with(
     opts: &LocalOptions,
 ) -> Result<Outcome> {
     let started = Instant::now();
+    // Open the S3 buckets (the AWS configuration, each bucket's region) while the state file
+    // is opened: both take milliseconds, and the job's acceptance opens the buckets again,
+    // from the factory's cache. A failure here is only dropped: acceptance opens again and
+    // reports it. Local directories are left to acceptance (a destination is created only
+    // once the source passed).
+    for loc in [&source, &destination].into_iter().filter(|l| l.scheme == shared::model::Scheme::S3) {
+        let (stores, loc) = (stores.clone(), loc.clone());
+        tokio::spawn(async move {
+            use shared::objstore::StoreOpener;
+            let _ = stores.open(&loc).await;
+        });
+    }
     let _lock = lock_state(&opts.state).await?;
     let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&opts.state)?);
     let mut spec = JobSpec { id: String::new(), source, destination, options };
