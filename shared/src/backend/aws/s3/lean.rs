@@ -542,11 +542,16 @@ fn element(xml: &str, name: &str) -> Option<String> {
     Some(unescape(&xml[start..start + len]))
 }
 
-/// Where the first tag `{lead}{name}>` (`<ETag>`, `</ETag>`) starts in `xml`.
+/// Where the first tag `{lead}{name}>` (`<ETag>`, `</ETag>`; `lead` is `<` or `</`) starts
+/// in `xml`.
 pub(super) fn tag_at(xml: &str, lead: &str, name: &str) -> Option<usize> {
-    xml.match_indices(lead)
-        .map(|(at, _)| at)
-        .find(|&at| xml[at + lead.len()..].strip_prefix(name).is_some_and(|rest| rest.starts_with('>')))
+    let after_lt = &lead[1..];
+    memchr::memchr_iter(b'<', xml.as_bytes()).find(|&at| {
+        xml.as_bytes()[at + 1..]
+            .strip_prefix(after_lt.as_bytes())
+            .and_then(|r| r.strip_prefix(name.as_bytes()))
+            .is_some_and(|r| r.first() == Some(&b'>'))
+    })
 }
 
 /// Decodes XML's predefined entities and character references; anything else is kept as is.

@@ -17,6 +17,8 @@
 //!
 //! The property test below holds [`read`] to the SDK's parser on generated answers.
 
+use memchr::memmem;
+
 use crate::model::ObjectEntry;
 use crate::objstore::unquote_etag;
 
@@ -35,7 +37,7 @@ pub(super) struct Listed {
 pub(super) fn read(xml: &str, prefix: &str, start_after: &str) -> Result<Listed, Unsure> {
     let unsure = |why: &str| Err(Unsure(why.to_string()));
     // One scan for both: `<!` opens a CDATA section, a comment or a declaration.
-    if xml.contains("<!") {
+    if memmem::find(xml.as_bytes(), b"<!").is_some() {
         return unsure("a CDATA section, a comment or a declaration");
     }
     if !root_is(xml, "ListBucketResult") {
@@ -50,10 +52,11 @@ pub(super) fn read(xml: &str, prefix: &str, start_after: &str) -> Result<Listed,
         return unsure("no KeyCount");
     };
     let mut entries: Vec<ObjectEntry> = Vec::with_capacity(key_count.min(1000));
+    let (open, close) = (memmem::Finder::new("<Contents>"), memmem::Finder::new("</Contents>"));
     let mut rest = xml;
-    while let Some(at) = rest.find("<Contents>") {
+    while let Some(at) = open.find(rest.as_bytes()) {
         let block = &rest[at + "<Contents>".len()..];
-        let Some(len) = block.find("</Contents>") else {
+        let Some(len) = close.find(block.as_bytes()) else {
             return unsure("an unclosed Contents");
         };
         let (block, after) = (&block[..len], &block[len + "</Contents>".len()..]);
@@ -78,7 +81,7 @@ pub(super) fn read(xml: &str, prefix: &str, start_after: &str) -> Result<Listed,
         });
         rest = after;
     }
-    if entries.len() != key_count || xml.contains("<CommonPrefixes>") {
+    if entries.len() != key_count || memmem::find(xml.as_bytes(), b"<CommonPrefixes>").is_some() {
         return unsure("KeyCount does not match the objects read");
     }
     Ok(Listed { entries, truncated })

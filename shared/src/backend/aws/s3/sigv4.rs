@@ -171,8 +171,13 @@ fn amz_date(time: SystemTime) -> String {
 
 /// A header value as SigV4 canonicalises it: trimmed, inner runs of spaces made one.
 fn push_trimmed(out: &mut String, value: &str) {
+    let value = value.trim();
+    if !value.contains("  ") {
+        out.push_str(value);
+        return;
+    }
     let mut space = false;
-    for c in value.trim().chars() {
+    for c in value.chars() {
         if c == ' ' {
             space = true;
             continue;
