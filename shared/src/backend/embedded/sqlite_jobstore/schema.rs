@@ -71,10 +71,25 @@ impl Sql {
     }
 }
 
+/// The tables of a new file: [`SCHEMA`] (the first version's, which older files have) with
+/// every counter's column and the segment's `moved` in it, so a new file needs no ALTER
+/// TABLE (each one re-reads the whole schema: a score of them was most of the time to open a
+/// new state file).
+pub(super) fn fresh_schema() -> String {
+    let counters: String = Counters::NAMES.iter().map(|n| format!(",\n    c_{n} INTEGER NOT NULL DEFAULT 0")).collect();
+    SCHEMA
+        .replacen("    updated_ms INTEGER NOT NULL\n", &format!("    updated_ms INTEGER NOT NULL{counters}\n"), 1)
+        .replacen(
+            "    finished_ms INTEGER NOT NULL DEFAULT 0,\n",
+            "    finished_ms INTEGER NOT NULL DEFAULT 0,\n    moved TEXT NOT NULL DEFAULT '[]',\n",
+            1,
+        )
+}
+
 /// Creates the tables, and a `c_<name>` column for every counter the file lacks.
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
-    tx.execute_batch(SCHEMA).map_err(db_err)?;
+    tx.execute_batch(&fresh_schema()).map_err(db_err)?;
     let have: HashSet<String> = {
         let mut st = tx.prepare("SELECT name FROM pragma_table_info('jobstore_job')").map_err(db_err)?;
         st.query_map([], |r| r.get(0)).map_err(db_err)?.collect::<rusqlite::Result<_>>().map_err(db_err)?

@@ -59,6 +59,25 @@ async fn survives_reopening_the_file() {
     assert_eq!(store.issues("reopen", None, 10).await.unwrap(), vec![issue]);
 }
 
+/// A new file is made with every column: opening it alters nothing.
+#[test]
+fn a_new_file_has_every_column_from_the_start() {
+    let fresh = super::schema::fresh_schema();
+    for name in Counters::NAMES {
+        assert!(fresh.contains(&format!("c_{name} INTEGER NOT NULL DEFAULT 0")), "{name}: {fresh}");
+    }
+    assert!(fresh.contains("moved TEXT NOT NULL DEFAULT '[]'"), "{fresh}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.sqlite");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(&fresh).unwrap();
+    let version = |c: &Connection| c.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0)).unwrap();
+    let before = version(&conn);
+    drop(conn);
+    drop(SqliteJobStore::open(&path).unwrap());
+    assert_eq!(version(&Connection::open(&path).unwrap()), before, "opening a new file altered its schema");
+}
+
 #[tokio::test]
 async fn adds_missing_counter_columns_to_an_old_file() {
     let dir = tempfile::tempdir().unwrap();
