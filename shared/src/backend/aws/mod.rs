@@ -190,6 +190,9 @@ impl AwsContext {
         let mut b = aws_sdk_s3::config::Builder::from(&self.sdk).force_path_style(self.path_style);
         if let Some(url) = &self.s3_endpoint {
             b = b.endpoint_url(url);
+            if plain_http(url, &|k: &str| std::env::var(k).ok()) {
+                b = b.http_client(plain_http_client());
+            }
         }
         if self.request_payer {
             b = b.interceptor(RequesterPays);
@@ -204,6 +207,23 @@ impl AwsContext {
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::new(&self.sdk)
     }
+}
+
+/// Whether S3's custom `endpoint` is plain `http://` with no proxy configured: its SDK client
+/// then needs no TLS. The default client loads the machine's root certificates (some 150
+/// files read and parsed, about 6 ms of CPU) on its first request, before a clone's first
+/// page; for an emulator, or a MinIO on the local network, for nothing.
+fn plain_http(endpoint: &str, var: &impl Fn(&str) -> Option<String>) -> bool {
+    endpoint.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        && !s3::lean::PROXY_VARS.iter().any(|v| var(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// The SDK's HTTP client without TLS (its connector settings and timeouts as the default
+/// one's), one per process.
+fn plain_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    static CLIENT: std::sync::OnceLock<aws_smithy_runtime_api::client::http::SharedHttpClient> =
+        std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| aws_smithy_http_client::Builder::new().build_http()).clone()
 }
 
 /// Adds `x-amz-request-payer: requester` to every S3 request of a client, before it is
@@ -306,8 +326,19 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::{classify, path_style};
+    use super::{classify, path_style, plain_http};
     use crate::error::Error;
+
+    #[test]
+    fn only_a_plain_http_endpoint_without_a_proxy_goes_without_tls() {
+        let none = |_: &str| None;
+        assert!(plain_http("http://127.0.0.1:9000", &none));
+        assert!(plain_http("HTTP://minio:9000/", &none));
+        assert!(!plain_http("https://minio:9000", &none));
+        assert!(!plain_http("s3.amazonaws.com", &none));
+        let proxied = |k: &str| (k == "HTTP_PROXY").then(|| "http://proxy:3128".to_string());
+        assert!(!plain_http("http://127.0.0.1:9000", &proxied));
+    }
 
     #[test]
     fn path_style_is_a_setting_of_its_own() {

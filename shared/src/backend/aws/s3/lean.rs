@@ -60,7 +60,8 @@ const REFETCH_GAP: Duration = Duration::from_secs(10);
 
 /// Proxy settings the lean client does not follow: with any of them set, copies go through
 /// the SDK.
-const PROXY_VARS: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+pub(in crate::backend::aws) const PROXY_VARS: [&str; 6] =
+    ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
 
 /// The settings that turn the lean client off, for copies and for listings.
 pub(in crate::backend::aws) const SETTINGS: [&str; 2] = ["BUCKETCLONE_S3_LEAN_COPY", "BUCKETCLONE_S3_LEAN_LIST"];
