@@ -605,7 +605,11 @@ pub(super) fn http_date(s: Option<&str>) -> Option<aws_smithy_types::DateTime> {
 
 /// An ETag in the quoted form HTTP conditions use.
 fn quote(etag: &str) -> String {
-    format!("\"{etag}\"")
+    let mut quoted = String::with_capacity(etag.len() + 2);
+    quoted.push('"');
+    quoted.push_str(etag);
+    quoted.push('"');
+    quoted
 }
 
 #[cfg(test)]

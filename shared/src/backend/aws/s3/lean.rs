@@ -267,8 +267,10 @@ impl Lean {
         let Some(http) = self.copies else {
             return Err(Failure::unsendable("copies go through the SDK".into()));
         };
-        let key = utf8_percent_encode(c.dst_key, KEY_ENCODE);
-        let path = format!("{}/{key}", self.base_path);
+        let mut path = String::with_capacity(self.base_path.len() + 1 + c.dst_key.len() * 3 / 2);
+        path.push_str(&self.base_path);
+        path.push('/');
+        path.extend(utf8_percent_encode(c.dst_key, KEY_ENCODE));
         let mut headers = vec![("x-amz-copy-source", c.source)];
         let optional = [
             ("x-amz-copy-source-if-match", c.if_match),
@@ -331,10 +333,13 @@ impl Lean {
         if self.request_payer {
             headers.push(("x-amz-request-payer", "requester"));
         }
-        let url = match query {
-            "" => format!("{}{}", self.origin(), path),
-            q => format!("{}{}?{q}", self.origin(), path),
-        };
+        let mut url = String::with_capacity(self.base.len() + path.len() + query.len() + 1);
+        url.push_str(self.origin());
+        url.push_str(path);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(query);
+        }
         let now = SystemTime::now();
         let skew = self.skew.load(Ordering::Relaxed);
         let at =

@@ -38,7 +38,11 @@ pub(super) const KEY_ENCODE: &AsciiSet =
 /// The `x-amz-copy-source` value for `bucket/key`: the SDK sends it as given, so the key
 /// must be percent-encoded here.
 pub(super) fn copy_source_header(bucket: &str, key: &str) -> String {
-    format!("{bucket}/{}", utf8_percent_encode(key, KEY_ENCODE))
+    let mut header = String::with_capacity(bucket.len() + 1 + key.len() * 3 / 2);
+    header.push_str(bucket);
+    header.push('/');
+    header.extend(utf8_percent_encode(key, KEY_ENCODE));
+    header
 }
 
 /// Classifies a copy failure; a failed `x-amz-copy-source-if-match` means the source
