@@ -463,17 +463,24 @@ async fn copy_one<'a>(
 }
 
 /// Runs the futures `futs` yields, at most `cap` at once, each made only when a slot is
-/// free; their outputs in completion order.
-async fn at_most<F: Future>(cap: usize, mut futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut running: FuturesUnordered<F> = futs.by_ref().take(cap.max(1)).collect();
-    let mut out = Vec::new();
-    while let Some(r) = running.next().await {
-        out.push(r);
-        if let Some(f) = futs.next() {
-            running.push(f);
-        }
-    }
-    out
+/// free; their outputs, in no promised order.
+///
+/// `cap` lanes each take the next future when their last one is done, and run it in place:
+/// a page's copies reuse the lanes' memory rather than allocating a task for each (a copy's
+/// future is over a kilobyte, and a page makes a thousand).
+async fn at_most<F: Future>(cap: usize, futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let futs = std::sync::Mutex::new(futs);
+    let next = || futs.lock().unwrap_or_else(|p| p.into_inner()).next();
+    let lanes: FuturesUnordered<_> = (0..cap.max(1))
+        .map(|_| async {
+            let mut out = Vec::new();
+            while let Some(f) = next() {
+                out.push(f.await);
+            }
+            out
+        })
+        .collect();
+    lanes.concat().await
 }
 
 /// The [`Error::Archived`] finding for archived source `e` (in `class`), after asking for
