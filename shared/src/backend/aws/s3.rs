@@ -12,6 +12,7 @@ pub(in crate::backend::aws) mod lean;
 mod listing;
 mod multipart;
 mod sigv4;
+mod wire;
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;

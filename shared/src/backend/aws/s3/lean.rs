@@ -8,7 +8,8 @@
 //! a few headers, whose answer is a few hundred bytes; a listing is a `GET` whose answer is
 //! read for each object's key, size, ETag and class ([`super::listing`]). Here both are
 //! signed by [`super::sigv4`] (SigV4 with the day's signing key kept; a property test holds
-//! it to the SDK's signer) and sent over hyper and rustls (the SDK's own HTTP stack).
+//! it to the SDK's signer) and sent by [`super::wire`]: HTTP/1.1 written and read by the
+//! request's own future, over rustls for `https` (the SDK's TLS stack).
 //!
 //! It is used only where it sends the request the SDK would send; everything else goes
 //! through the SDK as before ([`Lean::for_bucket`] says `None`):
@@ -27,7 +28,7 @@
 //! status) is an error, retried like a 500, as the SDK does.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::config::Credentials;
@@ -38,18 +39,13 @@ use aws_smithy_types::Document;
 use aws_smithy_types::date_time::{DateTime, Format};
 use bytes::Bytes;
 use futures::FutureExt;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use percent_encoding::utf8_percent_encode;
 
 use super::multipart::KEY_ENCODE;
 use super::sigv4::{EMPTY_SHA256, Keys, Request, Signer};
+use super::wire::{Origin, Pool};
 use crate::backend::aws::{AwsContext, classify};
 use crate::error::Error;
-
-type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// Credentials are fetched again this long before they expire (the SDK's own cache waits
 /// until 10 s before). Credentials fetched in the last [`REFETCH_GAP`] are used until they
@@ -79,68 +75,19 @@ pub(in crate::backend::aws) fn enabled(
     }
 }
 
-/// Which connection pool a request goes over. A hyper connection keeps a read buffer as
-/// large as the largest answer it has read: a listing page is up to ~300 KB, a copy's
-/// answer a few hundred bytes. Sharing one pool, every copy connection (hundreds) would end
-/// up holding a listing-sized buffer; apart, only the few listing connections do.
-#[derive(Clone, Copy)]
-enum Pool {
-    Copies = 0,
-    Listings = 2,
-}
-
-/// The process-wide connection pool of `pool` for `https` endpoints or for plain `http`
-/// ones (pools are per host inside), built on first use. Only the `https` ones load the
-/// machine's root certificates (some 300 files read and parsed): `None` when they cannot be
-/// loaded (the SDK then reports why).
-fn http(https: bool, pool: Pool) -> Option<&'static Http> {
-    static POOLS: [OnceLock<Option<Http>>; 4] = [const { OnceLock::new() }; 4];
-    let build = || {
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let tls = hyper_rustls::HttpsConnectorBuilder::new();
-        let bundle = super::super::tls::ca_bundle().ok().flatten();
-        let tls = if let Some(b) = bundle.filter(|_| https) {
-            // The machine's roots and AWS_CA_BUNDLE's, as the SDK's client has them.
-            let config = rustls::ClientConfig::builder_with_provider(provider.into())
-                .with_safe_default_protocol_versions()
-                .ok()?
-                .with_root_certificates(b.root_store())
-                .with_no_client_auth();
-            tls.with_tls_config(config)
-        } else if https {
-            tls.with_provider_and_native_roots(provider)
-                .inspect_err(|e| tracing::debug!(error = %e, "no root certificates"))
-                .ok()?
-        } else {
-            let config = rustls::ClientConfig::builder_with_provider(provider.into())
-                .with_safe_default_protocol_versions()
-                .ok()?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            tls.with_tls_config(config)
-        };
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        // The SDK's default connect timeout.
-        tcp.set_connect_timeout(Some(Duration::from_millis(3100)));
-        let connector = tls.https_or_http().enable_http1().wrap_connector(tcp);
-        Some(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(90)).build(connector))
-    };
-    POOLS[pool as usize + usize::from(https)].get_or_init(build).as_ref()
-}
-
 /// CopyObject into one bucket, and ListObjectsV2 of it.
 pub(super) struct Lean {
-    /// The pools copies and listings go over; `None`: that request goes through the SDK.
-    copies: Option<&'static Http>,
-    listings: Option<&'static Http>,
+    /// The connections copies and listings go over; `None`: that request goes through the
+    /// SDK.
+    copies: Option<Arc<Origin>>,
+    listings: Option<Arc<Origin>>,
     /// Set once a listing answer was not one [`super::listing`] vouches for: the bucket's
     /// server answers in a form it does not know, so its listings go through the SDK.
     listings_unsure: std::sync::atomic::AtomicBool,
     provider: aws_sdk_s3::config::SharedCredentialsProvider,
-    /// The credentials and when they were fetched.
-    cached: RwLock<Option<(Credentials, std::time::Instant)>>,
+    /// The credentials and when they were fetched. In an `Arc`: cloning `Credentials` itself
+    /// allocates (a map of properties), and they are taken for every request.
+    cached: RwLock<Option<(Arc<Credentials>, std::time::Instant)>>,
     refresh: tokio::sync::Mutex<()>,
     /// Signs for the endpoint rules' `signingRegion`.
     signer: Signer,
@@ -228,17 +175,16 @@ impl Lean {
         let Some((base, region)) = endpoint(ctx, bucket) else {
             return declined("the endpoint is not plain SigV4 for s3");
         };
-        let https = base.starts_with("https:");
+        let Some((https, connect, port, host, base_path)) = origin_of(&base) else {
+            return declined("the endpoint is not a URL");
+        };
         let (copies, listings) = (
-            copies.then(|| http(https, Pool::Copies)).flatten(),
-            listings.then(|| http(https, Pool::Listings)).flatten(),
+            copies.then(|| Origin::shared(https, &connect, port, Pool::Copies)).flatten(),
+            listings.then(|| Origin::shared(https, &connect, port, Pool::Listings)).flatten(),
         );
         if copies.is_none() && listings.is_none() {
             return declined("no root certificates");
         }
-        let Some((host, base_path)) = host_and_path(&base) else {
-            return declined("the endpoint is not a URL");
-        };
         tracing::debug!(bucket, %base, %region, copies = copies.is_some(), listings = listings.is_some(), "the lean client");
         Some(Lean {
             copies,
@@ -264,7 +210,7 @@ impl Lean {
     /// Sends one CopyObject; the copy's ETag as S3 answered it (quoted, as in S3's XML).
     /// Only when [`Lean::copies`].
     pub async fn copy(&self, c: &Copy<'_>) -> Result<Option<String>, Failure> {
-        let Some(http) = self.copies else {
+        let Some(origin) = &self.copies else {
             return Err(Failure::unsendable("copies go through the SDK".into()));
         };
         let mut path = String::with_capacity(self.base_path.len() + 1 + c.dst_key.len() * 3 / 2);
@@ -279,7 +225,7 @@ impl Lean {
             ("x-amz-server-side-encryption-aws-kms-key-id", c.sse_kms_key_id),
         ];
         headers.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
-        let (status, body) = self.send(http, http::Method::PUT, &path, "", headers).await?;
+        let (status, body) = self.send(origin, "PUT", &path, "", headers).await?;
         answer(status, &body)
     }
 
@@ -287,7 +233,7 @@ impl Lean {
     /// ListObjectsV2 with those parameters does. [`Listing::Unsure`] when listings go through
     /// the SDK: turned off, or an answer of this server's was not one the reader vouches for.
     pub async fn list(&self, prefix: &str, start_after: &str, max_keys: usize) -> Result<Listing, Failure> {
-        let Some(http) = self.listings.filter(|_| !self.listings_unsure.load(Ordering::Relaxed)) else {
+        let Some(origin) = self.listings.as_ref().filter(|_| !self.listings_unsure.load(Ordering::Relaxed)) else {
             return Ok(Listing::Unsure);
         };
         let max_keys = max_keys.to_string();
@@ -296,7 +242,7 @@ impl Lean {
         let query = super::sigv4::query(&params);
         // The bucket's root, with its `/` as the SDK sends it: `/bkt/` path-style, `/` else.
         let path = format!("{}/", self.base_path);
-        let (status, body) = self.send(http, http::Method::GET, &path, &query, Vec::new()).await?;
+        let (status, body) = self.send(origin, "GET", &path, &query, Vec::new()).await?;
         if !(200..300).contains(&status) {
             return Err(answer(status, &body).err().unwrap_or_else(|| Failure::unsendable(format!("HTTP {status}"))));
         }
@@ -319,12 +265,12 @@ impl Lean {
     }
 
     /// Signs and sends a request with an empty body (`path` as sent, `query` canonical, as
-    /// [`super::sigv4::query`] builds it) over `http`: the answer's status and body. A
+    /// [`super::sigv4::query`] builds it) to `origin`: the answer's status and body. A
     /// `RequestTimeTooSkewed` answer sets the clock skew later requests are signed with.
     async fn send(
         &self,
-        http: &Http,
-        method: http::Method,
+        origin: &Origin,
+        method: &'static str,
         path: &str,
         query: &str,
         mut headers: Vec<(&'static str, &str)>,
@@ -332,13 +278,6 @@ impl Lean {
         let creds = self.credentials().await?;
         if self.request_payer {
             headers.push(("x-amz-request-payer", "requester"));
-        }
-        let mut url = String::with_capacity(self.base.len() + path.len() + query.len() + 1);
-        url.push_str(self.origin());
-        url.push_str(path);
-        if !query.is_empty() {
-            url.push('?');
-            url.push_str(query);
         }
         let now = SystemTime::now();
         let skew = self.skew.load(Ordering::Relaxed);
@@ -349,29 +288,16 @@ impl Lean {
             secret: creds.secret_access_key(),
             session_token: creds.session_token(),
         };
-        let req = Request {
-            method: method.as_str(),
-            host: &self.host,
-            path,
-            query,
-            headers: &headers,
-            payload_sha256: EMPTY_SHA256,
-        };
+        let req = Request { method, host: &self.host, path, query, headers: &headers, payload_sha256: EMPTY_SHA256 };
         let signed = self.signer.sign(&req, &keys, at);
-        let put = method == http::Method::PUT;
-        let req = request(method, url, &headers, signed, put)?;
-        let resp = http.request(req).await.map_err(|e| Failure::no_answer(format!("no answer: {}", chain(&e))))?;
-        let status = resp.status().as_u16();
-        // The service's clock, kept only from an answer that may say ours is off.
-        let server_time =
-            (!(200..300).contains(&status)).then(|| resp.headers().get(http::header::DATE).cloned()).flatten();
-        let body = resp
-            .into_body()
-            .collect()
+        let request = request(&req, &signed)?;
+        let answer = origin
+            .exchange(&request)
             .await
-            .map_err(|e| Failure::no_answer(format!("answer cut short (status {status}): {}", chain(&e))))?
-            .to_bytes();
-        if let Some(server) = server_time.and_then(|d| DateTime::from_str(d.to_str().ok()?, Format::HttpDate).ok())
+            .map_err(|super::wire::Failed(why)| Failure::no_answer(format!("no answer: {why}")))?;
+        let (status, body) = (answer.status, answer.body);
+        // The service's clock, kept only from an answer that may say ours is off (an error).
+        if let Some(server) = answer.date.and_then(|d| DateTime::from_str(&d, Format::HttpDate).ok())
             && contains_bytes(&body, "<Code>RequestTimeTooSkewed</Code>")
         {
             let ours = DateTime::from(now).secs();
@@ -384,14 +310,9 @@ impl Lean {
         Ok((status, body))
     }
 
-    /// `base` without its path: `scheme://host[:port]`.
-    fn origin(&self) -> &str {
-        self.base.strip_suffix(self.base_path.as_str()).unwrap_or(&self.base)
-    }
-
     /// The current credentials, fetched when missing or about to expire (one fetch at a
     /// time; the others wait for it).
-    async fn credentials(&self) -> Result<Credentials, Failure> {
+    async fn credentials(&self) -> Result<Arc<Credentials>, Failure> {
         let fresh = || {
             let cached = self.cached.read().unwrap_or_else(|p| p.into_inner());
             let (creds, fetched) = cached.as_ref()?;
@@ -411,52 +332,70 @@ impl Lean {
             .provide_credentials()
             .await
             .map_err(|e| Failure::no_answer(format!("no credentials: {}", DisplayErrorContext(&e))))?;
+        let creds = Arc::new(creds);
         *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some((creds.clone(), std::time::Instant::now()));
         Ok(creds)
     }
 }
 
-/// The HTTP request for `url` with `headers` and the signer's `signed` ones (names are
-/// lowercase constants), `Content-Length: 0` on a `PUT`. A value HTTP cannot carry is
+/// The bytes of the HTTP/1.1 request `req` with its headers and the signer's `signed` ones
+/// (names are lowercase constants), `Content-Length: 0` on a `PUT`. A value HTTP cannot
+/// carry (a control character: a line break would end the header) is
 /// [`Failure::unsendable`].
-fn request(
-    method: http::Method,
-    url: String,
-    headers: &[(&'static str, &str)],
-    signed: Vec<(&'static str, String)>,
-    put: bool,
-) -> Result<http::Request<Empty<Bytes>>, Failure> {
-    use http::header::{HeaderName, HeaderValue};
-    let bad = |e: &dyn std::fmt::Display| Failure::unsendable(format!("build the request: {e}"));
-    let mut req = http::Request::builder().method(method).uri(url).body(Empty::new()).map_err(|e| bad(&e))?;
-    let map = req.headers_mut();
-    map.reserve(headers.len() + signed.len() + 1);
-    for (k, v) in headers {
-        map.append(HeaderName::from_static(k), HeaderValue::from_str(v).map_err(|e| bad(&e))?);
+fn request(req: &Request<'_>, signed: &[(&'static str, String)]) -> Result<Vec<u8>, Failure> {
+    let put = req.method == "PUT";
+    let fields = req.headers.iter().map(|(k, v)| (*k, *v)).chain(signed.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut out = Vec::with_capacity(
+        64 + req.path.len()
+            + req.query.len()
+            + req.host.len()
+            + fields.clone().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>(),
+    );
+    let target_ok = req.path.bytes().chain(req.query.bytes()).all(|b| b.is_ascii_graphic());
+    if !target_ok || !req.path.starts_with('/') {
+        return Err(Failure::unsendable(format!("build the request: a path HTTP cannot carry: {:?}", req.path)));
     }
-    for (k, v) in signed {
-        map.append(HeaderName::from_static(k), HeaderValue::try_from(v).map_err(|e| bad(&e))?);
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.path.as_bytes());
+    if !req.query.is_empty() {
+        out.push(b'?');
+        out.extend_from_slice(req.query.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(req.host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (k, v) in fields {
+        // What `http::HeaderValue` accepts: visible characters, spaces, tabs, and bytes
+        // past ASCII; no other control character.
+        if v.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(Failure::unsendable(format!("build the request: a value HTTP cannot carry in {k}: {v:?}")));
+        }
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if put {
-        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        out.extend_from_slice(b"content-length: 0\r\n");
     }
-    Ok(req)
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
 }
 
-/// The `Host` header for `url` (its port only when not the scheme's default) and its path.
-fn host_and_path(url: &str) -> Option<(String, String)> {
+/// The parts of a bucket's base URL: `https`, the host to connect to (as in the URL), the
+/// port, the `Host` header (the port only when not the scheme's default) and the path.
+fn origin_of(url: &str) -> Option<(bool, String, u16, String, String)> {
     let uri: http::Uri = url.parse().ok()?;
     let host = uri.host()?;
-    let default = match uri.scheme_str() {
-        Some("https") => 443,
-        Some("http") => 80,
+    let (https, default) = match uri.scheme_str() {
+        Some("https") => (true, 443),
+        Some("http") => (false, 80),
         _ => return None,
     };
-    let host = match uri.port_u16() {
-        Some(p) if p != default => format!("{host}:{p}"),
-        _ => host.to_string(),
-    };
-    Some((host, uri.path().trim_end_matches('/').to_string()))
+    let port = uri.port_u16().unwrap_or(default);
+    let header = if port == default { host.to_string() } else { format!("{host}:{port}") };
+    Some((https, host.to_string(), port, header, uri.path().trim_end_matches('/').to_string()))
 }
 
 /// The bucket's base URL and signing region by the SDK's S3 endpoint rules, if those sign it
@@ -498,18 +437,6 @@ fn endpoint(ctx: &AwsContext, bucket: &str) -> Option<(String, String)> {
     }
     let region = signing_region.unwrap_or(region);
     Some((resolved.url().trim_end_matches('/').to_string(), region))
-}
-
-/// An error and its sources, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
 }
 
 /// Whether `body` holds `needle`.
@@ -599,13 +526,43 @@ fn unescape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A request is written as HTTP/1.1 with its headers and the signer's, and a value that
+    /// would break the request's lines (a control character) is refused, not sent.
+    #[test]
+    fn requests_are_written_whole_or_refused() {
+        let headers = [("x-amz-copy-source", "/src/a%20b"), ("x-amz-copy-source-if-match", "\"e\"")];
+        let req =
+            Request { method: "PUT", host: "h:9", path: "/b/k", query: "", headers: &headers, payload_sha256: "" };
+        let signed = [("authorization", "AWS4 x".to_string())];
+        let bytes = request(&req, &signed).unwrap();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "PUT /b/k HTTP/1.1\r\nhost: h:9\r\nx-amz-copy-source: /src/a%20b\r\n\
+             x-amz-copy-source-if-match: \"e\"\r\nauthorization: AWS4 x\r\ncontent-length: 0\r\n\r\n"
+        );
+        let get = Request { method: "GET", query: "list-type=2", headers: &[], ..req };
+        assert_eq!(request(&get, &[]).unwrap(), b"GET /b/k?list-type=2 HTTP/1.1\r\nhost: h:9\r\n\r\n");
+        for bad in ["a\r\nx-evil: 1", "a\nb", "\x7f", "\0"] {
+            let headers = [("x-amz-copy-source-if-match", bad)];
+            let f = request(&Request { headers: &headers, ..req }, &[]).unwrap_err();
+            assert_eq!(f.status, Some(400), "{bad:?}");
+        }
+        assert!(request(&Request { path: "/b/a b", ..req }, &[]).is_err(), "a space in the path");
+        let tab = [("x-amz-meta", "a\tb é")];
+        assert!(request(&Request { headers: &tab, ..req }, &[]).is_ok(), "tabs and non-ASCII are allowed");
+    }
+
     #[test]
     fn hosts_carry_a_port_only_when_not_the_default() {
-        let hp = |u: &str| host_and_path(u).map(|(h, p)| format!("{h} {p}"));
-        assert_eq!(hp("http://127.0.0.1:9000/bkt").as_deref(), Some("127.0.0.1:9000 /bkt"));
-        assert_eq!(hp("https://bkt.s3.eu-west-1.amazonaws.com").as_deref(), Some("bkt.s3.eu-west-1.amazonaws.com "));
-        assert_eq!(hp("https://minio:443/b/").as_deref(), Some("minio /b"));
-        assert_eq!(hp("http://minio:80/b").as_deref(), Some("minio /b"));
+        let hp = |u: &str| origin_of(u).map(|(s, c, port, h, p)| format!("{s} {c}:{port} {h} {p}"));
+        assert_eq!(hp("http://127.0.0.1:9000/bkt").as_deref(), Some("false 127.0.0.1:9000 127.0.0.1:9000 /bkt"));
+        assert_eq!(
+            hp("https://bkt.s3.eu-west-1.amazonaws.com").as_deref(),
+            Some("true bkt.s3.eu-west-1.amazonaws.com:443 bkt.s3.eu-west-1.amazonaws.com ")
+        );
+        assert_eq!(hp("https://minio:443/b/").as_deref(), Some("true minio:443 minio /b"));
+        assert_eq!(hp("http://minio:80/b").as_deref(), Some("false minio:80 minio /b"));
+        assert_eq!(hp("http://minio/b").as_deref(), Some("false minio:80 minio /b"));
         assert_eq!(hp("ftp://x/b"), None);
     }
 
