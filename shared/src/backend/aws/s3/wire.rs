@@ -27,6 +27,10 @@
 //!   for over a minute closed: when a request would take one, and in every origin of the
 //!   process (a bucket no longer cloned included) by a sweep at most every half minute,
 //!   made by whichever request ends then;
+//! - TCP keepalive (probes after 60 s of silence, every 10 s): a peer that vanished without
+//!   closing (a NAT or load balancer that dropped the flow) fails the exchange within a few
+//!   minutes, where a read would otherwise wait for ever; a slow answer does not, as the
+//!   peer's kernel answers the probes;
 //! - `https` over rustls with the machine's roots (and `AWS_CA_BUNDLE`'s), as the SDK's.
 //!
 //! Every failure is [`Failed`]: no answer, or not a whole one. The lean client reports it as
@@ -45,6 +49,10 @@ use tokio_rustls::client::TlsStream;
 
 /// The SDK's default connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+/// TCP keepalive: the first probe after this much silence, then one per interval (the
+/// system's count of them, 9 on Linux).
+const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// A kept connection idle for longer is closed rather than reused.
 const IDLE: Duration = Duration::from_secs(60);
 /// At most this many idle connections are kept per origin.
@@ -193,7 +201,10 @@ impl Origin {
             .await
             .map_err(|_| Failed(format!("connect to {}: timed out after {CONNECT_TIMEOUT:?}", at())))?
             .map_err(|e| Failed(format!("connect to {}: {e}", at())))?;
-        tcp.set_nodelay(true).map_err(|e| Failed(format!("connect to {}: {e}", at())))?;
+        let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_TIME).with_interval(KEEPALIVE_INTERVAL);
+        tcp.set_nodelay(true)
+            .and_then(|()| socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive))
+            .map_err(|e| Failed(format!("connect to {}: {e}", at())))?;
         let io = match &self.tls {
             None => Io::Plain(tcp),
             Some((tls, name)) => {
@@ -691,6 +702,20 @@ mod tests {
             let Failed(why) = origin.exchange(GET).await.unwrap_err();
             assert!(why.contains(says), "{bad:?}: {why}");
         }
+    }
+
+    /// Connections probe a silent peer (keepalive), and send small requests at once (no
+    /// Nagle delay).
+    #[tokio::test]
+    async fn connections_are_kept_alive_and_not_delayed() {
+        let (origin, ..) = scripted(vec![vec![]]).await;
+        let conn = origin.connect().await.unwrap();
+        let Io::Plain(tcp) = &conn.io else { panic!("plain") };
+        let sock = socket2::SockRef::from(tcp);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_TIME);
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert!(tcp.nodelay().unwrap());
     }
 
     #[tokio::test]
