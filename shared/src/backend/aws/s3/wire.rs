@@ -580,11 +580,13 @@ mod tests {
     }
 
     const GET: &[u8] = b"GET /b/ HTTP/1.1\r\nhost: x\r\n\r\n";
+    /// An answer with a two-byte body: `ok`.
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
     #[tokio::test]
     async fn a_sized_answer_is_read_and_its_connection_reused() {
-        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-        let (origin, conns, requests) = scripted(vec![vec![Step::Answer(ok, 0), Step::Answer(ok, 2)]]).await;
+        let hello = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        let (origin, conns, requests) = scripted(vec![vec![Step::Answer(hello, 0), Step::Answer(hello, 2)]]).await;
         for _ in 0..2 {
             let a = origin.exchange(GET).await.unwrap();
             assert_eq!((a.status, &a.body[..], a.date), (200, &b"hello"[..], None));
@@ -608,8 +610,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_framed_by_the_close_is_read_to_the_end_and_the_connection_dropped() {
         let until_close = "HTTP/1.1 500 Oops\r\nDate: Wed, 01 Jan 2025 00:00:00 GMT\r\n\r\n<Error/>";
-        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        let (origin, conns, _) = scripted(vec![vec![Step::Answer(until_close, 4)], vec![Step::Answer(ok, 0)]]).await;
+        let (origin, conns, _) = scripted(vec![vec![Step::Answer(until_close, 4)], vec![Step::Answer(OK, 0)]]).await;
         let a = origin.exchange(GET).await.unwrap();
         assert_eq!((a.status, &a.body[..]), (500, &b"<Error/>"[..]));
         assert_eq!(a.date.as_deref(), Some("Wed, 01 Jan 2025 00:00:00 GMT"), "an error's Date is kept");
@@ -627,9 +628,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
         ] {
-            let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
             let (origin, conns, _) =
-                scripted(vec![vec![Step::Answer(first, 0), Step::Answer(ok, 0)], vec![Step::Answer(ok, 0)]]).await;
+                scripted(vec![vec![Step::Answer(first, 0), Step::Answer(OK, 0)], vec![Step::Answer(OK, 0)]]).await;
             for _ in 0..2 {
                 assert_eq!(&origin.exchange(GET).await.unwrap().body[..], b"ok", "{first:?}");
             }
@@ -646,8 +646,8 @@ mod tests {
     #[tokio::test]
     async fn informational_answers_are_skipped_and_empty_ones_have_no_body() {
         let answers = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
-        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-        let (origin, conns, _) = scripted(vec![vec![Step::Answer(answers, 7), Step::Answer(ok, 0)]]).await;
+        let empty = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let (origin, conns, _) = scripted(vec![vec![Step::Answer(answers, 7), Step::Answer(empty, 0)]]).await;
         let a = origin.exchange(GET).await.unwrap();
         assert_eq!((a.status, a.body.len()), (204, 0));
         assert_eq!(origin.exchange(GET).await.unwrap().status, 200);
@@ -658,9 +658,8 @@ mod tests {
     /// one; a new connection that closes without answering is a failure, not a loop.
     #[tokio::test]
     async fn a_request_on_a_closed_kept_connection_is_sent_again_on_a_new_one() {
-        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
         let (origin, conns, requests) =
-            scripted(vec![vec![Step::Answer(ok, 0), Step::Close], vec![Step::Answer(ok, 0)], vec![Step::Close]]).await;
+            scripted(vec![vec![Step::Answer(OK, 0), Step::Close], vec![Step::Answer(OK, 0)], vec![Step::Close]]).await;
         origin.exchange(GET).await.unwrap();
         assert_eq!(&origin.exchange(GET).await.unwrap().body[..], b"ok");
         assert_eq!((conns.load(Ordering::SeqCst), requests.load(Ordering::SeqCst)), (2, 3));
@@ -679,9 +678,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n",
             "HTTP/1.1 200 OK\r\nContent-",
         ] {
-            let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
             let (origin, conns, requests) =
-                scripted(vec![vec![Step::Answer(ok, 0), Step::Answer(cut, 0)], vec![Step::Answer(ok, 0)]]).await;
+                scripted(vec![vec![Step::Answer(OK, 0), Step::Answer(cut, 0)], vec![Step::Answer(OK, 0)]]).await;
             origin.exchange(GET).await.unwrap();
             let Failed(why) = origin.exchange(GET).await.unwrap_err();
             assert!(why.contains("closed inside"), "{cut:?}: {why}");
@@ -733,8 +731,7 @@ mod tests {
     /// take it and by the sweep over every origin.
     #[tokio::test]
     async fn connections_idle_too_long_are_closed() {
-        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        let (origin, conns, _) = scripted(vec![vec![Step::Answer(ok, 0)], vec![Step::Answer(ok, 0)]]).await;
+        let (origin, conns, _) = scripted(vec![vec![Step::Answer(OK, 0)], vec![Step::Answer(OK, 0)]]).await;
         let age = |origin: &Origin| {
             let mut idle = origin.idle.lock().unwrap();
             assert_eq!(idle.len(), 1);
@@ -745,7 +742,7 @@ mod tests {
         origin.exchange(GET).await.unwrap();
         assert_eq!(conns.load(Ordering::SeqCst), 2, "the idle one was not reused");
 
-        let (origin, ..) = scripted(vec![vec![Step::Answer(ok, 0)]]).await;
+        let (origin, ..) = scripted(vec![vec![Step::Answer(OK, 0)]]).await;
         let shared = Origin::shared(false, "127.0.0.1", origin.port, Pool::Copies).unwrap();
         shared.exchange(GET).await.unwrap();
         Origin::sweep_all();
