@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -160,15 +161,24 @@ impl Origin {
     }
 
     /// The most recently used kept connection not idle for too long; older ones are closed.
+    /// Those the server closed, or sent anything on, while they sat idle are closed too: a
+    /// request sent on one would fail, or read what came as its answer.
     fn kept(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let conn = idle.pop()?;
-        if conn.used.elapsed() < IDLE {
-            return Some(conn);
+        loop {
+            let mut conn = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let conn = idle.pop()?;
+                if conn.used.elapsed() >= IDLE {
+                    // The rest were used even earlier.
+                    idle.clear();
+                    return None;
+                }
+                conn
+            };
+            if !conn.stirred() {
+                return Some(conn);
+            }
         }
-        // The rest were used even earlier.
-        idle.clear();
-        None
     }
 
     /// Keeps `conn` for a later request; every half minute or so, first closes the
@@ -294,6 +304,16 @@ struct Head {
 }
 
 impl Conn {
+    /// Whether anything came on this idle connection since its last answer: bytes, its close
+    /// or an error. Costs no system call when nothing did (tokio knows the socket has not
+    /// been readable since the last read, which ended the answer).
+    fn stirred(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        let io = &mut self.io;
+        futures::future::poll_fn(|cx| std::pin::Pin::new(&mut *io).poll_read(cx, &mut buf)).now_or_never().is_some()
+    }
+
     /// The answer to `request` and whether this connection may be reused.
     async fn exchange(&mut self, request: &[u8]) -> Result<(Answer, bool), Exchange> {
         self.buf.clear();
@@ -536,6 +556,9 @@ mod tests {
         Answer(&'static str, usize),
         /// Closes the connection without answering.
         Close,
+        /// A moment after the last answer, without waiting for a request: sends these bytes
+        /// (`""`: closes).
+        Unasked(&'static str),
     }
 
     /// A server on a new port: connection `i` follows `script[i]`, one step per request, and
@@ -552,6 +575,16 @@ mod tests {
                 let r = r.clone();
                 tokio::spawn(async move {
                     for step in steps {
+                        if let Step::Unasked(bytes) = step {
+                            // After the client has read the answer before, and kept the
+                            // connection.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            if bytes.is_empty() {
+                                return;
+                            }
+                            sock.write_all(bytes.as_bytes()).await.unwrap();
+                            continue;
+                        }
                         let mut head = Vec::new();
                         let mut byte = [0u8; 1];
                         while !head.ends_with(b"\r\n\r\n") {
@@ -562,7 +595,7 @@ mod tests {
                         }
                         r.fetch_add(1, Ordering::SeqCst);
                         match step {
-                            Step::Close => return,
+                            Step::Close | Step::Unasked(_) => return,
                             Step::Answer(bytes, 0) => sock.write_all(bytes.as_bytes()).await.unwrap(),
                             Step::Answer(bytes, piece) => {
                                 for part in bytes.as_bytes().chunks(piece) {
@@ -666,6 +699,23 @@ mod tests {
         let Failed(why) = origin.exchange(GET).await.unwrap_err();
         assert!(why.contains("closed before an answer"), "{why}");
         assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
+
+    /// A kept connection the server closed, or sent an answer nobody asked for on (a server
+    /// timing out an idle connection with a 408), is not used: the request goes on a new
+    /// connection and gets its own answer.
+    #[tokio::test]
+    async fn a_kept_connection_stirred_while_idle_is_not_used() {
+        for unasked in ["", "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"] {
+            // After the unasked bytes the server would answer on the same connection.
+            let first = vec![Step::Answer(OK, 0), Step::Unasked(unasked), Step::Answer(OK, 0)];
+            let (origin, conns, requests) = scripted(vec![first, vec![Step::Answer(OK, 0)]]).await;
+            origin.exchange(GET).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let a = origin.exchange(GET).await.unwrap();
+            assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]), "{unasked:?}");
+            assert_eq!((conns.load(Ordering::SeqCst), requests.load(Ordering::SeqCst)), (2, 2), "{unasked:?}");
+        }
     }
 
     /// Part of an answer and then the close: a failure, and the request is not sent again
