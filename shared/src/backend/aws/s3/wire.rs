@@ -19,8 +19,10 @@
 //! - a connection is reused only when its answer was read to the end, nothing more came
 //!   after it, and neither side asked to close it (`Connection: close`; HTTP/1.0 without
 //!   keep-alive);
-//! - a kept connection the server has meanwhile closed fails before any answer comes: the
-//!   request is sent once more on a new connection (only then: PUT and GET are idempotent,
+//! - a kept connection on which anything came while it sat idle (its close, an answer
+//!   nobody asked for, such as a 408) is not used;
+//! - a kept connection the server closed just as a request went out fails before any answer
+//!   comes: the request is sent once more on a new connection (only then: PUT and GET are idempotent,
 //!   RFC 9110 §9.2.2, and no byte of an answer was seen);
 //! - limits: an answer's head at most 64 KiB, its body at most 64 MiB, connecting at most
 //!   3.1 s (the SDK's default); at most 512 idle connections kept per origin, and those idle
