@@ -496,16 +496,26 @@ fn dechunk(data: &[u8]) -> Bytes {
     body.into()
 }
 
+/// What both kinds of connection are, so that [`Io`] hands its reads and writes on once.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl Io {
+    fn stream(self: std::pin::Pin<&mut Self>) -> std::pin::Pin<&mut dyn Stream> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()),
+        }
+    }
+}
+
 impl AsyncRead for Io {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        self.stream().poll_read(cx, buf)
     }
 }
 
@@ -515,30 +525,21 @@ impl AsyncWrite for Io {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        self.stream().poll_write(cx, buf)
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        self.stream().poll_flush(cx)
     }
 
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        self.stream().poll_shutdown(cx)
     }
 }
 
